@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Run a real single-node Apache Kafka broker (KRaft: broker and controller in one JVM)
+# on 127.0.0.1 for tests, benchmarks and local use. No Docker, no mocks.
+#
+#   scripts/kafka-local.sh start           fetch jars (first time), format a fresh log dir, start, wait until ready
+#   scripts/kafka-local.sh stop            stop the broker this script started (only that process)
+#   scripts/kafka-local.sh status          exit 0 and print the address when running, exit 1 otherwise
+#   scripts/kafka-local.sh topic NAME [P]  create topic NAME with P partitions (default 2) if missing
+#   scripts/kafka-local.sh tool CLASS ARGS run a Kafka CLI class (e.g. org.apache.kafka.tools.TopicCommand)
+#
+# Environment: KAFKA_PORT (default 9092; the controller listens on KAFKA_PORT+1),
+# SLUICE_KAFKA_HOME (default ~/.cache/sluice-kafka: jars and per-port run dirs),
+# KAFKA_HEAP (default 1g).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+port="${KAFKA_PORT:-9092}"
+ctl_port=$((port + 1))
+home="${SLUICE_KAFKA_HOME:-$HOME/.cache/sluice-kafka}"
+jars="$home/jars"
+run="$home/run-$port"
+pidfile="$run/broker.pid"
+logfile="$run/broker.log"
+heap="${KAFKA_HEAP:-1g}"
+
+say() { printf 'kafka-local: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+running_pid() {
+  [ -f "$pidfile" ] || return 1
+  local pid
+  pid="$(cat "$pidfile")"
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && grep -q 'kafka.Kafka' "/proc/$pid/cmdline" 2>/dev/null || return 1
+  echo "$pid"
+}
+
+fetch_jars() {
+  local stamp="$jars/.pom.sha256" want
+  want="$(sha256sum "$here/kafka/pom.xml" | cut -d' ' -f1)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
+  command -v mvn >/dev/null || die "mvn not found: install Maven (Debian: apt-get install maven)"
+  command -v java >/dev/null || die "java not found: install a JDK 17+ (Debian: apt-get install openjdk-17-jre-headless)"
+  say "fetching the Kafka broker jars from Maven Central (first time only)"
+  rm -rf "$jars.tmp"
+  mvn -q -B -f "$here/kafka/pom.xml" dependency:copy-dependencies \
+    -DoutputDirectory="$jars.tmp" -DincludeScope=runtime \
+    || die "mvn could not fetch the Kafka jars (is Maven Central reachable?)"
+  rm -rf "$jars"
+  mv "$jars.tmp" "$jars"
+  echo "$want" >"$stamp"
+}
+
+write_config() {
+  mkdir -p "$run"
+  cat >"$run/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$ctl_port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$ctl_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$run/data
+num.partitions=2
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+# A missing topic must be an error the engine reports, not silently created.
+auto.create.topics.enable=false
+EOF
+  cat >"$run/log4j2.yaml" <<EOF
+Configuration:
+  Appenders:
+    File:
+      name: file
+      fileName: "$logfile"
+      PatternLayout:
+        pattern: "[%d] %p %m (%c)%n"
+  Loggers:
+    Root:
+      level: INFO
+      AppenderRef:
+        - ref: file
+    Logger:
+      - name: kafka.log
+        level: WARN
+      - name: org.apache.kafka.storage
+        level: WARN
+EOF
+}
+
+java_cp() { java -cp "$jars/*" "$@"; }
+
+start() {
+  if pid="$(running_pid)"; then
+    say "already running (pid $pid) on 127.0.0.1:$port"
+    return 0
+  fi
+  if port_open "$port"; then
+    die "port $port is taken by another process: stop it or set KAFKA_PORT"
+  fi
+  fetch_jars
+  write_config
+  rm -rf "$run/data"
+  : >"$logfile"
+  local cluster
+  cluster="$(java_cp kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)"
+  java_cp -Dlog4j2.configurationFile="$run/log4j2.yaml" kafka.tools.StorageTool format \
+    -t "$cluster" -c "$run/server.properties" >"$run/format.log" 2>&1 \
+    || die "formatting the log dir failed: see $run/format.log"
+  say "starting broker on 127.0.0.1:$port (log: $logfile)"
+  nohup java -Xmx"$heap" -Xms"$heap" -XX:+UseG1GC \
+    -Dlog4j2.configurationFile="$run/log4j2.yaml" \
+    -cp "$jars/*" kafka.Kafka "$run/server.properties" >"$run/stdout.log" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+  local waited=0
+  # Ready means: the JVM logged that the server started and the listener accepts connections.
+  until grep -q 'Kafka Server started' "$logfile" 2>/dev/null && port_open "$port"; do
+    if ! running_pid >/dev/null; then
+      tail -n 30 "$run/stdout.log" "$logfile" >&2 || true
+      die "the broker exited during start-up (see $logfile)"
+    fi
+    if [ "$waited" -ge 120 ]; then
+      stop
+      die "the broker did not become ready within 60 s (see $logfile)"
+    fi
+    sleep 0.5
+    waited=$((waited + 1))
+  done
+  say "ready on 127.0.0.1:$port"
+}
+
+stop() {
+  local pid
+  if ! pid="$(running_pid)"; then
+    say "not running on port $port"
+    rm -f "$pidfile"
+    return 0
+  fi
+  kill "$pid"
+  for _ in $(seq 1 60); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.5
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    say "broker did not stop within 30 s; killing it"
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidfile"
+  say "stopped"
+}
+
+status() {
+  if pid="$(running_pid)" && port_open "$port"; then
+    echo "running pid=$pid bootstrap=127.0.0.1:$port"
+  else
+    echo "not running (port $port)"
+    return 1
+  fi
+}
+
+topic() {
+  local name="${1:?topic name}" parts="${2:-2}"
+  status >/dev/null || die "the broker is not running: scripts/kafka-local.sh start"
+  java_cp org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$port" \
+    --create --if-not-exists --topic "$name" --partitions "$parts" --replication-factor 1
+}
+
+cmd="${1:-}"
+shift || true
+case "$cmd" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  topic) topic "$@" ;;
+  tool) fetch_jars; java_cp "$@" ;;
+  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

@@ -1,0 +1,117 @@
+//! Kafka plumbing shared by the generator, the source and the sink: client settings,
+//! a bounded reachability check, topic lookup and creation.
+//!
+//! It owns no data path. Every call that talks to a broker has a timeout so an
+//! unreachable broker is reported within seconds instead of hanging.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+
+use crate::error::{Error, Result};
+
+/// How long a metadata request may take before the broker is declared unreachable.
+pub const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Base client settings for `brokers`. Logging from librdkafka is kept to errors: the
+/// reachability check turns connection trouble into one readable [`Error`].
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", brokers)
+        .set("log_level", "3")
+        .set("socket.connection.setup.timeout.ms", "5000");
+    cfg
+}
+
+/// Partition count of `topic`, `None` when the topic does not exist. Fails with
+/// [`Error::KafkaUnreachable`] when no broker answers within [`METADATA_TIMEOUT`].
+pub fn topic_partitions(brokers: &str, topic: &str) -> Result<Option<usize>> {
+    let consumer: BaseConsumer = client_config(brokers)
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .map_err(|e| Error::kafka("creating a metadata client", e))?;
+    let md = consumer
+        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+        .map_err(|e| Error::KafkaUnreachable {
+            brokers: brokers.to_string(),
+            detail: e.to_string(),
+        })?;
+    let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+        return Ok(None);
+    };
+    match t.error() {
+        None => Ok(Some(t.partitions().len())),
+        Some(e) if RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition => {
+            Ok(None)
+        }
+        Some(e) => Err(Error::kafka(
+            format!("looking up topic '{topic}'"),
+            rdkafka::error::KafkaError::MetadataFetch(e.into()),
+        )),
+    }
+}
+
+/// Creates `topic` with `partitions` partitions (replication factor 1) unless it exists;
+/// returns its partition count.
+pub fn ensure_topic(brokers: &str, topic: &str, partitions: usize) -> Result<usize> {
+    if let Some(n) = topic_partitions(brokers, topic)? {
+        return Ok(n);
+    }
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers)
+        .create()
+        .map_err(|e| Error::kafka("creating an admin client", e))?;
+    let parts = i32::try_from(partitions)
+        .map_err(|_| Error::option("--partitions", "too many partitions"))?;
+    let new = NewTopic::new(topic, parts, TopicReplication::Fixed(1));
+    let opts = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
+    let results = futures::executor::block_on(admin.create_topics([&new], &opts))
+        .map_err(|e| Error::kafka(format!("creating topic '{topic}'"), e))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => {
+                return Err(Error::kafka(
+                    format!("creating topic '{topic}'"),
+                    rdkafka::error::KafkaError::AdminOp(code),
+                ))
+            }
+        }
+    }
+    // Metadata can lag creation briefly; wait (bounded) until the partitions are visible.
+    let deadline = std::time::Instant::now() + METADATA_TIMEOUT;
+    loop {
+        match topic_partitions(brokers, topic)? {
+            Some(n) if n > 0 => return Ok(n),
+            _ if std::time::Instant::now() >= deadline => {
+                return Err(Error::TopicMissing {
+                    topic: topic.to_string(),
+                    brokers: brokers.to_string(),
+                })
+            }
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Consumer settings for reading assigned partitions fast: large fetches, a deep local
+/// queue, no group offset commits (Sluice keeps offsets itself, design.md), and an
+/// end-of-partition event so bounded reads know when they are done.
+pub fn consumer_config(brokers: &str) -> ClientConfig {
+    let mut cfg = client_config(brokers);
+    cfg.set("group.id", "sluice")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("allow.auto.create.topics", "false")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "16777216")
+        .set("queued.min.messages", "200000")
+        .set("queued.max.messages.kbytes", "65536")
+        .set("fetch.wait.max.ms", "50")
+        .set("check.crcs", "false");
+    cfg
+}

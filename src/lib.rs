@@ -1,0 +1,11 @@
+//! Sluice: a streaming SQL engine. Kafka micro-batches are decoded into Apache Arrow,
+//! run through an Apache DataFusion plan with state kept across batches, and written
+//! to the console, Parquet or Kafka. See ../shared/design.md for the architecture.
+//!
+//! The binary (`main.rs`) only parses arguments and calls into these modules.
+
+pub mod error;
+pub mod gen;
+pub mod kafka;
+
+pub use error::{Error, Result};

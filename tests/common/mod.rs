@@ -1,0 +1,141 @@
+//! Helpers shared by the integration tests: a real Kafka broker (started with
+//! scripts/kafka-local.sh unless SLUICE_TEST_BROKER names one), unique topics, the
+//! `sluice` binary, and a plain consumer that reads a topic back.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Bootstrap address of a running broker. Starts the local one (harmless when it is
+/// already up) the first time a test asks.
+pub fn broker() -> String {
+    static BROKER: OnceLock<String> = OnceLock::new();
+    BROKER
+        .get_or_init(|| {
+            if let Ok(b) = std::env::var("SLUICE_TEST_BROKER") {
+                return b;
+            }
+            let port = std::env::var("KAFKA_PORT").unwrap_or_else(|_| "9092".into());
+            let out = Command::new("bash")
+                .arg(repo().join("scripts/kafka-local.sh"))
+                .arg("start")
+                .output()
+                .expect("run scripts/kafka-local.sh");
+            assert!(
+                out.status.success(),
+                "could not start the local Kafka broker:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            format!("127.0.0.1:{port}")
+        })
+        .clone()
+}
+
+/// A topic name no other test (or earlier run) uses.
+pub fn unique_topic(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{prefix}-{}-{nanos}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs the `sluice` binary with `args` and returns its output.
+pub fn sluice(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .env_remove("KAFKA_BROKER")
+        .env_remove("KAFKA_TOPIC")
+        .env_remove("TARGET_RPS")
+        .env_remove("ADDITIONAL_TERM")
+        .env_remove("ADDITIONAL_TERM_RATE")
+        .env_remove("MAX_RECORDS")
+        .output()
+        .expect("run sluice")
+}
+
+/// Like [`sluice`], but panics with its stderr unless it succeeded.
+pub fn sluice_ok(args: &[&str]) -> Output {
+    let out = sluice(args);
+    assert!(
+        out.status.success(),
+        "sluice {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// One record read back from Kafka.
+pub struct Consumed {
+    pub partition: i32,
+    pub offset: i64,
+    pub payload: Vec<u8>,
+}
+
+/// Reads every record of every partition of `topic`, from the beginning up to the high
+/// watermark at the time of the call.
+pub fn consume_all(broker: &str, topic: &str) -> Vec<Consumed> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .set("group.id", "sluice-tests")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions = md.topics()[0].partitions().len() as i32;
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        let (lo, hi) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        if hi <= lo {
+            continue;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, Offset::Offset(lo))
+            .unwrap();
+        consumer.assign(&tpl).expect("assign");
+        let mut next = lo;
+        while next < hi {
+            match consumer.poll(Duration::from_secs(10)) {
+                Some(Ok(m)) => {
+                    next = m.offset() + 1;
+                    out.push(Consumed {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        payload: m.payload().unwrap_or_default().to_vec(),
+                    });
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) => panic!("consume {topic}/{p}: {e}"),
+                None => panic!("no record within 10 s at {topic}/{p} offset {next}"),
+            }
+        }
+    }
+    out
+}
+
+/// A loopback port where nothing listens (bound, then released).
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
