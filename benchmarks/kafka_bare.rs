@@ -34,7 +34,7 @@ fn main() -> anyhow::Result<()> {
             let n: u64 = arg(&args, "--records", "1000000").parse()?;
             let partitions: usize = arg(&args, "--partitions", "2").parse()?;
             let compression = arg(&args, "--compression", "none");
-            let linger: u64 = arg(&args, "--linger-ms", "5").parse()?;
+            let linger: u64 = arg(&args, "--linger-ms", "20").parse()?;
             produce(&broker, &topic, n, partitions, &compression, linger)
         }
         "consume" => consume(&broker, &topic),
@@ -51,27 +51,28 @@ fn produce(
     linger: u64,
 ) -> anyhow::Result<()> {
     let parts = sluice::kafka::ensure_topic(broker, topic, partitions)? as u64;
-    // Pre-make every record so the timed loop only sends.
+    // Pre-make a ring of distinct records (cache-friendly) so the timed loop only sends.
+    let premade = n.min(65_536);
     let mut maker = RecordMaker::new(&RecordSpec {
         seed: 1,
         term: Some("crash".into()),
         term_rate: 100,
         max_disorder_ms: 1000,
     });
-    let mut data = Vec::with_capacity(n as usize * 260);
-    let mut ends = Vec::with_capacity(n as usize);
+    let mut data = Vec::with_capacity(premade as usize * 260);
+    let mut ends = vec![0];
     let now = sluice::gen::wall_ms();
-    for _ in 0..n {
+    for _ in 0..premade {
         maker.append(now, &mut data);
         ends.push(data.len());
     }
     let producer: BaseProducer =
         sluice::gen::output::producer_config(broker, compression, linger).create()?;
     let start = Instant::now();
-    let mut begin = 0;
-    for (i, &end) in ends.iter().enumerate() {
+    for i in 0..n as usize {
+        let k = i % premade as usize;
         let mut rec = BaseRecord::<(), [u8]>::to(topic)
-            .payload(&data[begin..end])
+            .payload(&data[ends[k]..ends[k + 1]])
             .partition((i as u64 % parts) as i32);
         loop {
             match producer.send(rec) {
@@ -86,7 +87,6 @@ fn produce(
         if i % 1024 == 0 {
             producer.poll(Duration::ZERO);
         }
-        begin = end;
     }
     producer.flush(Duration::from_secs(120))?;
     report("produce", n, start.elapsed());

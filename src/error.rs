@@ -13,7 +13,7 @@ pub enum Error {
     /// No Kafka broker answered at the configured address.
     #[error(
         "cannot reach a Kafka broker at {brokers} ({detail}); start one with \
-         `scripts/kafka-local.sh start` or point --bootstrap-servers / KAFKA_BROKER at a running broker"
+         `scripts/kafka-local.sh start` or point the broker option (--broker / --bootstrap-servers / KAFKA_BROKER) at a running one"
     )]
     KafkaUnreachable { brokers: String, detail: String },
 

@@ -74,7 +74,7 @@ pub struct GenOptions {
     #[arg(long, default_value = "none")]
     pub compression: String,
     /// Kafka producer linger.ms: how long a batch may wait to fill.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 20)]
     pub linger_ms: u64,
     /// No progress lines, only the summary.
     #[arg(long)]
