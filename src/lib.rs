@@ -9,3 +9,5 @@ pub mod gen;
 pub mod kafka;
 
 pub use error::{Error, Result};
+pub mod decode;
+pub mod sql;

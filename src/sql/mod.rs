@@ -1,0 +1,254 @@
+//! The query file: `CREATE TABLE … WITH (connector = '…', …)` statements for sources
+//! and sinks, then one query (`SELECT …` or `INSERT INTO sink SELECT …`).
+//!
+//! This module only parses and checks the file's shape; planning the query is
+//! `exec::plan`'s job. Errors carry the parser's line and column.
+//!
+//! ```sql
+//! CREATE TABLE logs (timestamp BIGINT, severity VARCHAR, content VARCHAR)
+//! WITH (connector = 'kafka', topic = 'logs', bootstrap_servers = 'localhost:9092');
+//! SELECT severity, count(*) FROM logs GROUP BY severity;
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::sql::sqlparser::ast::{
+    ColumnDef, CreateTableOptions, Expr, Query, SqlOption, Statement, Value, ValueWithSpan,
+};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+/// Errors in the query file itself.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    /// The SQL does not parse; the message has line and column.
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    /// The SQL parses but is not a query file Sluice can run.
+    #[error("{file}: {message}")]
+    Shape { file: String, message: String },
+}
+
+/// A table declared with `CREATE TABLE`: a source or a sink.
+#[derive(Debug, Clone)]
+pub struct TableDef {
+    /// Table name as written (identifiers are case-sensitive when quoted).
+    pub name: String,
+    /// Declared columns (empty for a sink declared without columns).
+    pub schema: SchemaRef,
+    /// `WITH (…)` options, keys lower-cased, `connector` included.
+    pub options: BTreeMap<String, String>,
+}
+
+impl TableDef {
+    /// The `connector` option.
+    pub fn connector(&self) -> &str {
+        self.options
+            .get("connector")
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+}
+
+/// A parsed query file.
+#[derive(Debug, Clone)]
+pub struct QueryFile {
+    /// All `CREATE TABLE`s in file order.
+    pub tables: Vec<TableDef>,
+    /// The query, ready for DataFusion's planner.
+    pub query: Box<Query>,
+    /// `INSERT INTO` target, if the query writes to a declared sink.
+    pub insert_into: Option<String>,
+}
+
+impl QueryFile {
+    /// Parses `sql` (from file `file`, named in errors).
+    pub fn parse(file: &str, sql: &str) -> Result<Self, SqlError> {
+        let shape = |message: String| SqlError::Shape {
+            file: file.to_string(),
+            message,
+        };
+        let statements =
+            Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| SqlError::Parse {
+                file: file.to_string(),
+                message: e.to_string(),
+            })?;
+        let mut tables = Vec::new();
+        let mut query: Option<(Box<Query>, Option<String>)> = None;
+        for st in statements {
+            match st {
+                Statement::CreateTable(ct) => {
+                    let name = ct.name.to_string();
+                    let schema = columns_to_schema(&ct.columns).map_err(|m| shape(format!("table {name}: {m}")))?;
+                    let options = match &ct.table_options {
+                        CreateTableOptions::With(opts) | CreateTableOptions::Options(opts) => {
+                            options_map(opts).map_err(|m| shape(format!("table {name}: {m}")))?
+                        }
+                        _ => BTreeMap::new(),
+                    };
+                    if !options.contains_key("connector") {
+                        return Err(shape(format!(
+                            "table {name} has no connector: add WITH (connector = 'kafka' | 'generator' | 'file' | 'console', …)"
+                        )));
+                    }
+                    tables.push(TableDef {
+                        name,
+                        schema,
+                        options,
+                    });
+                }
+                Statement::Query(q) => {
+                    if query.is_some() {
+                        return Err(shape("more than one query: a file runs exactly one SELECT or INSERT INTO".into()));
+                    }
+                    query = Some((q, None));
+                }
+                Statement::Insert(ins) => {
+                    if query.is_some() {
+                        return Err(shape("more than one query: a file runs exactly one SELECT or INSERT INTO".into()));
+                    }
+                    let target = ins.table.to_string();
+                    let src = ins
+                        .source
+                        .ok_or_else(|| shape(format!("INSERT INTO {target} needs a SELECT")))?;
+                    query = Some((src, Some(target)));
+                }
+                other => {
+                    return Err(shape(format!(
+                        "unsupported statement (only CREATE TABLE, SELECT and INSERT INTO … SELECT): {}",
+                        first_words(&other.to_string())
+                    )))
+                }
+            }
+        }
+        let (query, insert_into) =
+            query.ok_or_else(|| shape("no query: add a SELECT or INSERT INTO … SELECT".into()))?;
+        if let Some(t) = &insert_into {
+            if !tables.iter().any(|d| &d.name == t) {
+                return Err(shape(format!("INSERT INTO {t}: no table {t} is declared; add CREATE TABLE {t} WITH (connector = 'console')")));
+            }
+        }
+        Ok(Self {
+            tables,
+            query,
+            insert_into,
+        })
+    }
+}
+
+fn first_words(s: &str) -> String {
+    s.split_whitespace().take(4).collect::<Vec<_>>().join(" ")
+}
+
+fn options_map(opts: &[SqlOption]) -> Result<BTreeMap<String, String>, String> {
+    let mut map = BTreeMap::new();
+    for o in opts {
+        let SqlOption::KeyValue { key, value } = o else {
+            return Err(format!("option {o} is not of the form key = 'value'"));
+        };
+        let v = match value {
+            Expr::Value(ValueWithSpan {
+                value:
+                    Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) | Value::Number(s, _),
+                ..
+            }) => s.clone(),
+            Expr::Value(ValueWithSpan {
+                value: Value::Boolean(b),
+                ..
+            }) => b.to_string(),
+            Expr::Identifier(id) => id.value.clone(),
+            other => {
+                return Err(format!(
+                    "option {key}: value {other} is not a string or number"
+                ))
+            }
+        };
+        // 'bootstrap.servers' and bootstrap_servers mean the same.
+        map.insert(key.value.to_lowercase().replace('.', "_"), v);
+    }
+    Ok(map)
+}
+
+/// Maps declared column types to Arrow. Strings are plain `Utf8` (design.md: faster
+/// than `Utf8View` for this workload).
+fn columns_to_schema(cols: &[ColumnDef]) -> Result<SchemaRef, String> {
+    let fields = cols
+        .iter()
+        .map(|c| {
+            let t = c.data_type.to_string().to_lowercase();
+            let base = t.split('(').next().unwrap_or("").trim();
+            let dt = match base {
+                "bigint" | "int8" | "long" => DataType::Int64,
+                "int" | "integer" | "int4" => DataType::Int32,
+                "smallint" | "int2" => DataType::Int16,
+                "double" | "double precision" | "float8" => DataType::Float64,
+                "float" | "real" | "float4" => DataType::Float32,
+                "boolean" | "bool" => DataType::Boolean,
+                "varchar" | "text" | "string" | "char" | "character varying" => DataType::Utf8,
+                "timestamp" => DataType::Timestamp(TimeUnit::Millisecond, None),
+                "date" => DataType::Date32,
+                _ => {
+                    return Err(format!(
+                        "column {}: type {t} is not supported; use BIGINT, INT, DOUBLE, BOOLEAN, VARCHAR, TIMESTAMP or DATE",
+                        c.name
+                    ))
+                }
+            };
+            Ok(Field::new(&c.name.value, dt, true))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sources_sink_and_insert() {
+        let f = QueryFile::parse(
+            "q.sql",
+            "CREATE TABLE logs (timestamp BIGINT, content VARCHAR) WITH (connector = 'kafka', 'bootstrap.servers' = 'h:1', topic = 'logs');\n\
+             CREATE TABLE out WITH (connector = 'console');\n\
+             INSERT INTO out SELECT content FROM logs WHERE timestamp > 5;",
+        )
+        .unwrap();
+        assert_eq!(f.tables.len(), 2);
+        assert_eq!(f.tables[0].options["bootstrap_servers"], "h:1");
+        assert_eq!(f.tables[0].schema.field(0).data_type(), &DataType::Int64);
+        assert_eq!(f.tables[1].connector(), "console");
+        assert_eq!(f.insert_into.as_deref(), Some("out"));
+    }
+
+    #[test]
+    fn parse_error_has_line_and_column() {
+        let e = QueryFile::parse(
+            "q.sql",
+            "CREATE TABLE t (a BIGINT) WITH (connector='kafka');\nSELEC a FROM t;",
+        )
+        .unwrap_err();
+        let m = e.to_string();
+        assert!(m.starts_with("q.sql: ") && m.contains("Line: 2"), "{m}");
+    }
+
+    #[test]
+    fn shape_errors_say_what_to_write() {
+        let e =
+            QueryFile::parse("q.sql", "CREATE TABLE t (a BIGINT);\nSELECT a FROM t;").unwrap_err();
+        assert!(e.to_string().contains("no connector"), "{e}");
+        let e = QueryFile::parse(
+            "q.sql",
+            "CREATE TABLE t (a BIGINT) WITH (connector='kafka');",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("no query"), "{e}");
+        let e = QueryFile::parse(
+            "q.sql",
+            "CREATE TABLE t (a BLOB) WITH (connector='kafka'); SELECT 1;",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("not supported"), "{e}");
+    }
+}
