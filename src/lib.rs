@@ -10,4 +10,6 @@ pub mod kafka;
 
 pub use error::{Error, Result};
 pub mod decode;
+pub mod source;
 pub mod sql;
+pub mod state;

@@ -1,0 +1,185 @@
+//! The fetcher: worker threads that read and decode partitions on request.
+//!
+//! The engine calls [`Fetcher::request`] with the ranges of the next batch and later
+//! [`Fetcher::collect`] to get them, so a batch can be fetched and decoded while the
+//! previous one executes. Each worker owns the readers of its partitions and one
+//! decoder; payloads are copied once, from the client's buffer into the decoder's.
+
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::thread::JoinHandle;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+
+use super::{OffsetRange, PartitionReader};
+use crate::decode::{JsonDecoder, Malformed, Payloads};
+use crate::error::{Error, Result};
+
+/// Payloads decoded at a time: large enough for vectorized decoding, small enough to
+/// keep the copy buffer in cache-friendly bounds.
+pub const DECODE_CHUNK: usize = 16 * 1024;
+
+/// What one partition contributed to a batch.
+#[derive(Debug)]
+pub struct PartitionData {
+    /// The offsets actually read: `start` as requested, `end` the next offset to read.
+    pub range: OffsetRange,
+    /// Decoded rows, in offset order.
+    pub batches: Vec<RecordBatch>,
+    /// Records that did not decode.
+    pub malformed: Vec<Malformed>,
+    /// Records read (good and malformed).
+    pub records: u64,
+    /// Payload bytes read.
+    pub bytes: u64,
+}
+
+struct Job {
+    range: OffsetRange,
+    max_records: u64,
+}
+
+/// Worker threads reading partitions on request.
+pub struct Fetcher {
+    jobs: Vec<Sender<Job>>,
+    results: Receiver<Result<PartitionData>>,
+    outstanding: usize,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Fetcher {
+    /// Starts `workers` threads; reader `p` goes to worker `p % workers`. Payloads are
+    /// decoded to `schema`.
+    pub fn start(
+        readers: Vec<Box<dyn PartitionReader>>,
+        workers: usize,
+        schema: SchemaRef,
+    ) -> Result<Self> {
+        let workers = workers.clamp(1, readers.len().max(1));
+        let mut per_worker: Vec<Vec<(usize, Box<dyn PartitionReader>)>> =
+            (0..workers).map(|_| Vec::new()).collect();
+        for (p, r) in readers.into_iter().enumerate() {
+            per_worker[p % workers].push((p, r));
+        }
+        let (res_tx, results) = channel();
+        let mut jobs = Vec::new();
+        let mut handles = Vec::new();
+        for (w, readers) in per_worker.into_iter().enumerate() {
+            let (tx, rx) = channel::<Job>();
+            let res_tx = res_tx.clone();
+            let decoder = JsonDecoder::new(schema.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("sluice-fetch-{w}"))
+                .spawn(move || worker(readers, decoder, rx, res_tx))
+                .map_err(|e| Error::io("cannot start a fetch thread", "", e))?;
+            jobs.push(tx);
+            handles.push(handle);
+        }
+        Ok(Self {
+            jobs,
+            results,
+            outstanding: 0,
+            handles,
+        })
+    }
+
+    /// Asks the workers to read `ranges`, at most `max_records[i]` records from range `i`.
+    pub fn request(&mut self, ranges: &[(OffsetRange, u64)]) -> Result<()> {
+        let n = self.jobs.len();
+        for &(range, max_records) in ranges {
+            self.jobs[range.partition % n]
+                .send(Job { range, max_records })
+                .map_err(|_| Error::option("source", "a fetch thread stopped unexpectedly"))?;
+            self.outstanding += 1;
+        }
+        Ok(())
+    }
+
+    /// Waits for everything requested so far; results are in partition order.
+    pub fn collect(&mut self) -> Result<Vec<PartitionData>> {
+        let mut out = Vec::with_capacity(self.outstanding);
+        let mut first_err = None;
+        while self.outstanding > 0 {
+            let r = self
+                .results
+                .recv()
+                .map_err(|_| Error::option("source", "a fetch thread stopped unexpectedly"))?;
+            self.outstanding -= 1;
+            match r {
+                Ok(d) => out.push(d),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        out.sort_by_key(|d| d.range.partition);
+        Ok(out)
+    }
+}
+
+impl Drop for Fetcher {
+    fn drop(&mut self) {
+        self.jobs.clear(); // closes the channels: workers exit
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+fn worker(
+    mut readers: Vec<(usize, Box<dyn PartitionReader>)>,
+    decoder: JsonDecoder,
+    jobs: Receiver<Job>,
+    results: Sender<Result<PartitionData>>,
+) {
+    let mut payloads = Payloads::default();
+    while let Ok(job) = jobs.recv() {
+        let reader = readers.iter_mut().find(|(p, _)| *p == job.range.partition);
+        let result = match reader {
+            Some((_, r)) => read_partition(r.as_mut(), &decoder, &job, &mut payloads),
+            None => Err(Error::option(
+                "source",
+                format!("no reader for partition {}", job.range.partition),
+            )),
+        };
+        if results.send(result).is_err() {
+            return;
+        }
+    }
+}
+
+fn read_partition(
+    reader: &mut dyn PartitionReader,
+    decoder: &JsonDecoder,
+    job: &Job,
+    payloads: &mut Payloads,
+) -> Result<PartitionData> {
+    let p = job.range.partition;
+    let mut data = PartitionData {
+        range: job.range,
+        batches: Vec::new(),
+        malformed: Vec::new(),
+        records: 0,
+        bytes: 0,
+    };
+    payloads.clear();
+    let mut next = job.range.start;
+    while next < job.range.end && data.records < job.max_records {
+        let want = (job.max_records - data.records).min(DECODE_CHUNK as u64);
+        next = reader.read(next, job.range.end, want, &mut |offset, payload| {
+            payloads.push(offset, payload)
+        })?;
+        data.records += payloads.len() as u64;
+        data.bytes += payloads.data.len() as u64;
+        decoder.decode(p, payloads, &mut data.batches, &mut data.malformed);
+        if payloads.is_empty() {
+            break; // the reader reached the end of what exists
+        }
+        payloads.clear();
+    }
+    data.range.end = next;
+    Ok(data)
+}
