@@ -10,6 +10,9 @@ pub mod kafka;
 
 pub use error::{Error, Result};
 pub mod decode;
+pub mod exec;
+pub mod metrics;
+pub mod sink;
 pub mod source;
 pub mod sql;
 pub mod state;

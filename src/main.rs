@@ -23,6 +23,9 @@ struct Cli {
 enum Command {
     /// Generate seed log records into Kafka, JSON-lines files or stdout.
     Gen(sluice::gen::GenOptions),
+    /// Run a streaming SQL query file until stopped (or until the input is exhausted
+    /// with --available-now).
+    Run(sluice::exec::RunOptions),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +55,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .context("sluice gen")?;
             Ok(())
+        }
+        Command::Run(opts) => {
+            let stop = interrupt_flag()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("sluice-exec")
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(sluice::exec::run(&opts, &mut std::io::stderr(), &|| {
+                stop.load(Ordering::Relaxed)
+            }))
         }
     }
 }

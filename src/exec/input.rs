@@ -1,0 +1,213 @@
+//! How a micro-batch gets into a plan that was made once: the source table's
+//! `TableProvider` returns a [`BatchInputExec`] that reads whatever batches the engine
+//! put into its [`InputSlot`] before this run. The slot swaps; the plan does not.
+//!
+//! ```text
+//!  engine: slot.set(batches per partition) ─► reset_plan_states(plan) ─► execute
+//!                                                      │
+//!                      BatchInputExec::execute(p) ◄────┘ takes partition p's batches
+//! ```
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::TableType;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
+    PlanProperties, ReplaceChildrenOptions,
+};
+
+/// The batches of the current micro-batch, one list per plan input partition.
+#[derive(Debug, Default)]
+pub struct InputSlot {
+    partitions: Mutex<Vec<Vec<RecordBatch>>>,
+}
+
+impl InputSlot {
+    /// Puts the next run's input in place (`batches[p]` feeds input partition `p`).
+    pub fn set(&self, batches: Vec<Vec<RecordBatch>>) {
+        if let Ok(mut slot) = self.partitions.lock() {
+            *slot = batches;
+        }
+    }
+
+    fn take(&self, partition: usize) -> Vec<RecordBatch> {
+        match self.partitions.lock() {
+            Ok(mut slot) => slot
+                .get_mut(partition)
+                .map(std::mem::take)
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// A leaf that yields the slot's batches for one partition, then ends.
+#[derive(Debug)]
+pub struct BatchInputExec {
+    slot: Arc<InputSlot>,
+    schema: SchemaRef,
+    props: Arc<PlanProperties>,
+    partitions: usize,
+}
+
+impl BatchInputExec {
+    /// A leaf with `partitions` partitions of `schema`, fed from `slot`.
+    pub fn new(slot: Arc<InputSlot>, schema: SchemaRef, partitions: usize) -> Self {
+        let props = PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Self {
+            slot,
+            schema,
+            props: Arc::new(props),
+            partitions,
+        }
+    }
+}
+
+impl DisplayAs for BatchInputExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "BatchInputExec: partitions={}", self.partitions)
+    }
+}
+
+impl ExecutionPlan for BatchInputExec {
+    fn name(&self) -> &'static str {
+        "BatchInputExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition >= self.partitions {
+            return Err(DataFusionError::Internal(format!(
+                "BatchInputExec has {} partitions, asked for {partition}",
+                self.partitions
+            )));
+        }
+        Ok(Box::pin(MemoryStream::try_new(
+            self.slot.take(partition),
+            Arc::clone(&self.schema),
+            None,
+        )?))
+    }
+}
+
+/// The streaming source as a table. Scanning records which columns the plan reads, so
+/// the decoder decodes only those.
+#[derive(Debug)]
+pub struct StreamTable {
+    schema: SchemaRef,
+    slot: Arc<InputSlot>,
+    partitions: usize,
+    projection: Mutex<Option<SchemaRef>>,
+}
+
+impl StreamTable {
+    /// The table of `schema`, whose scans read `slot` with `partitions` partitions.
+    pub fn new(schema: SchemaRef, slot: Arc<InputSlot>, partitions: usize) -> Self {
+        Self {
+            schema,
+            slot,
+            partitions,
+            projection: Mutex::new(None),
+        }
+    }
+
+    /// The columns the planned query reads (set by planning).
+    pub fn projected_schema(&self) -> Option<SchemaRef> {
+        self.projection.lock().ok().and_then(|p| p.clone())
+    }
+}
+
+#[async_trait]
+impl TableProvider for StreamTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => Arc::clone(&self.schema),
+        };
+        let mut recorded = self
+            .projection
+            .lock()
+            .map_err(|_| DataFusionError::Internal("projection lock poisoned".into()))?;
+        if recorded.as_ref().is_some_and(|s| s != &schema) {
+            return Err(DataFusionError::Plan(
+                "the source table is read twice with different columns (a self-join or a subquery); \
+                 Sluice runs queries that read their source once"
+                    .into(),
+            ));
+        }
+        *recorded = Some(Arc::clone(&schema));
+        Ok(Arc::new(BatchInputExec::new(
+            Arc::clone(&self.slot),
+            schema,
+            self.partitions,
+        )))
+    }
+}

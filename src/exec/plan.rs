@@ -1,0 +1,391 @@
+//! Plan once, run many: the query is planned by DataFusion once at start-up and split
+//! into the parts the micro-batch loop runs.
+//!
+//! ```text
+//!  stateless:  BatchInputExec(N) → filter/project → sink              (append/update)
+//!  aggregate:  stage 1   BatchInputExec(N) → filter/project → AggregateExec(Partial)
+//!              exchange + state merge (crate::state)
+//!              stage 2   BatchInputExec(1) ← emitted groups → HAVING/ORDER BY/LIMIT → sink
+//! ```
+//! Stage 1 and stage 2 are cut from one physical plan: the Partial aggregate subtree,
+//! and the plan above the Final aggregate with the Final aggregate replaced by an input
+//! leaf. DataFusion computes everything; Sluice owns batches and state.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::TaskContext;
+use datafusion::optimizer::Optimizer;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::{collect, execute_stream, ExecutionPlan};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use futures::TryStreamExt;
+
+use super::input::{BatchInputExec, InputSlot, StreamTable};
+use crate::sql::{QueryFile, TableDef};
+use crate::state::AggregateSpec;
+
+/// Spark's output modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputMode {
+    /// Only new rows: stateless queries (windowed aggregates once windows exist).
+    Append,
+    /// The rows that changed in this batch.
+    Update,
+    /// The whole result, every batch (aggregates only; ORDER BY and LIMIT allowed).
+    Complete,
+}
+
+impl std::fmt::Display for OutputMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OutputMode::Append => "append",
+            OutputMode::Update => "update",
+            OutputMode::Complete => "complete",
+        })
+    }
+}
+
+/// The parts of a planned streaming query.
+pub enum PlanKind {
+    /// Filter/project only: the whole plan runs on each batch.
+    Stateless {
+        /// The query over the batch input.
+        plan: Arc<dyn ExecutionPlan>,
+    },
+    /// One level of GROUP BY with state kept across batches.
+    Aggregate {
+        /// Stage 1: input → filter/project → Partial aggregate (N partitions).
+        partial: Arc<dyn ExecutionPlan>,
+        /// Stage 2: emitted groups → post-aggregate operators.
+        upper: Arc<dyn ExecutionPlan>,
+        /// Where stage 2 reads the emitted groups.
+        upper_input: Arc<InputSlot>,
+        /// Keys, aggregates and schemas for the state.
+        spec: AggregateSpec,
+    },
+}
+
+/// A streaming query, planned once.
+pub struct StreamPlan {
+    /// Where each batch's decoded records go (one list per input partition).
+    pub input: Arc<InputSlot>,
+    /// Number of input partitions (`--target-partitions`).
+    pub partitions: usize,
+    /// The source columns the query reads: what the decoder produces.
+    pub input_schema: SchemaRef,
+    /// Stateless or aggregate.
+    pub kind: PlanKind,
+    /// The output mode in force.
+    pub mode: OutputMode,
+    /// Schema of the rows sinks receive.
+    pub output_schema: SchemaRef,
+    task_ctx: Arc<TaskContext>,
+}
+
+fn plan_err(msg: impl Into<String>) -> DataFusionError {
+    DataFusionError::Plan(msg.into())
+}
+
+/// DataFusion session for streaming: stage 1 runs on the source's partitions as they
+/// are (no round-robin repartition), partial and final aggregates stay separate (the
+/// state merges partials), and rules that would split one aggregate into two or plant
+/// run-time filters in a re-executed plan are off.
+fn session(partitions: usize) -> SessionContext {
+    let mut config = SessionConfig::new()
+        .with_target_partitions(partitions)
+        .with_batch_size(16 * 1024)
+        .with_information_schema(false);
+    let opts = config.options_mut();
+    opts.optimizer.enable_round_robin_repartition = false;
+    opts.optimizer.enable_dynamic_filter_pushdown = false;
+    let logical_rules = Optimizer::new()
+        .rules
+        .into_iter()
+        .filter(|r| r.name() != "single_distinct_aggregation_to_group_by")
+        .collect();
+    let physical_rules = PhysicalOptimizer::new()
+        .rules
+        .into_iter()
+        .filter(|r| r.name() != "CombinePartialFinalAggregate")
+        .collect();
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_optimizer_rules(logical_rules)
+        .with_physical_optimizer_rules(physical_rules)
+        .build();
+    SessionContext::new_with_state(state)
+}
+
+impl StreamPlan {
+    /// Plans `file`'s query over `source` with `partitions` input partitions. `mode` is
+    /// the requested output mode (default: complete for aggregates, append otherwise).
+    pub async fn new(
+        file: &QueryFile,
+        source: &TableDef,
+        partitions: usize,
+        mode: Option<OutputMode>,
+    ) -> Result<Self> {
+        let partitions = partitions.max(1);
+        let ctx = session(partitions);
+        let input = Arc::new(InputSlot::default());
+        let table = Arc::new(StreamTable::new(
+            Arc::clone(&source.schema),
+            Arc::clone(&input),
+            partitions,
+        ));
+        ctx.register_table(source.name.as_str(), table.clone())?;
+        let stmt = DFStatement::Statement(Box::new(SqlStatement::Query(file.query.clone())));
+        let state = ctx.state();
+        let logical = state.statement_to_plan(stmt).await?;
+        let physical = state.create_physical_plan(&logical).await?;
+        let input_schema = table
+            .projected_schema()
+            .unwrap_or_else(|| Arc::new(Schema::empty()));
+        let output_schema = physical.schema();
+        let task_ctx = ctx.task_ctx();
+
+        let aggregates = count_aggregates(&physical)?;
+        let (kind, mode) = if aggregates == 0 {
+            let mode = mode.unwrap_or(OutputMode::Append);
+            check_stateless(&physical, mode)?;
+            (PlanKind::Stateless { plan: physical }, mode)
+        } else {
+            let mode = mode.unwrap_or(OutputMode::Complete);
+            (split_aggregate(physical, mode)?, mode)
+        };
+        Ok(Self {
+            input,
+            partitions,
+            input_schema,
+            kind,
+            mode,
+            output_schema,
+            task_ctx,
+        })
+    }
+
+    /// Stateless: runs the whole plan over `input` (one list per partition).
+    pub async fn run_stateless(
+        &self,
+        plan: &Arc<dyn ExecutionPlan>,
+        input: Vec<Vec<RecordBatch>>,
+    ) -> Result<Vec<RecordBatch>> {
+        self.input.set(input);
+        collect(
+            reset_plan_states(Arc::clone(plan))?,
+            Arc::clone(&self.task_ctx),
+        )
+        .await
+    }
+
+    /// Stage 1: the partial aggregate of each input partition, run in parallel.
+    pub async fn run_partial(
+        &self,
+        partial: &Arc<dyn ExecutionPlan>,
+        input: Vec<Vec<RecordBatch>>,
+    ) -> Result<Vec<RecordBatch>> {
+        self.input.set(input);
+        let plan = reset_plan_states(Arc::clone(partial))?;
+        let tasks: Vec<_> = (0..self.partitions)
+            .map(|p| {
+                let plan = Arc::clone(&plan);
+                let ctx = Arc::clone(&self.task_ctx);
+                tokio::spawn(async move {
+                    let stream = plan.execute(p, ctx)?;
+                    stream.try_collect::<Vec<_>>().await
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            let batches = t
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))??;
+            out.extend(batches);
+        }
+        Ok(out)
+    }
+
+    /// Stage 2: the operators above the aggregate, over the emitted groups.
+    pub async fn run_upper(
+        &self,
+        upper: &Arc<dyn ExecutionPlan>,
+        slot: &InputSlot,
+        emitted: Vec<RecordBatch>,
+    ) -> Result<Vec<RecordBatch>> {
+        slot.set(vec![emitted]);
+        let stream = execute_stream(
+            reset_plan_states(Arc::clone(upper))?,
+            Arc::clone(&self.task_ctx),
+        )?;
+        stream.try_collect().await
+    }
+}
+
+fn count_aggregates(plan: &Arc<dyn ExecutionPlan>) -> Result<usize> {
+    let mut n = 0;
+    plan.apply(|node| {
+        if node.downcast_ref::<AggregateExec>().is_some() {
+            n += 1;
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(n)
+}
+
+fn has_node(plan: &Arc<dyn ExecutionPlan>, names: &[&str]) -> Result<bool> {
+    let mut found = false;
+    plan.apply(|node| {
+        found |= names.contains(&node.name());
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    })?;
+    Ok(found)
+}
+
+const SORT_OR_LIMIT: &[&str] = &[
+    "SortExec",
+    "SortPreservingMergeExec",
+    "GlobalLimitExec",
+    "LocalLimitExec",
+];
+
+fn check_stateless(plan: &Arc<dyn ExecutionPlan>, mode: OutputMode) -> Result<()> {
+    if mode == OutputMode::Complete {
+        return Err(plan_err(
+            "complete output mode needs an aggregation (GROUP BY or an aggregate function); \
+             use --output-mode append for a query that only filters and projects",
+        ));
+    }
+    if has_node(plan, SORT_OR_LIMIT)? {
+        return Err(plan_err(
+            "ORDER BY and LIMIT over a stream need an aggregation in complete output mode; \
+             remove them or aggregate the stream",
+        ));
+    }
+    if has_node(
+        plan,
+        &[
+            "HashJoinExec",
+            "NestedLoopJoinExec",
+            "CrossJoinExec",
+            "SortMergeJoinExec",
+            "WindowAggExec",
+            "BoundedWindowAggExec",
+        ],
+    )? {
+        return Err(plan_err(
+            "joins and window functions (OVER) are not supported on streams yet",
+        ));
+    }
+    Ok(())
+}
+
+/// Cuts the physical plan into stage 1 (down from the Partial aggregate) and stage 2
+/// (everything above the Final aggregate, which becomes an input leaf).
+fn split_aggregate(physical: Arc<dyn ExecutionPlan>, mode: OutputMode) -> Result<PlanKind> {
+    let mut partial: Option<Arc<dyn ExecutionPlan>> = None;
+    let mut finals = 0;
+    physical.apply(|node| {
+        if let Some(agg) = node.downcast_ref::<AggregateExec>() {
+            match agg.mode() {
+                AggregateMode::Partial => {
+                    if partial.is_some() {
+                        return Err(plan_err("more than one GROUP BY level; Sluice keeps state for one aggregation per query"));
+                    }
+                    partial = Some(Arc::clone(node));
+                }
+                _ => finals += 1,
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    let partial = partial
+        .ok_or_else(|| plan_err("this aggregation cannot be split into partial and final steps"))?;
+    if finals != 1 {
+        return Err(plan_err(
+            "more than one GROUP BY level; Sluice keeps state for one aggregation per query",
+        ));
+    }
+    let agg = partial
+        .downcast_ref::<AggregateExec>()
+        .ok_or_else(|| plan_err("internal: partial aggregate lost"))?;
+    if !agg.group_expr().is_single() {
+        return Err(plan_err(
+            "GROUPING SETS, ROLLUP and CUBE are not supported on streams",
+        ));
+    }
+    let below = agg
+        .children()
+        .into_iter()
+        .next()
+        .cloned()
+        .ok_or_else(|| plan_err("internal: aggregate without input"))?;
+    if count_aggregates(&below)? > 0 || has_node(&below, SORT_OR_LIMIT)? {
+        return Err(plan_err("subqueries with GROUP BY, ORDER BY or LIMIT below the aggregation are not supported on streams"));
+    }
+
+    let partial_schema = partial.schema();
+    let keys = agg.group_expr().expr().len();
+    let key_schema = Arc::new(partial_schema.project(&(0..keys).collect::<Vec<_>>())?);
+    let aggregates = agg.aggr_expr().to_vec();
+    let state_widths = aggregates
+        .iter()
+        .map(|a| a.state_fields().map(|f| f.len()))
+        .collect::<Result<Vec<_>>>()?;
+
+    // Stage 2: replace the Final aggregate (and all below it) with an input leaf.
+    let upper_input = Arc::new(InputSlot::default());
+    let mut output_schema = None;
+    let upper = physical
+        .transform_down(|node| {
+            if let Some(a) = node.downcast_ref::<AggregateExec>() {
+                if a.mode() != &AggregateMode::Partial {
+                    let schema = node.schema();
+                    output_schema = Some(Arc::clone(&schema));
+                    let leaf: Arc<dyn ExecutionPlan> =
+                        Arc::new(BatchInputExec::new(Arc::clone(&upper_input), schema, 1));
+                    return Ok(Transformed::new(leaf, true, TreeNodeRecursion::Jump));
+                }
+            }
+            Ok(Transformed::no(node))
+        })?
+        .data;
+    let output_schema = output_schema.ok_or_else(|| plan_err("internal: final aggregate lost"))?;
+    if mode == OutputMode::Append {
+        return Err(plan_err(
+            "append output mode needs a windowed aggregation with a watermark (a GROUP BY without \
+             event-time windows never finishes a group); use --output-mode complete or update",
+        ));
+    }
+    if mode == OutputMode::Update && has_node(&upper, SORT_OR_LIMIT)? {
+        return Err(plan_err(
+            "ORDER BY and LIMIT need complete output mode; use --output-mode complete",
+        ));
+    }
+    let spec = AggregateSpec {
+        key_schema,
+        aggregates,
+        state_widths,
+        output_schema,
+    };
+    Ok(PlanKind::Aggregate {
+        partial,
+        upper,
+        upper_input,
+        spec,
+    })
+}

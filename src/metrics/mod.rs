@@ -1,0 +1,50 @@
+//! Per-batch progress: what one micro-batch did, printed as one line on stderr so
+//! stdout carries only results.
+
+use std::time::Duration;
+
+/// What one micro-batch did.
+#[derive(Debug, Clone, Default)]
+pub struct BatchProgress {
+    /// The batch id.
+    pub batch_id: u64,
+    /// Records read from the source (good and malformed).
+    pub input_rows: u64,
+    /// Records that did not decode.
+    pub malformed_rows: u64,
+    /// Rows handed to the sink.
+    pub output_rows: u64,
+    /// Wall time of the batch, fetch to sink.
+    pub duration: Duration,
+    /// Groups held in state after the batch (0 for stateless queries).
+    pub state_groups: usize,
+    /// Offsets read, per partition: (partition, start, end).
+    pub offsets: Vec<(usize, i64, i64)>,
+}
+
+impl BatchProgress {
+    /// Input records per second of batch time.
+    pub fn processed_rows_per_second(&self) -> f64 {
+        self.input_rows as f64 / self.duration.as_secs_f64().max(1e-9)
+    }
+
+    /// The one-line summary printed after each batch.
+    pub fn line(&self) -> String {
+        let offsets: Vec<String> = self
+            .offsets
+            .iter()
+            .map(|(p, s, e)| format!("{p}:[{s},{e})"))
+            .collect();
+        format!(
+            "[sluice] batch {}: {} input rows, {:.0} rows/s, {:.3} s, {} output rows, {} groups in state, {} malformed, offsets {}",
+            self.batch_id,
+            self.input_rows,
+            self.processed_rows_per_second(),
+            self.duration.as_secs_f64(),
+            self.output_rows,
+            self.state_groups,
+            self.malformed_rows,
+            offsets.join(" ")
+        )
+    }
+}
