@@ -101,7 +101,18 @@ fn consume(broker: &str, topic: &str) -> anyhow::Result<()> {
         .map(|p| {
             let (broker, topic) = (broker.to_string(), topic.to_string());
             std::thread::spawn(move || -> anyhow::Result<(u64, u64)> {
-                let c: BaseConsumer = sluice::kafka::consumer_config(&broker).create()?;
+                let mut cfg = sluice::kafka::consumer_config(&broker);
+                // KAFKA_BARE_SET="key=value,key=value" tries other client settings.
+                for kv in std::env::var("KAFKA_BARE_SET")
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                {
+                    if let Some((k, v)) = kv.split_once('=') {
+                        cfg.set(k, v);
+                    }
+                }
+                let c: BaseConsumer = cfg.create()?;
                 let (lo, hi) = c.fetch_watermarks(&topic, p, Duration::from_secs(5))?;
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition_offset(&topic, p, Offset::Beginning)?;

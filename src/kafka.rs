@@ -109,8 +109,8 @@ pub fn consumer_config(brokers: &str) -> ClientConfig {
         .set("allow.auto.create.topics", "false")
         .set("fetch.max.bytes", "52428800")
         .set("max.partition.fetch.bytes", "16777216")
-        .set("queued.min.messages", "200000")
-        .set("queued.max.messages.kbytes", "65536")
+        .set("queued.min.messages", "1000000")
+        .set("queued.max.messages.kbytes", "131072")
         .set("fetch.wait.max.ms", "50")
         .set("check.crcs", "false");
     cfg
