@@ -139,3 +139,150 @@ pub fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
+
+/// One batch as the console sink printed it.
+#[derive(Debug, Clone)]
+pub struct PrintedBatch {
+    pub id: u64,
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+/// Parses the console sink's output (Spark's look) back into batches.
+pub fn parse_console(stdout: &str) -> Vec<PrintedBatch> {
+    let mut out: Vec<PrintedBatch> = Vec::new();
+    for line in stdout.lines() {
+        if let Some(id) = line.strip_prefix("Batch: ") {
+            out.push(PrintedBatch {
+                id: id.trim().parse().expect("batch id"),
+                header: Vec::new(),
+                rows: Vec::new(),
+            });
+        } else if line.starts_with('|') {
+            let cells: Vec<String> = line
+                .trim_matches('|')
+                .split('|')
+                .map(|c| c.trim_end().to_string())
+                .collect();
+            let b = out.last_mut().expect("table before any batch header");
+            if b.header.is_empty() {
+                b.header = cells;
+            } else {
+                b.rows.push(cells);
+            }
+        }
+    }
+    out
+}
+
+/// Per batch, the offset ranges `(partition, start, end)` from the progress lines.
+pub fn parse_offsets(stderr: &str) -> Vec<Vec<(i32, i64, i64)>> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("[sluice] batch ") && l.contains(" offsets"))
+        .map(|l| {
+            let tail = l.rsplit(" offsets").next().unwrap();
+            tail.split_whitespace()
+                .map(|r| {
+                    let (p, range) = r.split_once(':').unwrap();
+                    let (s, e) = range
+                        .trim_matches(|c| c == '[' || c == ')')
+                        .split_once(',')
+                        .unwrap();
+                    (p.parse().unwrap(), s.parse().unwrap(), e.parse().unwrap())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Sum of the `N malformed` counts of the progress lines.
+pub fn malformed_total(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("[sluice] batch ") && l.contains(" offsets"))
+        .map(|l| {
+            let before = l.split(" malformed").next().unwrap();
+            before.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+        })
+        .sum()
+}
+
+/// A workload record checked independently of Sluice's decoder: the six fields with
+/// their JSON types, or `None` for anything else.
+#[derive(Debug, Clone)]
+pub struct LogRecord {
+    pub timestamp: i64,
+    pub status: String,
+    pub severity: String,
+    pub source_ip: String,
+    pub user_id: String,
+    pub content: String,
+}
+
+pub fn parse_record(payload: &[u8]) -> Option<LogRecord> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let o = v.as_object()?;
+    let s = |k: &str| o.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    Some(LogRecord {
+        timestamp: o.get("timestamp")?.as_i64()?,
+        status: s("status")?,
+        severity: s("severity")?,
+        source_ip: s("source_ip")?,
+        user_id: s("user_id")?,
+        content: s("content")?,
+    })
+}
+
+/// A query file reading `topic` on `broker` with the workload's columns, then `query`.
+pub fn query_file(dir: &std::path::Path, broker: &str, topic: &str, query: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("query.sql");
+    let sql = format!(
+        "CREATE TABLE logs (timestamp BIGINT, status VARCHAR, severity VARCHAR, source_ip VARCHAR, \
+         user_id VARCHAR, content VARCHAR) WITH (connector = 'kafka', topic = '{topic}', \
+         bootstrap_servers = '{broker}', format = 'json');\n{query}\n"
+    );
+    std::fs::write(&path, sql).unwrap();
+    path
+}
+
+/// A fresh temporary directory.
+pub fn temp_dir(prefix: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(unique_topic(prefix));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Fills a new topic with `n` seeded records (`partitions` partitions) using `sluice gen`.
+pub fn seeded_topic(
+    prefix: &str,
+    n: u64,
+    partitions: usize,
+    term: &str,
+    rate: u64,
+) -> (String, String) {
+    let broker = broker();
+    let topic = unique_topic(prefix);
+    sluice_ok(&[
+        "gen",
+        "--broker",
+        &broker,
+        "--topic",
+        &topic,
+        "--partitions",
+        &partitions.to_string(),
+        "--target-rps",
+        "0",
+        "--max-records",
+        &n.to_string(),
+        "--seed",
+        "7",
+        "--additional-term",
+        term,
+        "--additional-term-rate",
+        &rate.to_string(),
+        "--quiet",
+    ]);
+    (broker, topic)
+}
