@@ -189,50 +189,75 @@ fn malformed_records_are_counted_kept_aside_and_change_nothing_else() {
     assert_eq!(expected["192.168.1.200"], 6);
     let dir = temp_dir("bad");
     let q = query_file(&dir, &broker, &topic, Q1);
-    let dead = dir.join("dead.jsonl");
-    let (stdout, stderr) = run_ok(&[
-        "run",
-        q.to_str().unwrap(),
-        "--available-now",
-        "--max-records-per-batch",
-        "3000",
-        "--num-rows",
-        "0",
-        "--dead-letter",
-        dead.to_str().unwrap(),
-    ]);
-    assert_eq!(malformed_total(&stderr), injected, "{stderr}");
-    assert!(
-        stderr.contains("malformed record(s) skipped; first at partition"),
-        "{stderr}"
-    );
-    assert_eq!(as_counts(parse_console(&stdout).last().unwrap()), expected);
-
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&dead)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len() as u64, injected);
-    let all = consume_all(&broker, &topic);
-    for l in &lines {
-        let (p, o) = (
-            l["partition"].as_i64().unwrap() as i32,
-            l["offset"].as_i64().unwrap(),
-        );
-        let rec = all
-            .iter()
-            .find(|c| c.partition == p && c.offset == o)
-            .unwrap();
+    // Could-match bad records (they hold the filter's word) must be counted even when the
+    // prefilter skips records that cannot match; with --no-prefilter every one is.
+    let could_match = 3 * bad
+        .iter()
+        .filter(|p| {
+            String::from_utf8_lossy(p)
+                .to_lowercase()
+                .contains("vulnerability")
+        })
+        .count() as u64;
+    assert!(could_match > 0 && could_match < injected);
+    for exact in [true, false] {
+        let dead = dir.join(format!("dead-{exact}.jsonl"));
+        let mut args = vec![
+            "run",
+            q.to_str().unwrap(),
+            "--available-now",
+            "--max-records-per-batch",
+            "3000",
+            "--num-rows",
+            "0",
+            "--dead-letter",
+            dead.to_str().unwrap(),
+        ];
+        if exact {
+            args.push("--no-prefilter");
+        }
+        let (stdout, stderr) = run_ok(&args);
+        let counted = malformed_total(&stderr);
+        if exact {
+            assert_eq!(counted, injected, "{stderr}");
+        } else {
+            assert!(
+                (could_match..=injected).contains(&counted),
+                "{counted} of {injected}: {stderr}"
+            );
+        }
         assert!(
-            parse_record(&rec.payload).is_none(),
-            "dead letter points at a good record"
+            stderr.contains("malformed record(s) skipped; first at partition"),
+            "{stderr}"
         );
-        assert_eq!(
-            l["payload"].as_str().unwrap(),
-            String::from_utf8_lossy(&rec.payload)
-        );
-        assert!(!l["error"].as_str().unwrap().is_empty());
+        assert_eq!(as_counts(parse_console(&stdout).last().unwrap()), expected);
+
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&dead)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len() as u64, counted);
+        let all = consume_all(&broker, &topic);
+        for l in &lines {
+            let (p, o) = (
+                l["partition"].as_i64().unwrap() as i32,
+                l["offset"].as_i64().unwrap(),
+            );
+            let rec = all
+                .iter()
+                .find(|c| c.partition == p && c.offset == o)
+                .unwrap();
+            assert!(
+                parse_record(&rec.payload).is_none(),
+                "dead letter points at a good record"
+            );
+            assert_eq!(
+                l["payload"].as_str().unwrap(),
+                String::from_utf8_lossy(&rec.payload)
+            );
+            assert!(!l["error"].as_str().unwrap().is_empty());
+        }
     }
 }
 
@@ -426,4 +451,53 @@ fn bad_sql_options_and_connections_give_one_clear_message() {
         &["run", missing.to_str().unwrap()],
         &["does not exist", "create it"],
     );
+}
+
+#[test]
+fn prefilter_never_drops_a_record_that_matches() {
+    let (broker, topic) = seeded_topic("screen", 4_000, 2, "vulnerability", 50);
+    let tricky: Vec<String> = [
+        r#"\u0076ulnerability"#,         // an escape hides the first letter
+        r#"VULNERABILITY"#,              // upper case
+        r#"vULNerability and more"#,     // mixed case
+        "caf\u{e9} vulnerability",       // non-ASCII elsewhere in the record
+        r#"vulnera\"bility"#,            // an escape that breaks the word: no match
+        r#"vulnerabilit"#,               // almost: no match
+    ]
+    .iter()
+    .map(|c| format!(r#"{{"timestamp":1,"status":"Error","severity":"High","source_ip":"192.168.1.250","user_id":"user_1000","content":"{c}"}}"#))
+    .collect();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &broker)
+        .create()
+        .unwrap();
+    for (i, t) in tricky.iter().enumerate() {
+        producer
+            .send(
+                BaseRecord::<(), str>::to(&topic)
+                    .payload(t.as_str())
+                    .partition((i % 2) as i32),
+            )
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let expected = q1_expected(&broker, &topic);
+    assert_eq!(
+        expected["192.168.1.250"], 4,
+        "the independent fold sees four matches"
+    );
+    let dir = temp_dir("screen");
+    let q = query_file(&dir, &broker, &topic, Q1);
+    let (stdout, stderr) = run_ok(&[
+        "run",
+        q.to_str().unwrap(),
+        "--available-now",
+        "--num-rows",
+        "0",
+    ]);
+    assert!(
+        stderr.contains(r#"prefilter requires ["vulnerability"]"#),
+        "{stderr}"
+    );
+    assert_eq!(as_counts(parse_console(&stdout).last().unwrap()), expected);
 }

@@ -15,6 +15,8 @@
 //! The fast path costs nothing extra for clean input; a bad payload costs
 //! O(log chunk) extra decodes of halves of its chunk.
 
+pub mod prefilter;
+
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;

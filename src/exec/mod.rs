@@ -65,6 +65,10 @@ pub struct RunOptions {
     /// offset and error.
     #[arg(long)]
     pub dead_letter: Option<PathBuf>,
+    /// Decode every record, even those whose raw bytes prove they cannot pass the
+    /// query's filter (slower; counts every malformed record exactly).
+    #[arg(long)]
+    pub no_prefilter: bool,
 }
 
 fn default_parallelism() -> usize {
@@ -237,10 +241,20 @@ pub async fn run(
     } else {
         None
     };
+    let prefilter = if opts.no_prefilter {
+        None
+    } else {
+        plan.prefilter()
+    };
+    let screen = match &prefilter {
+        Some(p) => format!(", prefilter requires {:?}", p.literals()),
+        None => String::new(),
+    };
     let mut fetcher = Fetcher::start(
         source.readers()?,
         source.workers(),
         plan.input_schema.clone(),
+        prefilter,
     )?;
     let mut state = match &plan.kind {
         PlanKind::Aggregate { spec, .. } => Some(ShardedState::new(spec.clone(), plan.partitions)?),
@@ -252,7 +266,7 @@ pub async fn run(
     };
     let _ = writeln!(
         progress,
-        "[sluice] {file_name}: reading {}, output mode {}",
+        "[sluice] {file_name}: reading {}, output mode {}{screen}",
         source.describe(),
         plan.mode
     );
@@ -348,6 +362,7 @@ fn gather(batch_id: u64, data: Vec<PartitionData>, partitions: usize) -> (Gather
     let mut i = 0;
     for d in data {
         progress.input_rows += d.records;
+        progress.screened_rows += d.screened;
         progress
             .offsets
             .push((d.range.partition, d.range.start, d.range.end));

@@ -30,6 +30,7 @@ use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use futures::TryStreamExt;
 
 use super::input::{BatchInputExec, InputSlot, StreamTable};
+use crate::decode::prefilter::Prefilter;
 use crate::sql::{QueryFile, TableDef};
 use crate::state::AggregateSpec;
 
@@ -172,6 +173,20 @@ impl StreamPlan {
             output_schema,
             task_ctx,
         })
+    }
+
+    /// The raw-byte screen the stage-1 filter allows (see `decode::prefilter`).
+    pub fn prefilter(&self) -> Option<Prefilter> {
+        let types: Vec<_> = self
+            .input_schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        match &self.kind {
+            PlanKind::Stateless { plan } => Prefilter::from_plan(plan, &types),
+            PlanKind::Aggregate { partial, .. } => Prefilter::from_plan(partial, &types),
+        }
     }
 
     /// Stateless: runs the whole plan over `input` (one list per partition).

@@ -12,6 +12,8 @@ pub struct BatchProgress {
     pub input_rows: u64,
     /// Records that did not decode.
     pub malformed_rows: u64,
+    /// Records the prefilter skipped (they cannot pass the filter).
+    pub screened_rows: u64,
     /// Rows handed to the sink.
     pub output_rows: u64,
     /// Wall time of the batch, fetch to sink.
@@ -36,7 +38,7 @@ impl BatchProgress {
             .map(|(p, s, e)| format!("{p}:[{s},{e})"))
             .collect();
         format!(
-            "[sluice] batch {}: {} input rows, {:.0} rows/s, {:.3} s, {} output rows, {} groups in state, {} malformed, offsets {}",
+            "[sluice] batch {}: {} input rows, {:.0} rows/s, {:.3} s, {} output rows, {} groups in state, {} malformed, {} screened out, offsets {}",
             self.batch_id,
             self.input_rows,
             self.processed_rows_per_second(),
@@ -44,6 +46,7 @@ impl BatchProgress {
             self.output_rows,
             self.state_groups,
             self.malformed_rows,
+            self.screened_rows,
             offsets.join(" ")
         )
     }

@@ -12,6 +12,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 
 use super::{OffsetRange, PartitionReader};
+use crate::decode::prefilter::Prefilter;
 use crate::decode::{JsonDecoder, Malformed, Payloads};
 use crate::error::{Error, Result};
 
@@ -28,8 +29,10 @@ pub struct PartitionData {
     pub batches: Vec<RecordBatch>,
     /// Records that did not decode.
     pub malformed: Vec<Malformed>,
-    /// Records read (good and malformed).
+    /// Records read (good, malformed and screened out).
     pub records: u64,
+    /// Records the prefilter proved cannot match, so they were not decoded.
+    pub screened: u64,
     /// Payload bytes read.
     pub bytes: u64,
 }
@@ -54,6 +57,7 @@ impl Fetcher {
         readers: Vec<Box<dyn PartitionReader>>,
         workers: usize,
         schema: SchemaRef,
+        prefilter: Option<Prefilter>,
     ) -> Result<Self> {
         let workers = workers.clamp(1, readers.len().max(1));
         let mut per_worker: Vec<Vec<(usize, Box<dyn PartitionReader>)>> =
@@ -68,9 +72,10 @@ impl Fetcher {
             let (tx, rx) = channel::<Job>();
             let res_tx = res_tx.clone();
             let decoder = JsonDecoder::new(schema.clone());
+            let prefilter = prefilter.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("sluice-fetch-{w}"))
-                .spawn(move || worker(readers, decoder, rx, res_tx))
+                .spawn(move || worker(readers, decoder, prefilter, rx, res_tx))
                 .map_err(|e| Error::io("cannot start a fetch thread", "", e))?;
             jobs.push(tx);
             handles.push(handle);
@@ -132,14 +137,23 @@ impl Drop for Fetcher {
 fn worker(
     mut readers: Vec<(usize, Box<dyn PartitionReader>)>,
     decoder: JsonDecoder,
+    prefilter: Option<Prefilter>,
     jobs: Receiver<Job>,
     results: Sender<Result<PartitionData>>,
 ) {
     let mut payloads = Payloads::default();
+    let mut scratch = Vec::new();
     while let Ok(job) = jobs.recv() {
         let reader = readers.iter_mut().find(|(p, _)| *p == job.range.partition);
         let result = match reader {
-            Some((_, r)) => read_partition(r.as_mut(), &decoder, &job, &mut payloads),
+            Some((_, r)) => read_partition(
+                r.as_mut(),
+                &decoder,
+                prefilter.as_ref(),
+                &job,
+                &mut payloads,
+                &mut scratch,
+            ),
             None => Err(Error::option(
                 "source",
                 format!("no reader for partition {}", job.range.partition),
@@ -154,8 +168,10 @@ fn worker(
 fn read_partition(
     reader: &mut dyn PartitionReader,
     decoder: &JsonDecoder,
+    prefilter: Option<&Prefilter>,
     job: &Job,
     payloads: &mut Payloads,
+    scratch: &mut Vec<u8>,
 ) -> Result<PartitionData> {
     let p = job.range.partition;
     let mut data = PartitionData {
@@ -163,19 +179,27 @@ fn read_partition(
         batches: Vec::new(),
         malformed: Vec::new(),
         records: 0,
+        screened: 0,
         bytes: 0,
     };
     payloads.clear();
     let mut next = job.range.start;
     while next < job.range.end && data.records < job.max_records {
         let want = (job.max_records - data.records).min(DECODE_CHUNK as u64);
+        let (mut read, mut bytes, mut screened) = (0u64, 0u64, 0u64);
         next = reader.read(next, job.range.end, want, &mut |offset, payload| {
-            payloads.push(offset, payload)
+            read += 1;
+            bytes += payload.len() as u64;
+            match prefilter {
+                Some(f) if !f.must_decode(payload, scratch) => screened += 1,
+                _ => payloads.push(offset, payload),
+            }
         })?;
-        data.records += payloads.len() as u64;
-        data.bytes += payloads.data.len() as u64;
+        data.records += read;
+        data.bytes += bytes;
+        data.screened += screened;
         decoder.decode(p, payloads, &mut data.batches, &mut data.malformed);
-        if payloads.is_empty() {
+        if read == 0 {
             break; // the reader reached the end of what exists
         }
         payloads.clear();

@@ -118,6 +118,16 @@ impl Source for FileSource {
     }
 }
 
+/// Hands a line (without its line break) to `f` unless it is blank; says whether it did.
+fn emit(f: &mut dyn FnMut(i64, &[u8]), offset: i64, line: &[u8]) -> bool {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return false;
+    }
+    f(offset, line);
+    true
+}
+
 struct FileReader {
     path: PathBuf,
     reader: Option<BufReader<File>>,
@@ -145,23 +155,41 @@ impl PartitionReader for FileReader {
             return Ok(self.pos);
         };
         let mut n = 0;
+        // Lines are handed out straight from the read buffer; only a line that spans
+        // two buffer fills is copied.
         while self.pos < end && n < max_records {
-            self.line.clear();
-            let read = reader
-                .read_until(b'\n', &mut self.line)
+            let buf = reader
+                .fill_buf()
                 .map_err(|e| Error::io("cannot read", &self.path, e))?;
-            if read == 0 {
+            if buf.is_empty() {
+                // A last line without a line break; its bytes are already counted in pos.
+                if !self.line.is_empty() {
+                    emit(f, self.pos - self.line.len() as i64, &self.line);
+                    self.line.clear();
+                }
                 break;
             }
-            let offset = self.pos;
-            self.pos += read as i64;
-            let mut l = &self.line[..];
-            while let [rest @ .., b'\n' | b'\r'] = l {
-                l = rest;
-            }
-            if !l.iter().all(u8::is_ascii_whitespace) {
-                f(offset, l);
-                n += 1;
+            match memchr::memchr(b'\n', buf) {
+                Some(i) => {
+                    let start = self.pos - self.line.len() as i64;
+                    let used = if self.line.is_empty() {
+                        emit(f, start, &buf[..i])
+                    } else {
+                        self.line.extend_from_slice(&buf[..i]);
+                        let used = emit(f, start, &self.line);
+                        self.line.clear();
+                        used
+                    };
+                    n += u64::from(used);
+                    self.pos += i as i64 + 1;
+                    reader.consume(i + 1);
+                }
+                None => {
+                    let len = buf.len();
+                    self.line.extend_from_slice(buf);
+                    self.pos += len as i64;
+                    reader.consume(len);
+                }
             }
         }
         Ok(self.pos)
