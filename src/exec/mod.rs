@@ -8,12 +8,15 @@
 
 pub mod input;
 pub mod plan;
+pub mod watermark;
+pub mod window;
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 
 use crate::decode::Malformed;
 use crate::error::{Error, Result};
@@ -22,8 +25,11 @@ use crate::sink::console::ConsoleSink;
 use crate::sink::Sink;
 use crate::source::{self, Fetcher, OffsetRange, PartitionData, Source, SourceSettings};
 use crate::sql::{QueryFile, TableDef};
+use crate::state::window::WindowedState;
 use crate::state::ShardedState;
 pub use plan::{OutputMode, PlanKind, StreamPlan};
+use std::sync::Arc;
+use watermark::{WatermarkTracker, NO_WATERMARK};
 
 /// Options of `sluice run`. Each overrides what the query file says.
 #[derive(Debug, Clone, clap::Args)]
@@ -69,6 +75,15 @@ pub struct RunOptions {
     /// query's filter (slower; counts every malformed record exactly).
     #[arg(long)]
     pub no_prefilter: bool,
+    /// Append late rows (behind the watermark, dropped from windows) to this JSON-lines
+    /// file, as the aggregation saw them, with the batch id.
+    #[arg(long)]
+    pub late_data: Option<PathBuf>,
+    /// With --available-now: when the input is exhausted, close every open window and
+    /// emit it (a bounded replay). Without it, windows the watermark has not passed stay
+    /// open, as in Spark.
+    #[arg(long)]
+    pub close_windows_at_end: bool,
 }
 
 fn default_parallelism() -> usize {
@@ -87,11 +102,16 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let n: f64 = num
         .parse()
         .map_err(|_| format!("'{s}' is not a duration like 500ms, 1s or 2m"))?;
-    let secs = match unit.trim() {
-        "ms" => n / 1000.0,
-        "s" | "" => n,
-        "m" | "min" => n * 60.0,
-        _ => return Err(format!("'{s}': unknown unit; use ms, s or m")),
+    let secs = match unit.trim().to_ascii_lowercase().as_str() {
+        "ms" | "millisecond" | "milliseconds" => n / 1000.0,
+        "s" | "" | "sec" | "second" | "seconds" => n,
+        "m" | "min" | "minute" | "minutes" => n * 60.0,
+        "h" | "hour" | "hours" => n * 3600.0,
+        _ => {
+            return Err(format!(
+                "'{s}': unknown unit; use ms, s, m or h (or seconds, minutes)"
+            ))
+        }
     };
     Ok(Duration::from_secs_f64(secs))
 }
@@ -135,13 +155,19 @@ fn source_table(file: &QueryFile, opts: &RunOptions) -> Result<TableDef> {
         }
         let connector = s.split(':').next().unwrap_or("generator").to_string();
         options.insert("connector".to_string(), connector);
+        // Event time belongs to the records, not to where they come from: keep it.
+        for key in ["event_time", "watermark_delay"] {
+            if let Some(v) = def.options.get(key) {
+                options.insert(key.to_string(), v.clone());
+            }
+        }
         def.options = options;
     }
     Ok(def)
 }
 
 /// The sink the query writes to: the INSERT INTO target, or the console.
-fn open_sink(file: &QueryFile, opts: &RunOptions) -> Result<Box<dyn Sink>> {
+fn open_sink(file: &QueryFile, opts: &RunOptions, schema: SchemaRef) -> Result<Box<dyn Sink>> {
     let def = file
         .insert_into
         .as_ref()
@@ -158,6 +184,7 @@ fn open_sink(file: &QueryFile, opts: &RunOptions) -> Result<Box<dyn Sink>> {
             Ok(Box::new(ConsoleSink::new(
                 Box::new(std::io::stdout()),
                 num_rows,
+                schema,
             )))
         }
         other => Err(Error::option(
@@ -222,10 +249,16 @@ pub async fn run(
         starting_offsets: opts.starting_offsets.clone(),
         target_partitions: opts.target_partitions,
     };
-    let plan = StreamPlan::new(&file, &def, opts.target_partitions, opts.output_mode)
-        .await
-        .map_err(|e| anyhow::anyhow!("{file_name}: {}", e.strip_backtrace()))?;
-    let mut sink = open_sink(&file, opts)?;
+    let plan = StreamPlan::new(
+        &file,
+        &def,
+        opts.target_partitions,
+        opts.output_mode,
+        opts.late_data.is_some(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{file_name}: {}", e.strip_backtrace()))?;
+    let mut sink = open_sink(&file, opts, plan.output_schema.clone())?;
     let mut source: Box<dyn Source> = source::open(&def, &settings)?;
     let mut next = source.start_offsets()?;
     let targets = if opts.available_now {
@@ -256,9 +289,10 @@ pub async fn run(
         plan.input_schema.clone(),
         prefilter,
     )?;
-    let mut state = match &plan.kind {
-        PlanKind::Aggregate { spec, .. } => Some(ShardedState::new(spec.clone(), plan.partitions)?),
-        PlanKind::Stateless { .. } => None,
+    let mut state = StreamState::new(&plan)?;
+    let mut late_sink = match &opts.late_data {
+        Some(p) => Some(LateSink::open(p)?),
+        None => None,
     };
     let mut dead_letter = match &opts.dead_letter {
         Some(p) => Some(DeadLetter::open(p)?),
@@ -333,10 +367,10 @@ pub async fn run(
         if let Some(dl) = dead_letter.as_mut() {
             dl.write(&malformed)?;
         }
-        let output = execute(&plan, state.as_mut(), input.0).await?;
+        let output = state.execute(&plan, input.0, false).await?;
         p.output_rows = output.iter().map(|b| b.num_rows() as u64).sum();
         sink.write_batch(batch_id, &output)?;
-        p.state_groups = state.as_ref().map(ShardedState::groups).unwrap_or(0);
+        state.describe(&mut p, batch_id, late_sink.as_mut())?;
         p.duration = started.elapsed();
         let _ = writeln!(progress, "{}", p.line());
         batch_id += 1;
@@ -344,6 +378,23 @@ pub async fn run(
             let wait = t.saturating_sub(started.elapsed());
             tokio::time::sleep(wait).await;
         }
+    }
+    if opts.close_windows_at_end && targets.is_some() && !stop() && state.has_open_windows() {
+        // The input is exhausted: close every window and emit it in one last batch.
+        let started = Instant::now();
+        let output = state
+            .execute(&plan, vec![Vec::new(); plan.partitions], true)
+            .await?;
+        sink.write_batch(batch_id, &output)?;
+        let mut p = BatchProgress {
+            batch_id,
+            output_rows: output.iter().map(|b| b.num_rows() as u64).sum(),
+            ..Default::default()
+        };
+        state.describe(&mut p, batch_id, late_sink.as_mut())?;
+        p.duration = started.elapsed();
+        let _ = writeln!(progress, "{}", p.line());
+        batch_id += 1;
     }
     let _ = writeln!(progress, "[sluice] stopped after {batch_id} batches");
     Ok(())
@@ -375,30 +426,148 @@ fn gather(batch_id: u64, data: Vec<PartitionData>, partitions: usize) -> (Gather
     ((input, malformed), progress)
 }
 
-async fn execute(
-    plan: &StreamPlan,
-    state: Option<&mut ShardedState>,
-    input: Vec<Vec<RecordBatch>>,
-) -> anyhow::Result<Vec<RecordBatch>> {
-    let out = match (&plan.kind, state) {
-        (PlanKind::Stateless { plan: p }, _) => plan.run_stateless(p, input).await?,
-        (
+/// What the query keeps between batches.
+enum StreamState {
+    Stateless,
+    Groups(ShardedState),
+    Windows(WindowedState, Option<Arc<WatermarkTracker>>),
+}
+
+impl StreamState {
+    fn new(plan: &StreamPlan) -> anyhow::Result<Self> {
+        Ok(match &plan.kind {
+            PlanKind::Stateless { .. } => StreamState::Stateless,
+            PlanKind::Aggregate {
+                spec, window: None, ..
+            } => StreamState::Groups(ShardedState::new(spec.clone(), plan.partitions)?),
+            PlanKind::Aggregate {
+                spec,
+                window: Some(w),
+                ..
+            } => StreamState::Windows(
+                WindowedState::new(spec.clone(), w.spec, plan.partitions),
+                w.tracker.clone(),
+            ),
+        })
+    }
+
+    fn has_open_windows(&self) -> bool {
+        matches!(self, StreamState::Windows(w, _) if w.panes() > 0)
+    }
+
+    /// Runs one batch: stage 1, state merge, emit per output mode, stage 2. With
+    /// `close_all`, the watermark first moves past every window.
+    async fn execute(
+        &mut self,
+        plan: &StreamPlan,
+        input: Vec<Vec<RecordBatch>>,
+        close_all: bool,
+    ) -> anyhow::Result<Vec<RecordBatch>> {
+        let (partial, upper, upper_input) = match &plan.kind {
+            PlanKind::Stateless { plan: p } => return Ok(plan.run_stateless(p, input).await?),
             PlanKind::Aggregate {
                 partial,
                 upper,
                 upper_input,
                 ..
-            },
-            Some(state),
-        ) => {
-            let partials = plan.run_partial(partial, input).await?;
-            state.merge(&partials)?;
-            let emitted = state.emit(plan.mode == OutputMode::Update)?;
-            plan.run_upper(upper, upper_input, emitted).await?
+            } => (partial, upper, upper_input),
+        };
+        let partials = plan.run_partial(partial, input).await?;
+        let emitted = match self {
+            StreamState::Stateless => anyhow::bail!("internal: aggregate without state"),
+            StreamState::Groups(state) => {
+                state.merge(&partials)?;
+                state.emit(plan.mode == OutputMode::Update)?
+            }
+            StreamState::Windows(state, tracker) => {
+                state.merge(&partials)?;
+                let watermark = match tracker {
+                    Some(t) if close_all => {
+                        t.close_all();
+                        t.watermark()
+                    }
+                    Some(t) => t.advance(),
+                    None => NO_WATERMARK,
+                };
+                match plan.mode {
+                    OutputMode::Append => state.emit_closed(watermark)?,
+                    OutputMode::Update => state.emit_changed(watermark)?,
+                    OutputMode::Complete => state.emit_all()?,
+                }
+            }
+        };
+        Ok(plan.run_upper(upper, upper_input, emitted).await?)
+    }
+
+    /// Fills in the state figures of `p`; hands late rows to `late`.
+    fn describe(
+        &self,
+        p: &mut BatchProgress,
+        batch_id: u64,
+        late: Option<&mut LateSink>,
+    ) -> Result<()> {
+        match self {
+            StreamState::Stateless => {}
+            StreamState::Groups(s) => p.state_groups = s.groups(),
+            StreamState::Windows(s, tracker) => {
+                p.state_groups = s.groups();
+                p.open_panes = Some(s.panes());
+                if let Some(t) = tracker {
+                    let (n, rows) = t.take_late();
+                    p.late_rows = n;
+                    p.watermark = Some(t.watermark());
+                    if let Some(sink) = late {
+                        sink.write(batch_id, &rows)?;
+                    }
+                }
+            }
         }
-        (PlanKind::Aggregate { .. }, None) => anyhow::bail!("internal: aggregate without state"),
-    };
-    Ok(out)
+        Ok(())
+    }
+}
+
+/// Late rows, appended as JSON lines with the batch id that dropped them.
+struct LateSink {
+    path: PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+impl LateSink {
+    fn open(path: &PathBuf) -> Result<Self> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io("cannot open the late-data file", path, e))?;
+        Ok(Self {
+            path: path.clone(),
+            out: std::io::BufWriter::new(f),
+        })
+    }
+
+    fn write(&mut self, batch_id: u64, rows: &[RecordBatch]) -> Result<()> {
+        let path = self.path.clone();
+        let io = |e: std::io::Error| Error::io("cannot write", &path, e);
+        for b in rows.iter().filter(|b| b.num_rows() > 0) {
+            let mut w = arrow::json::LineDelimitedWriter::new(Vec::new());
+            w.write(b)
+                .map_err(|e| Error::option("late-data sink", e.to_string()))?;
+            w.finish()
+                .map_err(|e| Error::option("late-data sink", e.to_string()))?;
+            for line in w
+                .into_inner()
+                .split(|c| *c == b'\n')
+                .filter(|l| !l.is_empty())
+            {
+                // {"batch_id":N, …the row's columns…}
+                let row = std::str::from_utf8(line).unwrap_or("{}");
+                let body = row.strip_prefix('{').unwrap_or(row);
+                let sep = if body == "}" { "" } else { "," };
+                writeln!(self.out, "{{\"batch_id\":{batch_id}{sep}{body}").map_err(io)?;
+            }
+        }
+        self.out.flush().map_err(io)
+    }
 }
 
 /// Records that did not decode, appended as JSON lines with where they came from.

@@ -23,15 +23,20 @@ use datafusion::optimizer::Optimizer;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::execution_plan::reset_plan_states;
-use datafusion::physical_plan::{collect, execute_stream, ExecutionPlan};
+use datafusion::physical_plan::{
+    collect, execute_stream, ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions,
+};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use futures::TryStreamExt;
 
 use super::input::{BatchInputExec, InputSlot, StreamTable};
+use super::watermark::{WatermarkExec, WatermarkTracker};
+use super::window::WindowKind;
 use crate::decode::prefilter::Prefilter;
 use crate::sql::{QueryFile, TableDef};
+use crate::state::window::WindowSpec;
 use crate::state::AggregateSpec;
 
 /// Spark's output modes.
@@ -72,7 +77,41 @@ pub enum PlanKind {
         upper_input: Arc<InputSlot>,
         /// Keys, aggregates and schemas for the state.
         spec: AggregateSpec,
+        /// The event-time window among the keys, with its watermark, if any.
+        window: Option<Windowing>,
     },
+}
+
+/// An aggregation grouped by an event-time window.
+#[derive(Clone)]
+pub struct Windowing {
+    /// The window key and its kind.
+    pub spec: WindowSpec,
+    /// The watermark, when the source declares `watermark_delay`.
+    pub tracker: Option<Arc<WatermarkTracker>>,
+}
+
+/// Event-time settings a source declares in its WITH clause.
+#[derive(Debug, Clone, Default)]
+pub struct EventTime {
+    /// `event_time = 'expr'`: a virtual column `event_time` computed from `expr`.
+    pub expr: Option<String>,
+    /// `watermark_delay = '30 seconds'`.
+    pub delay_ms: Option<i64>,
+}
+
+impl EventTime {
+    /// Reads the event-time options of `def`.
+    pub fn of(def: &TableDef) -> std::result::Result<Self, String> {
+        let delay_ms = match def.options.get("watermark_delay") {
+            Some(d) => Some(super::parse_duration(d)?.as_millis() as i64),
+            None => None,
+        };
+        Ok(Self {
+            expr: def.options.get("event_time").cloned(),
+            delay_ms,
+        })
+    }
 }
 
 /// A streaming query, planned once.
@@ -124,7 +163,11 @@ fn session(partitions: usize) -> SessionContext {
         .with_optimizer_rules(logical_rules)
         .with_physical_optimizer_rules(physical_rules)
         .build();
-    SessionContext::new_with_state(state)
+    let ctx = SessionContext::new_with_state(state);
+    for udf in super::window::udfs() {
+        ctx.register_udf(udf);
+    }
+    ctx
 }
 
 impl StreamPlan {
@@ -135,6 +178,7 @@ impl StreamPlan {
         source: &TableDef,
         partitions: usize,
         mode: Option<OutputMode>,
+        keep_late: bool,
     ) -> Result<Self> {
         let partitions = partitions.max(1);
         let ctx = session(partitions);
@@ -144,7 +188,29 @@ impl StreamPlan {
             Arc::clone(&input),
             partitions,
         ));
-        ctx.register_table(source.name.as_str(), table.clone())?;
+        let event_time = EventTime::of(source)
+            .map_err(|e| plan_err(format!("table {}: watermark_delay {e}", source.name)))?;
+        match &event_time.expr {
+            // The source as a view with a virtual `event_time` column.
+            Some(expr) => {
+                let raw = format!("__sluice_raw_{}", source.name);
+                ctx.register_table(raw.as_str(), table.clone())?;
+                let view = ctx
+                    .sql(&format!("SELECT *, {expr} AS event_time FROM \"{raw}\""))
+                    .await
+                    .map_err(|e| {
+                        plan_err(format!(
+                            "table {}: event_time = '{expr}': {}",
+                            source.name,
+                            e.strip_backtrace()
+                        ))
+                    })?;
+                ctx.register_table(source.name.as_str(), view.into_view())?;
+            }
+            None => {
+                ctx.register_table(source.name.as_str(), table.clone())?;
+            }
+        }
         let stmt = DFStatement::Statement(Box::new(SqlStatement::Query(file.query.clone())));
         let state = ctx.state();
         let logical = state.statement_to_plan(stmt).await?;
@@ -161,8 +227,7 @@ impl StreamPlan {
             check_stateless(&physical, mode)?;
             (PlanKind::Stateless { plan: physical }, mode)
         } else {
-            let mode = mode.unwrap_or(OutputMode::Complete);
-            (split_aggregate(physical, mode)?, mode)
+            split_aggregate(physical, mode, &event_time, keep_late)?
         };
         Ok(Self {
             input,
@@ -311,31 +376,37 @@ fn check_stateless(plan: &Arc<dyn ExecutionPlan>, mode: OutputMode) -> Result<()
 
 /// Cuts the physical plan into stage 1 (down from the Partial aggregate) and stage 2
 /// (everything above the Final aggregate, which becomes an input leaf).
-fn split_aggregate(physical: Arc<dyn ExecutionPlan>, mode: OutputMode) -> Result<PlanKind> {
-    let mut partial: Option<Arc<dyn ExecutionPlan>> = None;
+fn split_aggregate(
+    physical: Arc<dyn ExecutionPlan>,
+    mode: Option<OutputMode>,
+    event_time: &EventTime,
+    keep_late: bool,
+) -> Result<(PlanKind, OutputMode)> {
+    let mut found: Option<Arc<dyn ExecutionPlan>> = None;
     let mut finals = 0;
     physical.apply(|node| {
         if let Some(agg) = node.downcast_ref::<AggregateExec>() {
             match agg.mode() {
                 AggregateMode::Partial => {
-                    if partial.is_some() {
+                    if found.is_some() {
                         return Err(plan_err("more than one GROUP BY level; Sluice keeps state for one aggregation per query"));
                     }
-                    partial = Some(Arc::clone(node));
+                    found = Some(Arc::clone(node));
                 }
                 _ => finals += 1,
             }
         }
         Ok(TreeNodeRecursion::Continue)
     })?;
-    let partial = partial
+    let mut partial = found
         .ok_or_else(|| plan_err("this aggregation cannot be split into partial and final steps"))?;
     if finals != 1 {
         return Err(plan_err(
             "more than one GROUP BY level; Sluice keeps state for one aggregation per query",
         ));
     }
-    let agg = partial
+    let original = Arc::clone(&partial);
+    let agg = original
         .downcast_ref::<AggregateExec>()
         .ok_or_else(|| plan_err("internal: partial aggregate lost"))?;
     if !agg.group_expr().is_single() {
@@ -351,6 +422,59 @@ fn split_aggregate(physical: Arc<dyn ExecutionPlan>, mode: OutputMode) -> Result
         .ok_or_else(|| plan_err("internal: aggregate without input"))?;
     if count_aggregates(&below)? > 0 || has_node(&below, SORT_OR_LIMIT)? {
         return Err(plan_err("subqueries with GROUP BY, ORDER BY or LIMIT below the aggregation are not supported on streams"));
+    }
+
+    // An event-time window among the keys: state per pane, closed by the watermark.
+    let mut window = None;
+    for (i, (e, _)) in agg.group_expr().expr().iter().enumerate() {
+        if let Some(found) = WindowKind::from_expr(e) {
+            if window.is_some() {
+                return Err(plan_err("more than one window in GROUP BY"));
+            }
+            let (kind, ts) = found?;
+            window = Some((WindowSpec { kind, key_index: i }, ts));
+        }
+    }
+    let mode = mode.unwrap_or(match (&window, event_time.delay_ms) {
+        (Some(_), Some(_)) => OutputMode::Append,
+        _ => OutputMode::Complete,
+    });
+    let window = match window {
+        None => None,
+        Some((spec, ts)) => {
+            let tracker = event_time
+                .delay_ms
+                .map(|d| Arc::new(WatermarkTracker::new(d, keep_late)));
+            if let Some(t) = &tracker {
+                let step: Arc<dyn ExecutionPlan> =
+                    Arc::new(WatermarkExec::new(below, ts, Arc::clone(t)));
+                partial = Arc::clone(&partial).replace_children(
+                    vec![step],
+                    ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+                )?;
+            }
+            if matches!(spec.kind, WindowKind::Hop { .. }) && mode == OutputMode::Update {
+                return Err(plan_err("update output mode is not supported for hop windows yet; use append or complete"));
+            }
+            Some(Windowing { spec, tracker })
+        }
+    };
+    if mode == OutputMode::Append {
+        match &window {
+            None => {
+                return Err(plan_err(
+                    "append output mode needs a windowed aggregation with a watermark (a GROUP BY without \
+                     event-time windows never finishes a group); use --output-mode complete or update",
+                ))
+            }
+            Some(w) if w.tracker.is_none() => {
+                return Err(plan_err(
+                    "append output mode needs a watermark to know when a window is complete; add \
+                     watermark_delay = '30 seconds' to the source's WITH (…)",
+                ))
+            }
+            _ => {}
+        }
     }
 
     let partial_schema = partial.schema();
@@ -380,12 +504,6 @@ fn split_aggregate(physical: Arc<dyn ExecutionPlan>, mode: OutputMode) -> Result
         })?
         .data;
     let output_schema = output_schema.ok_or_else(|| plan_err("internal: final aggregate lost"))?;
-    if mode == OutputMode::Append {
-        return Err(plan_err(
-            "append output mode needs a windowed aggregation with a watermark (a GROUP BY without \
-             event-time windows never finishes a group); use --output-mode complete or update",
-        ));
-    }
     if mode == OutputMode::Update && has_node(&upper, SORT_OR_LIMIT)? {
         return Err(plan_err(
             "ORDER BY and LIMIT need complete output mode; use --output-mode complete",
@@ -396,11 +514,16 @@ fn split_aggregate(physical: Arc<dyn ExecutionPlan>, mode: OutputMode) -> Result
         aggregates,
         state_widths,
         output_schema,
+        partial_schema,
     };
-    Ok(PlanKind::Aggregate {
-        partial,
-        upper,
-        upper_input,
-        spec,
-    })
+    Ok((
+        PlanKind::Aggregate {
+            partial,
+            upper,
+            upper_input,
+            spec,
+            window,
+        },
+        mode,
+    ))
 }

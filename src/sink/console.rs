@@ -3,7 +3,8 @@
 
 use std::io::Write;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::SchemaRef;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use super::Sink;
@@ -13,25 +14,31 @@ use crate::error::{Error, Result};
 pub struct ConsoleSink {
     out: Box<dyn Write + Send>,
     num_rows: usize,
+    schema: SchemaRef,
 }
 
 impl ConsoleSink {
-    /// A console sink writing to `out`, showing at most `num_rows` rows (0 = all).
-    pub fn new(out: Box<dyn Write + Send>, num_rows: usize) -> Self {
-        Self { out, num_rows }
+    /// A console sink writing rows of `schema` to `out`, showing at most `num_rows`
+    /// rows (0 = all).
+    pub fn new(out: Box<dyn Write + Send>, num_rows: usize, schema: SchemaRef) -> Self {
+        Self {
+            out,
+            num_rows,
+            schema,
+        }
     }
 }
 
 /// Renders `batches` as Spark's `show(truncate = false)` does.
-pub fn render(batch_id: u64, batches: &[RecordBatch], num_rows: usize) -> Result<String> {
+pub fn render(
+    batch_id: u64,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    num_rows: usize,
+) -> Result<String> {
     let mut s = String::new();
     let rule = "-------------------------------------------";
     s.push_str(&format!("{rule}\nBatch: {batch_id}\n{rule}\n"));
-    let Some(first) = batches.first() else {
-        s.push_str("++\n||\n++\n++\n\n");
-        return Ok(s);
-    };
-    let schema = first.schema();
     let header: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let total: usize = batches.iter().map(|b| b.num_rows()).sum();
     let limit = if num_rows == 0 {
@@ -39,20 +46,18 @@ pub fn render(batch_id: u64, batches: &[RecordBatch], num_rows: usize) -> Result
     } else {
         num_rows.min(total)
     };
-    let opts = FormatOptions::default().with_null("null");
     let mut rows: Vec<Vec<String>> = Vec::with_capacity(limit);
     'outer: for b in batches {
-        let fmts = b
+        let cells = b
             .columns()
             .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Error::option("console sink", e.to_string()))?;
+            .map(|c| CellFormatter::new(c))
+            .collect::<Result<Vec<_>>>()?;
         for r in 0..b.num_rows() {
             if rows.len() >= limit {
                 break 'outer;
             }
-            rows.push(fmts.iter().map(|f| f.value(r).to_string()).collect());
+            rows.push(cells.iter().map(|f| f.value(r)).collect());
         }
     }
     let widths: Vec<usize> = (0..header.len())
@@ -91,9 +96,51 @@ pub fn render(batch_id: u64, batches: &[RecordBatch], num_rows: usize) -> Result
     Ok(s)
 }
 
+/// Formats cells as Spark shows them: timestamps as `2026-01-11 14:42:50`, structs
+/// (such as windows) as `{start, end}`, nulls as `null`.
+enum CellFormatter<'a> {
+    Plain(ArrayFormatter<'a>),
+    Struct(
+        Option<&'a arrow::buffer::NullBuffer>,
+        Vec<CellFormatter<'a>>,
+    ),
+}
+
+impl<'a> CellFormatter<'a> {
+    fn new(c: &'a ArrayRef) -> Result<Self> {
+        let opts = FormatOptions::default()
+            .with_null("null")
+            .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S"));
+        if let Some(st) = c.as_struct_opt() {
+            let children = st
+                .columns()
+                .iter()
+                .map(CellFormatter::new)
+                .collect::<Result<_>>()?;
+            return Ok(CellFormatter::Struct(st.nulls(), children));
+        }
+        ArrayFormatter::try_new(c.as_ref(), &opts)
+            .map(CellFormatter::Plain)
+            .map_err(|e| Error::option("console sink", e.to_string()))
+    }
+
+    fn value(&self, row: usize) -> String {
+        match self {
+            CellFormatter::Plain(f) => f.value(row).to_string(),
+            CellFormatter::Struct(nulls, _) if nulls.is_some_and(|n| n.is_null(row)) => {
+                "null".into()
+            }
+            CellFormatter::Struct(_, children) => {
+                let parts: Vec<String> = children.iter().map(|c| c.value(row)).collect();
+                format!("{{{}}}", parts.join(", "))
+            }
+        }
+    }
+}
+
 impl Sink for ConsoleSink {
     fn write_batch(&mut self, batch_id: u64, batches: &[RecordBatch]) -> Result<()> {
-        let text = render(batch_id, batches, self.num_rows)?;
+        let text = render(batch_id, &self.schema, batches, self.num_rows)?;
         self.out
             .write_all(text.as_bytes())
             .and_then(|_| self.out.flush())
@@ -122,10 +169,12 @@ mod tests {
             ],
         )
         .unwrap();
-        let s = render(12, &[b], 2).unwrap();
+        let s = render(12, &b.schema(), &[b.clone()], 2).unwrap();
         let want = "-------------------------------------------\nBatch: 12\n-------------------------------------------\n\
                     +---------+-----------+\n|user_id  |crash_count|\n+---------+-----------+\n\
                     |user_1836|5          |\n|null     |3          |\n+---------+-----------+\nonly showing top 2 rows\n\n";
         assert_eq!(s, want);
+        let empty = render(3, &b.schema(), &[], 20).unwrap();
+        assert!(empty.ends_with("+---------+-----------+\n|user_id  |crash_count|\n+---------+-----------+\n+---------+-----------+\n\n"), "{empty}");
     }
 }

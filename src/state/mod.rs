@@ -16,6 +16,8 @@
 //! `GroupsAccumulatorAdapter`. A shard's snapshot is the stock Partial schema, so it can
 //! be checked against a plain batch query and written to a checkpoint.
 
+pub mod window;
+
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, RecordBatch, UInt32Array};
@@ -41,6 +43,8 @@ pub struct AggregateSpec {
     pub state_widths: Vec<usize>,
     /// Keys + final values, as the query above the aggregation expects them.
     pub output_schema: SchemaRef,
+    /// Keys + state columns: DataFusion's Partial schema (what stage 1 produces).
+    pub partial_schema: SchemaRef,
 }
 
 impl AggregateSpec {
@@ -112,9 +116,12 @@ impl StateShard {
 
     /// The shard's state as keys + state columns (the Partial schema). Taking the state
     /// out of DataFusion's accumulators empties them, so it is merged straight back.
-    pub fn snapshot(&mut self) -> Result<Vec<ArrayRef>> {
+    pub fn snapshot(&mut self, spec: &AggregateSpec) -> Result<Vec<ArrayRef>> {
         let n = self.groups.len();
         let mut cols = self.groups.emit(EmitTo::All)?;
+        // A fresh key table: re-interning into an emptied one is not supported by every
+        // GroupValues implementation.
+        self.groups = new_group_values(Arc::clone(&spec.key_schema), &GroupOrdering::None)?;
         let mut states = Vec::with_capacity(self.accs.len());
         for acc in &mut self.accs {
             states.push(acc.state(EmitTo::All)?);
@@ -133,7 +140,7 @@ impl StateShard {
         if self.groups.is_empty() {
             return Ok(None);
         }
-        let mut cols = self.snapshot()?;
+        let mut cols = self.snapshot(spec)?;
         if only_touched {
             let mask = BooleanArray::from(std::mem::take(&mut self.touched));
             cols = cols
@@ -257,6 +264,22 @@ impl ShardedState {
                 })
             })
         })
+    }
+
+    /// All groups as keys + state columns (the Partial schema). The state is kept.
+    pub fn snapshot(&mut self) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        for shard in &mut self.shards {
+            if shard.groups.is_empty() {
+                continue;
+            }
+            let cols = shard.snapshot(&self.spec)?;
+            out.push(RecordBatch::try_new(
+                Arc::clone(&self.spec.partial_schema),
+                cols,
+            )?);
+        }
+        Ok(out)
     }
 
     /// Keys + final values of every group (complete mode) or of the groups changed since

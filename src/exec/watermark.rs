@@ -1,0 +1,224 @@
+//! The watermark step of a windowed aggregation, placed right below the Partial
+//! aggregate (where Spark's EventTimeWatermark sits after the query's filter):
+//!
+//! ```text
+//!  filter/project ─► WatermarkExec ─► AggregateExec(Partial)
+//!                     │ drops rows with event time <= watermark (late) or none,
+//!                     │ counts them, and tracks the largest event time seen
+//!                     └─► WatermarkTracker (shared with the batch loop)
+//! ```
+//! The batch loop advances the watermark after each batch: max event time seen minus
+//! the delay, never decreasing (Spark semantics). Rows that reach this step are the
+//! ones that passed the query's filter, so the watermark does not depend on how many
+//! records the raw-byte prefilter skipped.
+
+use std::fmt;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::Result;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
+    ReplaceChildrenOptions,
+};
+use futures::StreamExt;
+
+use super::window::event_time_ms;
+
+/// No watermark yet.
+pub const NO_WATERMARK: i64 = i64::MIN;
+
+/// Watermark state shared between the plan and the batch loop.
+#[derive(Debug)]
+pub struct WatermarkTracker {
+    /// Current watermark (epoch ms); rows at or before it are late.
+    watermark: AtomicI64,
+    /// Largest event time seen so far.
+    max_event: AtomicI64,
+    /// Late rows dropped since the last [`WatermarkTracker::take_late`].
+    late: AtomicU64,
+    /// How far the watermark trails the largest event time.
+    pub delay_ms: i64,
+    /// Late rows kept aside for a late-data sink (when enabled).
+    late_rows: Option<Mutex<Vec<RecordBatch>>>,
+}
+
+impl WatermarkTracker {
+    /// A tracker with `delay_ms`; `keep_late` keeps late rows for a late-data sink.
+    pub fn new(delay_ms: i64, keep_late: bool) -> Self {
+        Self {
+            watermark: AtomicI64::new(NO_WATERMARK),
+            max_event: AtomicI64::new(NO_WATERMARK),
+            late: AtomicU64::new(0),
+            delay_ms,
+            late_rows: keep_late.then(|| Mutex::new(Vec::new())),
+        }
+    }
+
+    /// The current watermark.
+    pub fn watermark(&self) -> i64 {
+        self.watermark.load(Ordering::SeqCst)
+    }
+
+    /// Largest event time seen.
+    pub fn max_event(&self) -> i64 {
+        self.max_event.load(Ordering::SeqCst)
+    }
+
+    /// After a batch: watermark = max(watermark, max event time − delay). Returns it.
+    pub fn advance(&self) -> i64 {
+        let max = self.max_event();
+        if max != NO_WATERMARK {
+            self.watermark
+                .fetch_max(max.saturating_sub(self.delay_ms), Ordering::SeqCst);
+        }
+        self.watermark()
+    }
+
+    /// Sets the watermark past every window (input exhausted, windows to be closed).
+    pub fn close_all(&self) {
+        self.watermark.store(i64::MAX, Ordering::SeqCst);
+    }
+
+    /// Late rows dropped since the last call, and the rows themselves when kept.
+    pub fn take_late(&self) -> (u64, Vec<RecordBatch>) {
+        let n = self.late.swap(0, Ordering::SeqCst);
+        let rows = match &self.late_rows {
+            Some(m) => m
+                .lock()
+                .map(|mut v| std::mem::take(&mut *v))
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        (n, rows)
+    }
+
+    fn observe(&self, batch: &RecordBatch, ts: &Arc<dyn PhysicalExpr>) -> Result<RecordBatch> {
+        let values = ts.evaluate(batch)?.into_array(batch.num_rows())?;
+        let ms = event_time_ms(&values)?;
+        let watermark = self.watermark();
+        let mut max = NO_WATERMARK;
+        let keep: BooleanArray = ms
+            .iter()
+            .map(|t| {
+                Some(match t {
+                    Some(t) => {
+                        max = max.max(t);
+                        t > watermark
+                    }
+                    None => false,
+                })
+            })
+            .collect();
+        self.max_event.fetch_max(max, Ordering::SeqCst);
+        let dropped = keep.len() - keep.true_count();
+        if dropped == 0 {
+            return Ok(batch.clone());
+        }
+        self.late.fetch_add(dropped as u64, Ordering::SeqCst);
+        if let Some(m) = &self.late_rows {
+            let late = arrow::compute::not(&keep)?;
+            let rows = filter_record_batch(batch, &late)?;
+            if let Ok(mut v) = m.lock() {
+                v.push(rows);
+            }
+        }
+        Ok(filter_record_batch(batch, &keep)?)
+    }
+}
+
+/// Passes rows through, minus late ones, recording event times.
+#[derive(Debug)]
+pub struct WatermarkExec {
+    input: Arc<dyn ExecutionPlan>,
+    event_time: Arc<dyn PhysicalExpr>,
+    tracker: Arc<WatermarkTracker>,
+}
+
+impl WatermarkExec {
+    /// The step over `input`, reading event time with `event_time`.
+    pub fn new(
+        input: Arc<dyn ExecutionPlan>,
+        event_time: Arc<dyn PhysicalExpr>,
+        tracker: Arc<WatermarkTracker>,
+    ) -> Self {
+        Self {
+            input,
+            event_time,
+            tracker,
+        }
+    }
+}
+
+impl DisplayAs for WatermarkExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "WatermarkExec: event_time={}, delay={} ms",
+            self.event_time, self.tracker.delay_ms
+        )
+    }
+}
+
+impl ExecutionPlan for WatermarkExec {
+    fn name(&self) -> &'static str {
+        "WatermarkExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        f(&self.event_time)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(WatermarkExec::new(
+            children.swap_remove(0),
+            Arc::clone(&self.event_time),
+            Arc::clone(&self.tracker),
+        )))
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        let schema = input.schema();
+        let tracker = Arc::clone(&self.tracker);
+        let ts = Arc::clone(&self.event_time);
+        let stream = input.map(move |b| b.and_then(|b| tracker.observe(&b, &ts)));
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+}
