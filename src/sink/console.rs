@@ -175,6 +175,9 @@ mod tests {
                     |user_1836|5          |\n|null     |3          |\n+---------+-----------+\nonly showing top 2 rows\n\n";
         assert_eq!(s, want);
         let empty = render(3, &b.schema(), &[], 20).unwrap();
-        assert!(empty.ends_with("+---------+-----------+\n|user_id  |crash_count|\n+---------+-----------+\n+---------+-----------+\n\n"), "{empty}");
+        assert!(
+            empty.ends_with("+-------+-----------+\n|user_id|crash_count|\n+-------+-----------+\n+-------+-----------+\n\n"),
+            "{empty}"
+        );
     }
 }
