@@ -462,3 +462,31 @@ fn closed_windows_free_their_state() {
         "windows were emitted and dropped: {windows:?}"
     );
 }
+
+#[test]
+fn an_idle_partition_does_not_hold_the_watermark_back() {
+    // Two partitions, records only ever land in partition 0: windows still close, since
+    // the watermark follows the largest event time over all partitions (Spark).
+    let broker = broker();
+    let topic = unique_topic("idle");
+    sluice::kafka::ensure_topic(&broker, &topic, 2).unwrap();
+    send_all(
+        &broker,
+        &topic,
+        &[record(1_000, "u", "crash"), record(50_000, "u", "crash")],
+    );
+    let dir = temp_dir("idle");
+    let q = windowed_query(&dir, &broker, &topic, COUNT_ALL);
+    let o = sluice_ok(&[
+        "run",
+        q.to_str().unwrap(),
+        "--available-now",
+        "--num-rows",
+        "0",
+    ]);
+    let got = emitted(&String::from_utf8(o.stdout).unwrap());
+    assert_eq!(
+        got,
+        BTreeSet::from([(interval(0, 10_000), "u".to_string(), 1)])
+    );
+}
