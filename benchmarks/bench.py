@@ -69,11 +69,20 @@ class Measured:
     def _sample(self):
         import psutil
 
-        while self.proc.poll() is None:
+        # Never reap the child here (Popen.poll would): wait() reads its rusage.
+        while True:
             try:
-                total = self._ps.memory_info().rss + sum(c.memory_info().rss for c in self._ps.children(recursive=True))
+                if self._ps.status() == psutil.STATUS_ZOMBIE:
+                    break
+                total = self._ps.memory_info().rss
+                children = self._ps.children(recursive=True)
             except psutil.Error:
-                total = 0
+                break
+            for c in children:  # a child may end between listing and reading
+                try:
+                    total += c.memory_info().rss
+                except psutil.Error:
+                    pass
             self.peak = max(self.peak, total)
             self.rss.append((time.time() - self.started, total))
             time.sleep(0.05)
@@ -86,9 +95,12 @@ class Measured:
         out = self.proc.stdout.read() if self.proc.stdout else ""
         # wait4 gives the child's exact peak RSS (sampling can miss a short run); the
         # sampled tree total still counts grandchildren such as Spark's JVM.
-        _, status, usage = os.wait4(self.proc.pid, 0)
-        self.proc.returncode = os.waitstatus_to_exitcode(status)
-        self.peak = max(self.peak, usage.ru_maxrss * 1024)
+        try:
+            _, status, usage = os.wait4(self.proc.pid, 0)
+            self.proc.returncode = os.waitstatus_to_exitcode(status)
+            self.peak = max(self.peak, usage.ru_maxrss * 1024)
+        except ChildProcessError:
+            self.proc.wait(timeout=timeout)
         self._t2.join(timeout=5)
         self.seconds = time.time() - self.started
         if self.proc.returncode != 0:
