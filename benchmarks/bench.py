@@ -322,12 +322,15 @@ def main():
     say("starting the local Kafka broker")
     run(["bash", str(ROOT / "scripts/kafka-local.sh"), "start"])
 
-    topic = f"bench-{n}-{parts}"
+    # Event time advances 100 k records per second from a fixed start, so N records span
+    # N / 100 k seconds and Query 2's 10 s windows close behind the 30 s watermark.
+    event = ["--start-time-ms", "1768402330000", "--event-rate", "100000"]
+    topic = f"bench-{n}-{parts}-ev"
     have = subprocess.run([str(BARE), "consume", "--broker", broker, "--topic", topic], capture_output=True, text=True)
     if have.returncode != 0 or f"bare-consume: {n} records" not in have.stdout:
         say(f"pre-loading topic {topic} with {n:,} records")
         run([str(SLUICE), "gen", "--broker", broker, "--topic", topic, "--partitions", str(parts), "--target-rps", "0",
-             "--max-records", str(n), "--seed", "1", "--additional-term", "crash", "--additional-term-rate", "100", "--quiet"])
+             "--max-records", str(n), "--seed", "1", "--additional-term", "crash", "--additional-term-rate", "100", *event, "--quiet"])
     say("Kafka ceiling: bare consumer, one client per partition")
     bare = run([str(BARE), "consume", "--broker", broker, "--topic", topic]).stdout
     ceiling = float(re.search(r"\(([0-9.]+) rec/s\)", bare).group(1))
@@ -339,12 +342,12 @@ def main():
     notes = [f"Kafka ceiling (bare consumer, one client per partition, same topic): {ceiling:,.0f} rec/s",
              f"Sluice / ceiling: Query 1 {rows[0]['rate'] / ceiling:.2f}, Query 2 {rows[1]['rate'] / ceiling:.2f}"]
 
-    data = WORK / f"files-{n}"
+    data = WORK / f"files-{n}-ev"
     if not (data / ".complete").exists():
         say(f"writing {n:,} records as JSON-lines files")
         shutil.rmtree(data, ignore_errors=True)
         run([str(SLUICE), "gen", "--output", str(data), "--target-rps", "0", "--max-records", str(n), "--seed", "1",
-             "--additional-term", "crash", "--additional-term-rate", "100", "--records-per-file", "1000000", "--quiet"])
+             "--additional-term", "crash", "--additional-term-rate", "100", "--records-per-file", "1000000", *event, "--quiet"])
         (data / ".complete").write_text("")
     fsrc = ["--source", f"file:{data}", *batch]
     f1 = sluice_query(ROOT / "queries/vulnerabilities_by_ip.sql", fsrc, "Sluice Query 1 (files)")

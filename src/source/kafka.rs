@@ -36,13 +36,35 @@ pub struct KafkaSource {
     partitions: usize,
     starting: StartingOffsets,
     meta: BaseConsumer,
+    /// librdkafka settings from `kafka.*` table options, applied to every client.
+    client_overrides: Vec<(String, String)>,
 }
 
 impl KafkaSource {
     /// Opens the topic `def` names; fails within seconds when the broker is unreachable
     /// or the topic is missing.
     pub fn open(def: &TableDef, settings: &SourceSettings) -> Result<Self> {
-        check_options(def, &["topic", "bootstrap_servers", "starting_offsets"])?;
+        // `'kafka.<property>' = 'value'` passes a librdkafka property through (security,
+        // fetch sizes, queue depth); the parser turned its dots into underscores.
+        let client_overrides: Vec<(String, String)> = def
+            .options
+            .iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix("kafka_")
+                    .map(|p| (p.replace('_', "."), v.clone()))
+            })
+            .collect();
+        let mut plain = def.clone();
+        plain.options.retain(|k, _| !k.starts_with("kafka_"));
+        check_options(
+            &plain,
+            &[
+                "topic",
+                "bootstrap_servers",
+                "starting_offsets",
+                "kafka.<librdkafka property>",
+            ],
+        )?;
         let brokers = settings
             .bootstrap_servers
             .clone()
@@ -73,7 +95,7 @@ impl KafkaSource {
                 topic: topic.clone(),
                 brokers: brokers.clone(),
             })?;
-        let meta = kafka::consumer_config(&brokers)
+        let meta = with_overrides(kafka::consumer_config(&brokers), &client_overrides)
             .create()
             .map_err(|e| Error::kafka("creating a metadata consumer", e))?;
         Ok(Self {
@@ -82,6 +104,7 @@ impl KafkaSource {
             partitions,
             starting,
             meta,
+            client_overrides,
         })
     }
 
@@ -128,9 +151,12 @@ impl Source for KafkaSource {
     fn readers(&mut self) -> Result<Vec<Box<dyn PartitionReader>>> {
         (0..self.partitions)
             .map(|p| {
-                let consumer: BaseConsumer = kafka::consumer_config(&self.brokers)
-                    .create()
-                    .map_err(|e| Error::kafka("creating a partition consumer", e))?;
+                let consumer: BaseConsumer = with_overrides(
+                    kafka::consumer_config(&self.brokers),
+                    &self.client_overrides,
+                )
+                .create()
+                .map_err(|e| Error::kafka("creating a partition consumer", e))?;
                 Ok(Box::new(KafkaPartitionReader {
                     consumer,
                     topic: self.topic.clone(),
@@ -140,6 +166,16 @@ impl Source for KafkaSource {
             })
             .collect()
     }
+}
+
+fn with_overrides(
+    mut cfg: rdkafka::ClientConfig,
+    overrides: &[(String, String)],
+) -> rdkafka::ClientConfig {
+    for (k, v) in overrides {
+        cfg.set(k, v);
+    }
+    cfg
 }
 
 /// One partition's client. `position` is the next offset the client will deliver.
