@@ -8,28 +8,24 @@
 
 pub mod input;
 pub mod plan;
+pub mod run;
+pub mod stateful;
 pub mod watermark;
 pub mod window;
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 
-use crate::decode::Malformed;
 use crate::error::{Error, Result};
-use crate::metrics::BatchProgress;
 use crate::sink::console::ConsoleSink;
+use crate::sink::file::{FileFormat, FileSink};
 use crate::sink::Sink;
-use crate::source::{self, Fetcher, OffsetRange, PartitionData, Source, SourceSettings};
+use crate::source::OffsetRange;
 use crate::sql::{QueryFile, TableDef};
-use crate::state::window::WindowedState;
-use crate::state::ShardedState;
 pub use plan::{OutputMode, PlanKind, StreamPlan};
-use std::sync::Arc;
-use watermark::{WatermarkTracker, NO_WATERMARK};
+pub use run::run;
 
 /// Options of `sluice run`. Each overrides what the query file says.
 #[derive(Debug, Clone, clap::Args)]
@@ -84,6 +80,16 @@ pub struct RunOptions {
     /// open, as in Spark.
     #[arg(long)]
     pub close_windows_at_end: bool,
+    /// Checkpoint directory: resume from it after a stop or crash, exactly once with
+    /// file sinks. Created when missing.
+    #[arg(long)]
+    pub checkpoint: Option<String>,
+    /// Reuse a checkpoint written by a different query (its state may not fit).
+    #[arg(long)]
+    pub force: bool,
+    /// Committed batches kept in the checkpoint; older ones are deleted.
+    #[arg(long, default_value_t = 10)]
+    pub keep_checkpoints: u64,
 }
 
 fn default_parallelism() -> usize {
@@ -187,9 +193,25 @@ fn open_sink(file: &QueryFile, opts: &RunOptions, schema: SchemaRef) -> Result<B
                 schema,
             )))
         }
+        "parquet" | "jsonl" => {
+            let def =
+                def.ok_or_else(|| Error::option("sink", "internal: file sink without a table"))?;
+            let path = def.options.get("path").ok_or_else(|| {
+                Error::option(
+                    format!("table {}", def.name),
+                    format!("the {connector} sink needs path = 'DIR'"),
+                )
+            })?;
+            let format = if connector == "parquet" {
+                FileFormat::Parquet
+            } else {
+                FileFormat::JsonLines
+            };
+            Ok(Box::new(FileSink::open(path, format, schema)?))
+        }
         other => Err(Error::option(
             "sink connector",
-            format!("'{other}' is not a sink yet; use connector = 'console'"),
+            format!("'{other}' is not a sink; use 'console', 'parquet' or 'jsonl'"),
         )),
     }
 }
@@ -230,383 +252,6 @@ pub fn plan_ranges(
             )
         })
         .collect()
-}
-
-/// Runs the query in `opts.file` until the source is exhausted (`--available-now`) or
-/// `stop` returns true. Progress lines go to `progress`.
-pub async fn run(
-    opts: &RunOptions,
-    progress: &mut (dyn Write + Send),
-    stop: &(dyn Fn() -> bool + Sync),
-) -> anyhow::Result<()> {
-    let file_name = opts.file.display().to_string();
-    let text = std::fs::read_to_string(&opts.file)
-        .map_err(|e| Error::io("cannot read the query file", &opts.file, e))?;
-    let file = QueryFile::parse(&file_name, &text)?;
-    let def = source_table(&file, opts)?;
-    let settings = SourceSettings {
-        bootstrap_servers: opts.bootstrap_servers.clone(),
-        starting_offsets: opts.starting_offsets.clone(),
-        target_partitions: opts.target_partitions,
-    };
-    let plan = StreamPlan::new(
-        &file,
-        &def,
-        opts.target_partitions,
-        opts.output_mode,
-        opts.late_data.is_some(),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{file_name}: {}", e.strip_backtrace()))?;
-    let mut sink = open_sink(&file, opts, plan.output_schema.clone())?;
-    let mut source: Box<dyn Source> = source::open(&def, &settings)?;
-    let mut next = source.start_offsets()?;
-    let targets = if opts.available_now {
-        let ends = source.available_ends()?;
-        if ends.iter().any(|e| *e == i64::MAX) {
-            return Err(Error::option(
-                "--available-now",
-                "the source is unbounded; bound it (e.g. --source generator:1000000) or drop --available-now",
-            )
-            .into());
-        }
-        Some(ends)
-    } else {
-        None
-    };
-    let prefilter = if opts.no_prefilter {
-        None
-    } else {
-        plan.prefilter()
-    };
-    let screen = match &prefilter {
-        Some(p) => format!(", prefilter requires {:?}", p.literals()),
-        None => String::new(),
-    };
-    let mut fetcher = Fetcher::start(
-        source.readers()?,
-        source.workers(),
-        plan.input_schema.clone(),
-        prefilter,
-    )?;
-    let mut state = StreamState::new(&plan)?;
-    let mut late_sink = match &opts.late_data {
-        Some(p) => Some(LateSink::open(p)?),
-        None => None,
-    };
-    let mut dead_letter = match &opts.dead_letter {
-        Some(p) => Some(DeadLetter::open(p)?),
-        None => None,
-    };
-    let _ = writeln!(
-        progress,
-        "[sluice] {file_name}: reading {}, output mode {}{screen}",
-        source.describe(),
-        plan.mode
-    );
-
-    let limit = opts.max_records_per_batch;
-    let mut requested = false;
-    let mut batch_id = 0u64;
-    loop {
-        if stop() {
-            break;
-        }
-        let started = Instant::now();
-        if !requested {
-            let ends = match &targets {
-                Some(t) => t.clone(),
-                None => source.available_ends()?,
-            };
-            let ranges = plan_ranges(&next, &ends, limit);
-            if ranges.is_empty() {
-                if targets.is_some() {
-                    break;
-                }
-                tokio::time::sleep(
-                    opts.trigger
-                        .unwrap_or(Duration::from_millis(100))
-                        .min(Duration::from_millis(100)),
-                )
-                .await;
-                continue;
-            }
-            fetcher.request(&ranges)?;
-        }
-        let data = fetcher.collect()?;
-        for d in &data {
-            next[d.range.partition] = d.range.end;
-        }
-        // Ask for the next batch now, so it is fetched and decoded while this one runs.
-        requested = false;
-        if opts.trigger.is_none() && !stop() {
-            let ends = match &targets {
-                Some(t) => t.clone(),
-                None => source.available_ends()?,
-            };
-            let ranges = plan_ranges(&next, &ends, limit);
-            if !ranges.is_empty() {
-                fetcher.request(&ranges)?;
-                requested = true;
-            }
-        }
-
-        let (input, mut p) = gather(batch_id, data, plan.partitions);
-        let malformed: Vec<Malformed> = input.1;
-        p.malformed_rows = malformed.len() as u64;
-        if let Some(m) = malformed.first() {
-            let _ = writeln!(
-                progress,
-                "[sluice] batch {batch_id}: {} malformed record(s) skipped; first at partition {} offset {}: {}",
-                malformed.len(),
-                m.partition,
-                m.offset,
-                m.error
-            );
-        }
-        if let Some(dl) = dead_letter.as_mut() {
-            dl.write(&malformed)?;
-        }
-        let output = state.execute(&plan, input.0, false).await?;
-        p.output_rows = output.iter().map(|b| b.num_rows() as u64).sum();
-        sink.write_batch(batch_id, &output)?;
-        state.describe(&mut p, batch_id, late_sink.as_mut())?;
-        p.duration = started.elapsed();
-        let _ = writeln!(progress, "{}", p.line());
-        batch_id += 1;
-        if let Some(t) = opts.trigger {
-            let wait = t.saturating_sub(started.elapsed());
-            tokio::time::sleep(wait).await;
-        }
-    }
-    if opts.close_windows_at_end && targets.is_some() && !stop() && state.has_open_windows() {
-        // The input is exhausted: close every window and emit it in one last batch.
-        let started = Instant::now();
-        let output = state
-            .execute(&plan, vec![Vec::new(); plan.partitions], true)
-            .await?;
-        sink.write_batch(batch_id, &output)?;
-        let mut p = BatchProgress {
-            batch_id,
-            output_rows: output.iter().map(|b| b.num_rows() as u64).sum(),
-            ..Default::default()
-        };
-        state.describe(&mut p, batch_id, late_sink.as_mut())?;
-        p.duration = started.elapsed();
-        let _ = writeln!(progress, "{}", p.line());
-        batch_id += 1;
-    }
-    let _ = writeln!(progress, "[sluice] stopped after {batch_id} batches");
-    Ok(())
-}
-
-type Gathered = (Vec<Vec<RecordBatch>>, Vec<Malformed>);
-
-/// Deals the decoded batches round-robin over the plan's input partitions.
-fn gather(batch_id: u64, data: Vec<PartitionData>, partitions: usize) -> (Gathered, BatchProgress) {
-    let mut progress = BatchProgress {
-        batch_id,
-        ..Default::default()
-    };
-    let mut input: Vec<Vec<RecordBatch>> = (0..partitions).map(|_| Vec::new()).collect();
-    let mut malformed = Vec::new();
-    let mut i = 0;
-    for d in data {
-        progress.input_rows += d.records;
-        progress.screened_rows += d.screened;
-        progress
-            .offsets
-            .push((d.range.partition, d.range.start, d.range.end));
-        for b in d.batches {
-            input[i % partitions].push(b);
-            i += 1;
-        }
-        malformed.extend(d.malformed);
-    }
-    ((input, malformed), progress)
-}
-
-/// What the query keeps between batches.
-enum StreamState {
-    Stateless,
-    Groups(ShardedState),
-    Windows(WindowedState, Option<Arc<WatermarkTracker>>),
-}
-
-impl StreamState {
-    fn new(plan: &StreamPlan) -> anyhow::Result<Self> {
-        Ok(match &plan.kind {
-            PlanKind::Stateless { .. } => StreamState::Stateless,
-            PlanKind::Aggregate {
-                spec, window: None, ..
-            } => StreamState::Groups(ShardedState::new(spec.clone(), plan.partitions)?),
-            PlanKind::Aggregate {
-                spec,
-                window: Some(w),
-                ..
-            } => StreamState::Windows(
-                WindowedState::new(spec.clone(), w.spec, plan.partitions),
-                w.tracker.clone(),
-            ),
-        })
-    }
-
-    fn has_open_windows(&self) -> bool {
-        matches!(self, StreamState::Windows(w, _) if w.panes() > 0)
-    }
-
-    /// Runs one batch: stage 1, state merge, emit per output mode, stage 2. With
-    /// `close_all`, the watermark first moves past every window.
-    async fn execute(
-        &mut self,
-        plan: &StreamPlan,
-        input: Vec<Vec<RecordBatch>>,
-        close_all: bool,
-    ) -> anyhow::Result<Vec<RecordBatch>> {
-        let (partial, upper, upper_input) = match &plan.kind {
-            PlanKind::Stateless { plan: p } => return Ok(plan.run_stateless(p, input).await?),
-            PlanKind::Aggregate {
-                partial,
-                upper,
-                upper_input,
-                ..
-            } => (partial, upper, upper_input),
-        };
-        let partials = plan.run_partial(partial, input).await?;
-        let emitted = match self {
-            StreamState::Stateless => anyhow::bail!("internal: aggregate without state"),
-            StreamState::Groups(state) => {
-                state.merge(&partials)?;
-                state.emit(plan.mode == OutputMode::Update)?
-            }
-            StreamState::Windows(state, tracker) => {
-                state.merge(&partials)?;
-                let watermark = match tracker {
-                    Some(t) if close_all => {
-                        t.close_all();
-                        t.watermark()
-                    }
-                    Some(t) => t.advance(),
-                    None => NO_WATERMARK,
-                };
-                match plan.mode {
-                    OutputMode::Append => state.emit_closed(watermark)?,
-                    OutputMode::Update => state.emit_changed(watermark)?,
-                    OutputMode::Complete => state.emit_all()?,
-                }
-            }
-        };
-        Ok(plan.run_upper(upper, upper_input, emitted).await?)
-    }
-
-    /// Fills in the state figures of `p`; hands late rows to `late`.
-    fn describe(
-        &self,
-        p: &mut BatchProgress,
-        batch_id: u64,
-        late: Option<&mut LateSink>,
-    ) -> Result<()> {
-        match self {
-            StreamState::Stateless => {}
-            StreamState::Groups(s) => p.state_groups = s.groups(),
-            StreamState::Windows(s, tracker) => {
-                p.state_groups = s.groups();
-                p.open_panes = Some(s.panes());
-                if let Some(t) = tracker {
-                    let (n, rows) = t.take_late();
-                    p.late_rows = n;
-                    p.watermark = Some(t.watermark());
-                    if let Some(sink) = late {
-                        sink.write(batch_id, &rows)?;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Late rows, appended as JSON lines with the batch id that dropped them.
-struct LateSink {
-    path: PathBuf,
-    out: std::io::BufWriter<std::fs::File>,
-}
-
-impl LateSink {
-    fn open(path: &PathBuf) -> Result<Self> {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| Error::io("cannot open the late-data file", path, e))?;
-        Ok(Self {
-            path: path.clone(),
-            out: std::io::BufWriter::new(f),
-        })
-    }
-
-    fn write(&mut self, batch_id: u64, rows: &[RecordBatch]) -> Result<()> {
-        let path = self.path.clone();
-        let io = |e: std::io::Error| Error::io("cannot write", &path, e);
-        for b in rows.iter().filter(|b| b.num_rows() > 0) {
-            let mut w = arrow::json::LineDelimitedWriter::new(Vec::new());
-            w.write(b)
-                .map_err(|e| Error::option("late-data sink", e.to_string()))?;
-            w.finish()
-                .map_err(|e| Error::option("late-data sink", e.to_string()))?;
-            for line in w
-                .into_inner()
-                .split(|c| *c == b'\n')
-                .filter(|l| !l.is_empty())
-            {
-                // {"batch_id":N, …the row's columns…}
-                let row = std::str::from_utf8(line).unwrap_or("{}");
-                let body = row.strip_prefix('{').unwrap_or(row);
-                let sep = if body == "}" { "" } else { "," };
-                writeln!(self.out, "{{\"batch_id\":{batch_id}{sep}{body}").map_err(io)?;
-            }
-        }
-        self.out.flush().map_err(io)
-    }
-}
-
-/// Records that did not decode, appended as JSON lines with where they came from.
-struct DeadLetter {
-    path: PathBuf,
-    out: std::io::BufWriter<std::fs::File>,
-}
-
-impl DeadLetter {
-    fn open(path: &PathBuf) -> Result<Self> {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| Error::io("cannot open the dead-letter file", path, e))?;
-        Ok(Self {
-            path: path.clone(),
-            out: std::io::BufWriter::new(f),
-        })
-    }
-
-    fn write(&mut self, records: &[Malformed]) -> Result<()> {
-        for m in records {
-            let line = serde_json::json!({
-                "partition": m.partition,
-                "offset": m.offset,
-                "error": m.error,
-                "payload": String::from_utf8_lossy(&m.payload),
-            })
-            .to_string()
-                + "\n";
-            self.out
-                .write_all(line.as_bytes())
-                .map_err(|e| Error::io("cannot write", &self.path, e))?;
-        }
-        self.out
-            .flush()
-            .map_err(|e| Error::io("cannot write", &self.path, e))
-    }
 }
 
 #[cfg(test)]

@@ -81,6 +81,12 @@ impl WatermarkTracker {
         self.watermark()
     }
 
+    /// Restores a checkpointed watermark and largest event time.
+    pub fn restore(&self, watermark: i64, max_event: i64) {
+        self.watermark.store(watermark, Ordering::SeqCst);
+        self.max_event.store(max_event, Ordering::SeqCst);
+    }
+
     /// Sets the watermark past every window (input exhausted, windows to be closed).
     pub fn close_all(&self) {
         self.watermark.store(i64::MAX, Ordering::SeqCst);

@@ -138,8 +138,9 @@ impl<'a> CellFormatter<'a> {
     }
 }
 
+#[async_trait::async_trait]
 impl Sink for ConsoleSink {
-    fn write_batch(&mut self, batch_id: u64, batches: &[RecordBatch]) -> Result<()> {
+    async fn write_batch(&mut self, batch_id: u64, batches: &[RecordBatch]) -> Result<()> {
         let text = render(batch_id, &self.schema, batches, self.num_rows)?;
         self.out
             .write_all(text.as_bytes())

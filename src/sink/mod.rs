@@ -1,14 +1,20 @@
 //! Sinks: where each micro-batch's result rows go. A sink receives the rows of one
-//! batch id at a time, in order; it must not reorder or drop batches.
+//! batch id at a time, in order. With a checkpoint, a batch may be written again after
+//! a crash (same id, same rows): file sinks overwrite, so output is exactly once; the
+//! console shows such a batch twice.
 
+pub mod aside;
 pub mod console;
+pub mod file;
 
 use arrow::array::RecordBatch;
+use async_trait::async_trait;
 
 use crate::error::Result;
 
 /// A destination for result rows.
+#[async_trait]
 pub trait Sink: Send {
-    /// Writes the result rows of micro-batch `batch_id`.
-    fn write_batch(&mut self, batch_id: u64, batches: &[RecordBatch]) -> Result<()>;
+    /// Writes the result rows of micro-batch `batch_id`; done when it returns.
+    async fn write_batch(&mut self, batch_id: u64, batches: &[RecordBatch]) -> Result<()>;
 }

@@ -266,6 +266,15 @@ impl ShardedState {
         })
     }
 
+    /// Merges a snapshot back into empty state; nothing counts as changed afterwards.
+    pub fn restore(&mut self, rows: &[RecordBatch]) -> Result<()> {
+        self.merge(rows)?;
+        for s in &mut self.shards {
+            s.touched.iter_mut().for_each(|t| *t = false);
+        }
+        Ok(())
+    }
+
     /// All groups as keys + state columns (the Partial schema). The state is kept.
     pub fn snapshot(&mut self) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();

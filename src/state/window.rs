@@ -50,6 +50,36 @@ impl WindowedState {
         }
     }
 
+    /// What this state aggregates.
+    pub fn spec(&self) -> &AggregateSpec {
+        &self.spec
+    }
+
+    /// The last window start emitted in append mode.
+    pub fn emitted_through(&self) -> Option<i64> {
+        self.emitted_through
+    }
+
+    /// Every pane's groups as keys + state columns (the Partial schema; the window
+    /// column holds each pane). The state is kept.
+    pub fn snapshot(&mut self) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        for pane in self.panes.values_mut() {
+            out.extend(pane.snapshot()?);
+        }
+        Ok(out)
+    }
+
+    /// Merges a snapshot back into empty state.
+    pub fn restore(&mut self, rows: &[RecordBatch], emitted_through: Option<i64>) -> Result<()> {
+        self.merge(rows)?;
+        for pane in self.panes.values_mut() {
+            pane.restore(&[])?;
+        }
+        self.emitted_through = emitted_through;
+        Ok(())
+    }
+
     /// Open panes.
     pub fn panes(&self) -> usize {
         self.panes.len()

@@ -1,0 +1,358 @@
+//! The micro-batch loop. Once per batch, top to bottom:
+//!
+//! ```text
+//!  plan offset ranges (or replay a logged batch) ─► fetch + decode on the source workers
+//!    ─► log the exact ranges (checkpoint write-ahead) ─► request the next batch early
+//!    ─► stage 1 ─► state merge ─► emit ─► stage 2 ─► sink ─► commit (state, offsets)
+//!    ─► progress line
+//! ```
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+
+use super::stateful::StreamState;
+use super::{open_sink, plan_ranges, source_table, RunOptions, StreamPlan};
+use crate::checkpoint::{fingerprint, Checkpoint, Commit, Metadata, OffsetLog};
+use crate::decode::Malformed;
+use crate::error::Error;
+use crate::metrics::BatchProgress;
+use crate::sink::aside::{DeadLetter, LateSink};
+use crate::sink::Sink;
+use crate::source::{self, Fetcher, OffsetRange, PartitionData, Source, SourceSettings};
+use crate::sql::QueryFile;
+
+/// Runs the query in `opts.file` until the source is exhausted (`--available-now`) or
+/// `stop` returns true. Progress lines go to `progress`.
+pub async fn run(
+    opts: &RunOptions,
+    progress: &mut (dyn Write + Send),
+    stop: &(dyn Fn() -> bool + Sync),
+) -> anyhow::Result<()> {
+    let file_name = opts.file.display().to_string();
+    let text = std::fs::read_to_string(&opts.file)
+        .map_err(|e| Error::io("cannot read the query file", &opts.file, e))?;
+    let file = QueryFile::parse(&file_name, &text)?;
+    let def = source_table(&file, opts)?;
+    let settings = SourceSettings {
+        bootstrap_servers: opts.bootstrap_servers.clone(),
+        starting_offsets: opts.starting_offsets.clone(),
+        target_partitions: opts.target_partitions,
+    };
+    let plan = StreamPlan::new(
+        &file,
+        &def,
+        opts.target_partitions,
+        opts.output_mode,
+        opts.late_data.is_some(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{file_name}: {}", e.strip_backtrace()))?;
+    let mut sink: Box<dyn Sink> = open_sink(&file, opts, plan.output_schema.clone())?;
+    let mut source: Box<dyn Source> = source::open(&def, &settings)?;
+    let mut state = StreamState::new(&plan)?;
+    let mut next = source.start_offsets()?;
+    let mut batch_id = 0u64;
+
+    // Recovery: resume after the last committed batch; replay a logged one first.
+    let checkpoint = match &opts.checkpoint {
+        Some(loc) => Some(Checkpoint::open(loc, opts.keep_checkpoints)?),
+        None => None,
+    };
+    let mut pending: Option<OffsetLog> = None;
+    if let Some(c) = &checkpoint {
+        let sql = file.query.to_string();
+        let meta = Metadata {
+            version: 1,
+            query: fingerprint(&[
+                &sql,
+                &format!("{:?}", plan.input_schema),
+                &plan.mode.to_string(),
+                file.insert_into.as_deref().unwrap_or(""),
+            ]),
+            sql,
+        };
+        if let Some(w) = c.check_metadata(&meta, opts.force).await? {
+            let _ = writeln!(progress, "[sluice] warning: {w}");
+        }
+        let rec = c.recover().await?;
+        for w in &rec.warnings {
+            let _ = writeln!(progress, "[sluice] warning: {w}");
+        }
+        if let Some(commit) = &rec.commit {
+            if commit.next_offsets.len() != next.len() {
+                anyhow::bail!(
+                    "checkpoint {}: it has offsets for {} partitions but the source has {}; use a new checkpoint location",
+                    opts.checkpoint.as_deref().unwrap_or(""),
+                    commit.next_offsets.len(),
+                    next.len()
+                );
+            }
+            state.restore(&rec.state, commit)?;
+            next = commit.next_offsets.clone();
+            batch_id = commit.batch_id + 1;
+            let _ = writeln!(
+                progress,
+                "[sluice] resuming after committed batch {}",
+                commit.batch_id
+            );
+        }
+        pending = rec.pending;
+    }
+
+    let targets = if opts.available_now {
+        let ends = source.available_ends()?;
+        if ends.iter().any(|e| *e == i64::MAX) {
+            return Err(Error::option(
+                "--available-now",
+                "the source is unbounded; bound it (e.g. --source generator:1000000) or drop --available-now",
+            )
+            .into());
+        }
+        Some(ends)
+    } else {
+        None
+    };
+    let prefilter = if opts.no_prefilter {
+        None
+    } else {
+        plan.prefilter()
+    };
+    let screen = match &prefilter {
+        Some(p) => format!(", prefilter requires {:?}", p.literals()),
+        None => String::new(),
+    };
+    let mut fetcher = Fetcher::start(
+        source.readers()?,
+        source.workers(),
+        plan.input_schema.clone(),
+        prefilter,
+    )?;
+    let mut late_sink = opts.late_data.as_ref().map(LateSink::open).transpose()?;
+    let mut dead_letter = opts
+        .dead_letter
+        .as_ref()
+        .map(DeadLetter::open)
+        .transpose()?;
+    let _ = writeln!(
+        progress,
+        "[sluice] {file_name}: reading {}, output mode {}{screen}",
+        source.describe(),
+        plan.mode
+    );
+
+    let limit = opts.max_records_per_batch;
+    let mut requested = false;
+    let mut closing_replay = false;
+    loop {
+        if stop() {
+            break;
+        }
+        let started = Instant::now();
+        if !requested {
+            let ranges = match pending.take() {
+                Some(log) if log.close_all => {
+                    closing_replay = true;
+                    break;
+                }
+                // A batch logged before a crash: the very same offsets, no limit.
+                Some(log) => log
+                    .ranges
+                    .iter()
+                    .map(|&(partition, start, end)| {
+                        (
+                            OffsetRange {
+                                partition,
+                                start,
+                                end,
+                            },
+                            u64::MAX,
+                        )
+                    })
+                    .collect(),
+                None => {
+                    let ends = match &targets {
+                        Some(t) => t.clone(),
+                        None => source.available_ends()?,
+                    };
+                    plan_ranges(&next, &ends, limit)
+                }
+            };
+            if ranges.is_empty() {
+                if targets.is_some() {
+                    break;
+                }
+                tokio::time::sleep(
+                    opts.trigger
+                        .unwrap_or(Duration::from_millis(100))
+                        .min(Duration::from_millis(100)),
+                )
+                .await;
+                continue;
+            }
+            fetcher.request(&ranges)?;
+        }
+        let data = fetcher.collect()?;
+        for d in &data {
+            next[d.range.partition] = d.range.end;
+        }
+        if let Some(c) = &checkpoint {
+            let ranges = data
+                .iter()
+                .map(|d| (d.range.partition, d.range.start, d.range.end))
+                .collect();
+            c.log_offsets(&OffsetLog {
+                batch_id,
+                ranges,
+                close_all: false,
+            })
+            .await?;
+        }
+        // Ask for the next batch now, so it is fetched and decoded while this one runs.
+        requested = false;
+        if opts.trigger.is_none() && !stop() {
+            let ends = match &targets {
+                Some(t) => t.clone(),
+                None => source.available_ends()?,
+            };
+            let ranges = plan_ranges(&next, &ends, limit);
+            if !ranges.is_empty() {
+                fetcher.request(&ranges)?;
+                requested = true;
+            }
+        }
+
+        let (input, malformed, mut p) = gather(batch_id, data, plan.partitions);
+        p.malformed_rows = malformed.len() as u64;
+        if let Some(m) = malformed.first() {
+            let _ = writeln!(
+                progress,
+                "[sluice] batch {batch_id}: {} malformed record(s) skipped; first at partition {} offset {}: {}",
+                malformed.len(),
+                m.partition,
+                m.offset,
+                m.error
+            );
+        }
+        if let Some(dl) = dead_letter.as_mut() {
+            dl.write(&malformed)?;
+        }
+        let output = state.execute(&plan, input, false).await?;
+        finish_batch(
+            batch_id,
+            &output,
+            &mut state,
+            &mut *sink,
+            checkpoint.as_ref(),
+            &next,
+            late_sink.as_mut(),
+            &mut p,
+        )
+        .await?;
+        p.duration = started.elapsed();
+        let _ = writeln!(progress, "{}", p.line());
+        batch_id += 1;
+        if let Some(t) = opts.trigger {
+            tokio::time::sleep(t.saturating_sub(started.elapsed())).await;
+        }
+    }
+    let exhausted = targets.is_some() && !stop();
+    if closing_replay || (opts.close_windows_at_end && exhausted && state.has_open_windows()) {
+        // The input is exhausted: close every window and emit it in one last batch.
+        let started = Instant::now();
+        if let Some(c) = &checkpoint {
+            c.log_offsets(&OffsetLog {
+                batch_id,
+                ranges: Vec::new(),
+                close_all: true,
+            })
+            .await?;
+        }
+        let output = state
+            .execute(&plan, vec![Vec::new(); plan.partitions], true)
+            .await?;
+        let mut p = BatchProgress {
+            batch_id,
+            ..Default::default()
+        };
+        finish_batch(
+            batch_id,
+            &output,
+            &mut state,
+            &mut *sink,
+            checkpoint.as_ref(),
+            &next,
+            late_sink.as_mut(),
+            &mut p,
+        )
+        .await?;
+        p.duration = started.elapsed();
+        let _ = writeln!(progress, "{}", p.line());
+        batch_id += 1;
+    }
+    let _ = writeln!(
+        progress,
+        "[sluice] stopped; the next batch id is {batch_id}"
+    );
+    Ok(())
+}
+
+/// Sink, then commit, then the state figures of the progress line.
+#[allow(clippy::too_many_arguments)]
+async fn finish_batch(
+    batch_id: u64,
+    output: &[RecordBatch],
+    state: &mut StreamState,
+    sink: &mut dyn Sink,
+    checkpoint: Option<&Checkpoint>,
+    next: &[i64],
+    late: Option<&mut LateSink>,
+    p: &mut BatchProgress,
+) -> anyhow::Result<()> {
+    p.output_rows = output.iter().map(|b| b.num_rows() as u64).sum();
+    sink.write_batch(batch_id, output).await?;
+    if let Some(c) = checkpoint {
+        let (schema, rows) = state.snapshot()?;
+        let (watermark, max_event, emitted_through) = state.time();
+        let commit = Commit {
+            batch_id,
+            next_offsets: next.to_vec(),
+            watermark,
+            max_event,
+            emitted_through,
+            state_file: None,
+        };
+        c.commit(commit, schema.as_ref(), &rows).await?;
+    }
+    state.describe(p, batch_id, late)?;
+    Ok(())
+}
+
+/// Deals the decoded batches round-robin over the plan's input partitions.
+fn gather(
+    batch_id: u64,
+    data: Vec<PartitionData>,
+    partitions: usize,
+) -> (Vec<Vec<RecordBatch>>, Vec<Malformed>, BatchProgress) {
+    let mut progress = BatchProgress {
+        batch_id,
+        ..Default::default()
+    };
+    let mut input: Vec<Vec<RecordBatch>> = (0..partitions).map(|_| Vec::new()).collect();
+    let mut malformed = Vec::new();
+    let mut i = 0;
+    for d in data {
+        progress.input_rows += d.records;
+        progress.screened_rows += d.screened;
+        progress
+            .offsets
+            .push((d.range.partition, d.range.start, d.range.end));
+        for b in d.batches {
+            input[i % partitions].push(b);
+            i += 1;
+        }
+        malformed.extend(d.malformed);
+    }
+    (input, malformed, progress)
+}

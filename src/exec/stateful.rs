@@ -1,0 +1,155 @@
+//! What a running query keeps between batches, and one batch's trip through it:
+//! stage 1, state merge, emit per output mode, stage 2. Also what a checkpoint takes
+//! from it and gives back.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+
+use super::plan::{OutputMode, PlanKind, StreamPlan};
+use super::watermark::{WatermarkTracker, NO_WATERMARK};
+use crate::checkpoint::Commit;
+use crate::error::Result;
+use crate::metrics::BatchProgress;
+use crate::sink::aside::LateSink;
+use crate::state::window::WindowedState;
+use crate::state::ShardedState;
+
+/// What the query keeps between batches.
+pub enum StreamState {
+    /// Filter/project only.
+    Stateless,
+    /// GROUP BY without windows.
+    Groups(ShardedState),
+    /// GROUP BY with an event-time window, and its watermark.
+    Windows(WindowedState, Option<Arc<WatermarkTracker>>),
+}
+
+impl StreamState {
+    /// Empty state for `plan`.
+    pub fn new(plan: &StreamPlan) -> anyhow::Result<Self> {
+        Ok(match &plan.kind {
+            PlanKind::Stateless { .. } => StreamState::Stateless,
+            PlanKind::Aggregate {
+                spec, window: None, ..
+            } => StreamState::Groups(ShardedState::new(spec.clone(), plan.partitions)?),
+            PlanKind::Aggregate {
+                spec,
+                window: Some(w),
+                ..
+            } => StreamState::Windows(
+                WindowedState::new(spec.clone(), w.spec, plan.partitions),
+                w.tracker.clone(),
+            ),
+        })
+    }
+
+    /// Whether windows are still open.
+    pub fn has_open_windows(&self) -> bool {
+        matches!(self, StreamState::Windows(w, _) if w.panes() > 0)
+    }
+
+    /// Runs one batch: stage 1, state merge, emit per output mode, stage 2. With
+    /// `close_all`, the watermark first moves past every window.
+    pub async fn execute(
+        &mut self,
+        plan: &StreamPlan,
+        input: Vec<Vec<RecordBatch>>,
+        close_all: bool,
+    ) -> anyhow::Result<Vec<RecordBatch>> {
+        let (partial, upper, upper_input) = match &plan.kind {
+            PlanKind::Stateless { plan: p } => return Ok(plan.run_stateless(p, input).await?),
+            PlanKind::Aggregate {
+                partial,
+                upper,
+                upper_input,
+                ..
+            } => (partial, upper, upper_input),
+        };
+        let partials = plan.run_partial(partial, input).await?;
+        let emitted = match self {
+            StreamState::Stateless => anyhow::bail!("internal: aggregate without state"),
+            StreamState::Groups(state) => {
+                state.merge(&partials)?;
+                state.emit(plan.mode == OutputMode::Update)?
+            }
+            StreamState::Windows(state, tracker) => {
+                state.merge(&partials)?;
+                let watermark = match tracker {
+                    Some(t) if close_all => {
+                        t.close_all();
+                        t.watermark()
+                    }
+                    Some(t) => t.advance(),
+                    None => NO_WATERMARK,
+                };
+                match plan.mode {
+                    OutputMode::Append => state.emit_closed(watermark)?,
+                    OutputMode::Update => state.emit_changed(watermark)?,
+                    OutputMode::Complete => state.emit_all()?,
+                }
+            }
+        };
+        Ok(plan.run_upper(upper, upper_input, emitted).await?)
+    }
+
+    /// Fills in the state figures of `p`; hands late rows to `late`.
+    pub fn describe(
+        &self,
+        p: &mut BatchProgress,
+        batch_id: u64,
+        late: Option<&mut LateSink>,
+    ) -> Result<()> {
+        match self {
+            StreamState::Stateless => {}
+            StreamState::Groups(s) => p.state_groups = s.groups(),
+            StreamState::Windows(s, tracker) => {
+                p.state_groups = s.groups();
+                p.open_panes = Some(s.panes());
+                if let Some(t) = tracker {
+                    let (n, rows) = t.take_late();
+                    p.late_rows = n;
+                    p.watermark = Some(t.watermark());
+                    if let Some(sink) = late {
+                        sink.write(batch_id, &rows)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The state to checkpoint: its schema and rows (DataFusion's Partial schema).
+    pub fn snapshot(&mut self) -> anyhow::Result<(Option<SchemaRef>, Vec<RecordBatch>)> {
+        Ok(match self {
+            StreamState::Stateless => (None, Vec::new()),
+            StreamState::Groups(s) => (Some(s.spec().partial_schema.clone()), s.snapshot()?),
+            StreamState::Windows(w, _) => (Some(w.spec().partial_schema.clone()), w.snapshot()?),
+        })
+    }
+
+    /// Watermark, largest event time and last emitted window, for the commit.
+    pub fn time(&self) -> (i64, i64, Option<i64>) {
+        match self {
+            StreamState::Windows(w, Some(t)) => (t.watermark(), t.max_event(), w.emitted_through()),
+            StreamState::Windows(w, None) => (NO_WATERMARK, NO_WATERMARK, w.emitted_through()),
+            _ => (NO_WATERMARK, NO_WATERMARK, None),
+        }
+    }
+
+    /// Restores a checkpointed snapshot into empty state.
+    pub fn restore(&mut self, rows: &[RecordBatch], commit: &Commit) -> anyhow::Result<()> {
+        match self {
+            StreamState::Stateless => {}
+            StreamState::Groups(s) => s.restore(rows)?,
+            StreamState::Windows(w, tracker) => {
+                w.restore(rows, commit.emitted_through)?;
+                if let Some(t) = tracker {
+                    t.restore(commit.watermark, commit.max_event);
+                }
+            }
+        }
+        Ok(())
+    }
+}
