@@ -1,0 +1,369 @@
+//! Checkpoints and exactly-once recovery against a real Kafka broker: the process is
+//! SIGKILLed at random moments and restarted; the union of what the file sinks hold
+//! must equal an independent computation, with nothing missing and nothing twice.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::{Int64Type, TimestampMillisecondType};
+use common::*;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+fn floor(t: i64, step: i64) -> i64 {
+    t.div_euclid(step) * step
+}
+
+fn write_query(
+    dir: &Path,
+    broker: &str,
+    topic: &str,
+    sink: &str,
+    out: &Path,
+    query: &str,
+) -> PathBuf {
+    let path = dir.join("q.sql");
+    std::fs::write(
+        &path,
+        format!(
+            "CREATE TABLE logs (timestamp BIGINT, status VARCHAR, severity VARCHAR, source_ip VARCHAR, \
+             user_id VARCHAR, content VARCHAR) WITH (connector = 'kafka', topic = '{topic}', \
+             bootstrap_servers = '{broker}', event_time = 'to_timestamp_millis(\"timestamp\")', \
+             watermark_delay = '30 seconds');\n\
+             CREATE TABLE out WITH (connector = '{sink}', path = '{}');\nINSERT INTO out {query}\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Starts `sluice run ARGS`, kills it with SIGKILL after `delays[i]` unless it ended,
+/// restarts, and finally lets one run finish. Returns how many runs were killed.
+fn kill_and_restart(args: &[&str], delays: &[u64]) -> usize {
+    let mut killed = 0;
+    for &ms in delays {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_millis(ms);
+        // Poll for an early exit; the kill time itself is the random part of the test.
+        while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            killed += 1;
+        }
+        child.wait().unwrap();
+    }
+    let out = sluice(args);
+    assert!(
+        out.status.success(),
+        "final run failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    killed
+}
+
+/// Kill delays from a fixed-seed generator: reproducible, spread over a run.
+fn delays(n: usize, seed: u64, lo: u64, hi: u64) -> Vec<u64> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..n).map(|_| rng.u64(lo..hi)).collect()
+}
+
+fn parquet_rows(dir: &Path) -> Vec<(i64, String, i64)> {
+    let mut rows = Vec::new();
+    for f in std::fs::read_dir(dir).unwrap() {
+        let f = f.unwrap().path();
+        if f.extension().is_none_or(|e| e != "parquet") {
+            continue;
+        }
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        for b in reader {
+            let b: RecordBatch = b.unwrap();
+            let w = b.column(0).as_struct();
+            let starts = w.column(0).as_primitive::<TimestampMillisecondType>();
+            let users = b.column(1).as_string::<i32>();
+            let counts = b.column(2).as_primitive::<Int64Type>();
+            for i in 0..b.num_rows() {
+                rows.push((starts.value(i), users.value(i).to_string(), counts.value(i)));
+            }
+        }
+    }
+    rows.sort();
+    rows
+}
+
+const Q2: &str = "SELECT tumble(event_time, INTERVAL '10 seconds') AS \"interval\", user_id, count(*) AS crash_count \
+                  FROM logs WHERE lower(content) LIKE '%crash%' AND severity IN ('High', 'Critical') \
+                  GROUP BY tumble(event_time, INTERVAL '10 seconds'), user_id HAVING count(*) > 2;";
+
+#[test]
+fn query2_into_parquet_is_exact_after_repeated_sigkill() {
+    let broker = broker();
+    let topic = unique_topic("kill2");
+    sluice_ok(&[
+        "gen",
+        "--broker",
+        &broker,
+        "--topic",
+        &topic,
+        "--partitions",
+        "2",
+        "--target-rps",
+        "0",
+        "--max-records",
+        "40000",
+        "--seed",
+        "21",
+        "--start-time-ms",
+        "1768402330000",
+        "--event-rate",
+        "400",
+        "--additional-term",
+        "crash",
+        "--additional-term-rate",
+        "1",
+        "--quiet",
+    ]);
+    let mut counts: BTreeMap<(i64, String), i64> = BTreeMap::new();
+    for c in consume_all(&broker, &topic) {
+        let r = parse_record(&c.payload).unwrap();
+        if r.content.to_lowercase().contains("crash")
+            && (r.severity == "High" || r.severity == "Critical")
+        {
+            *counts
+                .entry((floor(r.timestamp, 10_000), r.user_id))
+                .or_insert(0) += 1;
+        }
+    }
+    let expected: Vec<(i64, String, i64)> = counts
+        .into_iter()
+        .filter(|(_, n)| *n > 2)
+        .map(|((w, u), n)| (w, u, n))
+        .collect();
+    assert!(expected.len() > 100);
+
+    let dir = temp_dir("kill2");
+    let out = dir.join("out");
+    let q = write_query(&dir, &broker, &topic, "parquet", &out, Q2);
+    let ckpt = dir.join("ckpt");
+    let args = [
+        "run",
+        q.to_str().unwrap(),
+        "--available-now",
+        "--max-records-per-batch",
+        "200",
+        "--trigger",
+        "50ms",
+        "--close-windows-at-end",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+    ];
+    let killed = kill_and_restart(&args, &delays(14, 7, 150, 1200));
+    assert!(killed >= 10, "only {killed} runs were killed mid-stream");
+    assert_eq!(parquet_rows(&out), expected, "after {killed} kills");
+    // Old checkpoint files are deleted: at most the last 10 batches remain.
+    assert!(std::fs::read_dir(ckpt.join("commits")).unwrap().count() <= 10);
+}
+
+/// The final complete-mode result: the JSON-lines file of the highest batch id.
+fn last_complete_result(out: &Path) -> BTreeMap<String, i64> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let last = files.last().expect("a result file");
+    std::fs::read_to_string(last)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["source_ip"].as_str().unwrap().to_string(),
+                v["count"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+const Q1: &str = "SELECT source_ip, count(*) AS count FROM logs \
+                  WHERE lower(content) LIKE '%vulnerability%' AND severity = 'High' \
+                  GROUP BY source_ip ORDER BY count DESC;";
+
+fn q1_expected(broker: &str, topic: &str) -> BTreeMap<String, i64> {
+    let mut m = BTreeMap::new();
+    for c in consume_all(broker, topic) {
+        let r = parse_record(&c.payload).unwrap();
+        if r.content.to_lowercase().contains("vulnerability") && r.severity == "High" {
+            *m.entry(r.source_ip).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+#[test]
+fn query1_state_is_exact_after_repeated_sigkill() {
+    let (broker, topic) = seeded_topic("kill1", 30_000, 2, "vulnerability", 4);
+    let dir = temp_dir("kill1");
+    let out = dir.join("out");
+    let q = write_query(&dir, &broker, &topic, "jsonl", &out, Q1);
+    let ckpt = dir.join("ckpt");
+    let args = [
+        "run",
+        q.to_str().unwrap(),
+        "--available-now",
+        "--max-records-per-batch",
+        "150",
+        "--trigger",
+        "50ms",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+    ];
+    let killed = kill_and_restart(&args, &delays(12, 9, 150, 1200));
+    assert!(killed >= 10, "only {killed} runs were killed mid-stream");
+    assert_eq!(last_complete_result(&out), q1_expected(&broker, &topic));
+}
+
+/// Runs Query 1 once to the end with a checkpoint, damages the newest commit with
+/// `damage`, adds records, runs again: the result must be exact, with a warning.
+fn recovers_from(damage: impl Fn(&Path, &str), warning: &str) {
+    let (broker, topic) = seeded_topic("torn", 6_000, 2, "vulnerability", 4);
+    let dir = temp_dir("torn");
+    let out = dir.join("out");
+    let q = write_query(&dir, &broker, &topic, "jsonl", &out, Q1);
+    let ckpt = dir.join("ckpt");
+    let args = [
+        "run",
+        q.to_str().unwrap(),
+        "--available-now",
+        "--max-records-per-batch",
+        "1000",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+    ];
+    sluice_ok(&args);
+    let mut commits: Vec<PathBuf> = std::fs::read_dir(ckpt.join("commits"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    commits.sort();
+    let newest = commits
+        .last()
+        .unwrap()
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    damage(&ckpt, &newest);
+    sluice_ok(&[
+        "gen",
+        "--broker",
+        &broker,
+        "--topic",
+        &topic,
+        "--target-rps",
+        "0",
+        "--max-records",
+        "3000",
+        "--seed",
+        "8",
+        "--additional-term",
+        "vulnerability",
+        "--additional-term-rate",
+        "4",
+        "--quiet",
+    ]);
+    let o = sluice_ok(&args);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(warning),
+        "expected {warning:?} in:\n{stderr}"
+    );
+    assert_eq!(last_complete_result(&out), q1_expected(&broker, &topic));
+}
+
+fn truncate(path: &Path) {
+    let len = std::fs::metadata(path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+}
+
+#[test]
+fn a_torn_manifest_falls_back_to_the_previous_commit() {
+    recovers_from(
+        |ckpt, id| truncate(&ckpt.join("commits").join(format!("{id}.json"))),
+        "torn manifest",
+    );
+}
+
+#[test]
+fn a_truncated_snapshot_falls_back_to_the_previous_commit() {
+    recovers_from(
+        |ckpt, id| truncate(&ckpt.join("state").join(format!("{id}.arrow"))),
+        "truncated",
+    );
+}
+
+#[test]
+fn a_checkpoint_of_another_query_is_refused_unless_forced() {
+    let (broker, topic) = seeded_topic("wrongq", 2_000, 2, "vulnerability", 4);
+    let dir = temp_dir("wrongq");
+    let q = write_query(&dir, &broker, &topic, "jsonl", &dir.join("out"), Q1);
+    let ckpt = dir.join("ckpt");
+    sluice_ok(&[
+        "run",
+        q.to_str().unwrap(),
+        "--available-now",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+    ]);
+    let other_dir = dir.join("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let other = write_query(
+        &other_dir,
+        &broker,
+        &topic,
+        "jsonl",
+        &dir.join("out2"),
+        &Q1.replace("'High'", "'Critical'"),
+    );
+    let o = sluice(&[
+        "run",
+        other.to_str().unwrap(),
+        "--available-now",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        stderr.contains("different query") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    let o = sluice_ok(&[
+        "run",
+        other.to_str().unwrap(),
+        "--available-now",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("warning: --force"));
+}
