@@ -26,6 +26,18 @@ fn write_query(
     out: &Path,
     query: &str,
 ) -> PathBuf {
+    write_query_with(dir, broker, topic, sink, "", out, query)
+}
+
+fn write_query_with(
+    dir: &Path,
+    broker: &str,
+    topic: &str,
+    sink: &str,
+    sink_opts: &str,
+    out: &Path,
+    query: &str,
+) -> PathBuf {
     let path = dir.join("q.sql");
     std::fs::write(
         &path,
@@ -34,7 +46,7 @@ fn write_query(
              user_id VARCHAR, content VARCHAR) WITH (connector = 'kafka', topic = '{topic}', \
              bootstrap_servers = '{broker}', event_time = 'to_timestamp_millis(\"timestamp\")', \
              watermark_delay = '30 seconds');\n\
-             CREATE TABLE out WITH (connector = '{sink}', path = '{}');\nINSERT INTO out {query}\n",
+             CREATE TABLE out WITH (connector = '{sink}', path = '{}'{sink_opts});\nINSERT INTO out {query}\n",
             out.display()
         ),
     )
@@ -157,7 +169,16 @@ fn query2_into_parquet_is_exact_after_repeated_sigkill() {
 
     let dir = temp_dir("kill2");
     let out = dir.join("out");
-    let q = write_query(&dir, &broker, &topic, "parquet", &out, Q2);
+    // Small rollover: per-batch files are merged often, so kills also land in merges.
+    let q = write_query_with(
+        &dir,
+        &broker,
+        &topic,
+        "parquet",
+        ", rollover_bytes = '20000'",
+        &out,
+        Q2,
+    );
     let ckpt = dir.join("ckpt");
     let args = [
         "run",
@@ -174,6 +195,12 @@ fn query2_into_parquet_is_exact_after_repeated_sigkill() {
     let killed = kill_and_restart(&args, &delays(14, 7, 150, 1200));
     assert!(killed >= 10, "only {killed} runs were killed mid-stream");
     assert_eq!(parquet_rows(&out), expected, "after {killed} kills");
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let merged = names.iter().filter(|n| n.matches('-').count() == 2).count();
+    assert!(merged > 0, "no per-batch files were merged: {names:?}");
     // Old checkpoint files are deleted: at most the last 10 batches remain.
     assert!(std::fs::read_dir(ckpt.join("commits")).unwrap().count() <= 10);
 }

@@ -20,7 +20,7 @@ use arrow::datatypes::SchemaRef;
 
 use crate::error::{Error, Result};
 use crate::sink::console::ConsoleSink;
-use crate::sink::file::{FileFormat, FileSink};
+use crate::sink::file::FileSink;
 use crate::sink::Sink;
 use crate::source::OffsetRange;
 use crate::sql::{QueryFile, TableDef};
@@ -196,18 +196,7 @@ fn open_sink(file: &QueryFile, opts: &RunOptions, schema: SchemaRef) -> Result<B
         "parquet" | "jsonl" => {
             let def =
                 def.ok_or_else(|| Error::option("sink", "internal: file sink without a table"))?;
-            let path = def.options.get("path").ok_or_else(|| {
-                Error::option(
-                    format!("table {}", def.name),
-                    format!("the {connector} sink needs path = 'DIR'"),
-                )
-            })?;
-            let format = if connector == "parquet" {
-                FileFormat::Parquet
-            } else {
-                FileFormat::JsonLines
-            };
-            Ok(Box::new(FileSink::open(path, format, schema)?))
+            Ok(Box::new(FileSink::from_table(def, schema)?))
         }
         other => Err(Error::option(
             "sink connector",
