@@ -17,3 +17,4 @@ pub mod sink;
 pub mod source;
 pub mod sql;
 pub mod state;
+pub mod storage;

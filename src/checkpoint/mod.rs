@@ -20,7 +20,6 @@ use arrow::datatypes::SchemaRef;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use futures::TryStreamExt;
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
@@ -96,28 +95,19 @@ fn ckpt_err(location: &str, what: impl std::fmt::Display) -> Error {
 }
 
 impl Checkpoint {
-    /// Opens (creating) a checkpoint at a local directory. Object-store URLs such as
-    /// `s3://` are refused for now with a clear message.
+    /// Opens (creating) a checkpoint at a local directory or an object-store URL
+    /// (see `crate::storage`).
     pub fn open(location: &str, keep: u64) -> Result<Self> {
-        if location.contains("://") && !location.starts_with("file://") {
-            return Err(ckpt_err(
-                location,
-                "only local directories are supported yet (object-store URLs such as s3:// are not built in)",
-            ));
-        }
-        let dir = location.trim_start_matches("file://");
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io("cannot create the checkpoint directory", dir, e))?;
-        let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| ckpt_err(location, e))?;
         Ok(Self {
-            store: Arc::new(store),
+            store: crate::storage::open(location, "checkpoint")?,
             keep: keep.max(2),
             location: location.to_string(),
         })
     }
 
     async fn put(&self, path: &Path, bytes: Vec<u8>) -> Result<()> {
-        // LocalFileSystem writes a temporary file and renames it: a put is atomic.
+        // A put is atomic: local files are written aside and renamed; object stores
+        // make an object visible only when it is complete.
         self.store
             .put(path, PutPayload::from(bytes))
             .await

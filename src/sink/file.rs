@@ -1,4 +1,5 @@
-//! Parquet and JSON-lines sinks on `object_store`, exactly once with checkpoints.
+//! Parquet and JSON-lines sinks on `object_store` (local or S3), exactly once with
+//! checkpoints.
 //!
 //! Each batch with rows becomes one file named after its batch id
 //! (`part-00000012.parquet`), written whole and atomically (temporary file, then
@@ -19,7 +20,6 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
@@ -136,26 +136,17 @@ impl FileSink {
         Self::open(path, format, schema, rollover)
     }
 
-    /// A sink writing `format` files of `schema` under local directory `path`.
+    /// A sink writing `format` files of `schema` under `path` (a local directory or an
+    /// object-store URL, see `crate::storage`).
     pub fn open(
         path: &str,
         format: FileFormat,
         schema: SchemaRef,
         rollover: Rollover,
     ) -> Result<Self> {
-        if path.contains("://") && !path.starts_with("file://") {
-            return Err(Error::option(
-                "sink path",
-                format!("{path}: only local directories are supported yet (object-store URLs are not built in)"),
-            ));
-        }
-        let dir = path.trim_start_matches("file://");
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io("cannot create the sink directory", dir, e))?;
-        let store = LocalFileSystem::new_with_prefix(dir)
-            .map_err(|e| Error::option("sink path", e.to_string()))?;
+        let store = crate::storage::open(path, "sink")?;
         Ok(Self {
-            store: Arc::new(store),
+            store,
             format,
             schema,
             location: path.to_string(),

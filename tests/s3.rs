@@ -1,0 +1,212 @@
+//! Checkpoints and a Parquet sink on an S3 endpoint (a local moto server started with
+//! scripts/s3-local.sh): the run resumes from its S3 checkpoint and the Parquet files
+//! read back from S3 hold the exact result.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::Int64Type;
+use common::*;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+/// The local S3 endpoint, started once.
+fn endpoint() -> String {
+    static EP: OnceLock<String> = OnceLock::new();
+    EP.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(repo().join("scripts/s3-local.sh"))
+            .arg("start")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "could not start the local S3 endpoint:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        format!(
+            "http://127.0.0.1:{}",
+            std::env::var("S3_PORT").unwrap_or_else(|_| "9787".into())
+        )
+    })
+    .clone()
+}
+
+fn create_bucket(endpoint: &str, bucket: &str) {
+    let host = endpoint.trim_start_matches("http://");
+    let mut s = TcpStream::connect(host).unwrap();
+    write!(
+        s,
+        "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+}
+
+fn s3_env(cmd: &mut Command, endpoint: &str) {
+    cmd.env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT", endpoint)
+        .env("AWS_ALLOW_HTTP", "true");
+}
+
+fn run_with_s3(args: &[&str], endpoint: &str) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.args(args);
+    s3_env(&mut cmd, endpoint);
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "sluice {args:?}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Reads every Parquet object under `prefix` of `bucket`.
+fn read_parquet(endpoint: &str, bucket: &str, prefix: &str) -> BTreeMap<String, i64> {
+    let store: Arc<dyn ObjectStore> = Arc::new(
+        AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_endpoint(endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id("test")
+            .with_secret_access_key("test")
+            .build()
+            .unwrap(),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let p = object_store::path::Path::from(prefix);
+        let metas: Vec<_> = store.list(Some(&p)).try_collect().await.unwrap();
+        let mut latest: Option<(String, Vec<RecordBatch>)> = None;
+        for m in metas {
+            let name = m.location.to_string();
+            if !name.ends_with(".parquet") {
+                continue;
+            }
+            let bytes = store.get(&m.location).await.unwrap().bytes().await.unwrap();
+            let batches: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .unwrap()
+                .build()
+                .unwrap()
+                .map(|b| b.unwrap())
+                .collect();
+            if latest.as_ref().is_none_or(|(n, _)| name > *n) {
+                latest = Some((name, batches));
+            }
+        }
+        let (_, batches) = latest.expect("parquet files on S3");
+        let mut m = BTreeMap::new();
+        for b in batches {
+            let ips = b.column(0).as_string::<i32>();
+            let counts = b.column(1).as_primitive::<Int64Type>();
+            for i in 0..b.num_rows() {
+                m.insert(ips.value(i).to_string(), counts.value(i));
+            }
+        }
+        m
+    })
+}
+
+#[test]
+fn checkpoint_and_parquet_sink_on_s3() {
+    let ep = endpoint();
+    let bucket = unique_topic("bucket").to_lowercase().replace('_', "-");
+    let bucket = &bucket[..bucket.len().min(60)];
+    create_bucket(&ep, bucket);
+
+    let dir = temp_dir("s3");
+    let data = dir.join("data");
+    sluice_ok(&[
+        "gen",
+        "--output",
+        data.to_str().unwrap(),
+        "--max-records",
+        "20000",
+        "--records-per-file",
+        "5000",
+        "--target-rps",
+        "0",
+        "--seed",
+        "4",
+        "--additional-term",
+        "vulnerability",
+        "--additional-term-rate",
+        "3",
+        "--quiet",
+    ]);
+    let mut expected = BTreeMap::new();
+    for f in std::fs::read_dir(&data).unwrap() {
+        for line in std::fs::read_to_string(f.unwrap().path()).unwrap().lines() {
+            let r = parse_record(line.as_bytes()).unwrap();
+            if r.content.to_lowercase().contains("vulnerability") && r.severity == "High" {
+                *expected.entry(r.source_ip).or_insert(0i64) += 1;
+            }
+        }
+    }
+    let q = dir.join("q.sql");
+    std::fs::write(
+        &q,
+        format!(
+            "CREATE TABLE logs (timestamp BIGINT, severity VARCHAR, source_ip VARCHAR, content VARCHAR) \
+             WITH (connector = 'file', path = '{}');\n\
+             CREATE TABLE out WITH (connector = 'parquet', path = 's3://{bucket}/results');\n\
+             INSERT INTO out SELECT source_ip, count(*) AS count FROM logs \
+             WHERE lower(content) LIKE '%vulnerability%' AND severity = 'High' GROUP BY source_ip;",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let ckpt = format!("s3://{bucket}/checkpoints/q1");
+    // Run once to the end, then again: the second run must resume from the S3
+    // checkpoint and find nothing left to do.
+    let first = run_with_s3(
+        &[
+            "run",
+            q.to_str().unwrap(),
+            "--available-now",
+            "--max-records-per-batch",
+            "4000",
+            "--checkpoint",
+            &ckpt,
+        ],
+        &ep,
+    );
+    assert!(String::from_utf8_lossy(&first.stderr).contains("batch 4:"));
+    assert_eq!(read_parquet(&ep, bucket, "results"), expected);
+    let second = run_with_s3(
+        &[
+            "run",
+            q.to_str().unwrap(),
+            "--available-now",
+            "--max-records-per-batch",
+            "4000",
+            "--checkpoint",
+            &ckpt,
+        ],
+        &ep,
+    );
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("resuming after committed batch"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("batch 5:"),
+        "nothing new to read, nothing must run again: {stderr}"
+    );
+    assert_eq!(read_parquet(&ep, bucket, "results"), expected);
+}
