@@ -123,32 +123,7 @@ const Q2: &str = "SELECT tumble(event_time, INTERVAL '10 seconds') AS \"interval
 
 #[test]
 fn query2_into_parquet_is_exact_after_repeated_sigkill() {
-    let broker = broker();
-    let topic = unique_topic("kill2");
-    sluice_ok(&[
-        "gen",
-        "--broker",
-        &broker,
-        "--topic",
-        &topic,
-        "--partitions",
-        "2",
-        "--target-rps",
-        "0",
-        "--max-records",
-        "40000",
-        "--seed",
-        "21",
-        "--start-time-ms",
-        "1768402330000",
-        "--event-rate",
-        "400",
-        "--additional-term",
-        "crash",
-        "--additional-term-rate",
-        "1",
-        "--quiet",
-    ]);
+    let (broker, topic) = event_time_topic("kill2", 40000, 21, 400, "crash", 1);
     let mut counts: BTreeMap<(i64, String), i64> = BTreeMap::new();
     for c in consume_all(&broker, &topic) {
         let r = parse_record(&c.payload).unwrap();

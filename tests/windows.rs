@@ -70,33 +70,8 @@ fn crash_matches(r: &LogRecord) -> bool {
 
 #[test]
 fn query2_equals_batch_computation_for_any_parallelism_and_batch_size() {
-    let broker = broker();
-    let topic = unique_topic("q2");
     // 40 k records over 100 s of event time, "crash" in every record; disorder ≤ 1 s.
-    sluice_ok(&[
-        "gen",
-        "--broker",
-        &broker,
-        "--topic",
-        &topic,
-        "--partitions",
-        "2",
-        "--target-rps",
-        "0",
-        "--max-records",
-        "40000",
-        "--seed",
-        "11",
-        "--start-time-ms",
-        "1768402330000",
-        "--event-rate",
-        "400",
-        "--additional-term",
-        "crash",
-        "--additional-term-rate",
-        "1",
-        "--quiet",
-    ]);
+    let (broker, topic) = event_time_topic("q2", 40000, 11, 400, "crash", 1);
     let records: Vec<LogRecord> = consume_all(&broker, &topic)
         .iter()
         .filter_map(|c| parse_record(&c.payload))
@@ -310,32 +285,7 @@ fn windows_align_to_the_epoch_across_day_boundaries_and_before_zero() {
 
 #[test]
 fn hop_windows_equal_the_batch_computation() {
-    let broker = broker();
-    let topic = unique_topic("hop");
-    sluice_ok(&[
-        "gen",
-        "--broker",
-        &broker,
-        "--topic",
-        &topic,
-        "--partitions",
-        "2",
-        "--target-rps",
-        "0",
-        "--max-records",
-        "12000",
-        "--seed",
-        "5",
-        "--start-time-ms",
-        "1768402330000",
-        "--event-rate",
-        "300",
-        "--additional-term",
-        "crash",
-        "--additional-term-rate",
-        "2",
-        "--quiet",
-    ]);
+    let (broker, topic) = event_time_topic("hop", 12000, 5, 300, "crash", 2);
     let records: Vec<LogRecord> = consume_all(&broker, &topic)
         .iter()
         .filter_map(|c| parse_record(&c.payload))

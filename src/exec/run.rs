@@ -49,7 +49,6 @@ pub async fn run(
     )
     .await
     .map_err(|e| anyhow::anyhow!("{file_name}: {}", e.strip_backtrace()))?;
-    let mut sink: Box<dyn Sink> = open_sink(&file, opts, plan.output_schema.clone())?;
     let mut source: Box<dyn Source> = source::open(&def, &settings)?;
     let mut state = StreamState::new(&plan)?;
     let mut next = source.start_offsets()?;
@@ -129,12 +128,16 @@ pub async fn run(
         plan.input_schema.clone(),
         prefilter,
     )?;
-    let mut late_sink = opts.late_data.as_ref().map(LateSink::open).transpose()?;
     let mut dead_letter = opts
         .dead_letter
         .as_ref()
         .map(DeadLetter::open)
         .transpose()?;
+    let mut outputs = Outputs {
+        sink: open_sink(&file, opts, plan.output_schema.clone())?,
+        checkpoint,
+        late: opts.late_data.as_ref().map(LateSink::open).transpose()?,
+    };
     let _ = writeln!(
         progress,
         "[sluice] {file_name}: reading {}, output mode {}{screen}",
@@ -197,7 +200,7 @@ pub async fn run(
         for d in &data {
             next[d.range.partition] = d.range.end;
         }
-        if let Some(c) = &checkpoint {
+        if let Some(c) = &outputs.checkpoint {
             let ranges = data
                 .iter()
                 .map(|d| (d.range.partition, d.range.start, d.range.end))
@@ -239,17 +242,9 @@ pub async fn run(
             dl.write(&malformed)?;
         }
         let output = state.execute(&plan, input, false).await?;
-        finish_batch(
-            batch_id,
-            &output,
-            &mut state,
-            &mut *sink,
-            checkpoint.as_ref(),
-            &next,
-            late_sink.as_mut(),
-            &mut p,
-        )
-        .await?;
+        outputs
+            .finish(batch_id, &output, &mut state, &next, &mut p)
+            .await?;
         p.duration = started.elapsed();
         let _ = writeln!(progress, "{}", p.line());
         batch_id += 1;
@@ -261,7 +256,7 @@ pub async fn run(
     if closing_replay || (opts.close_windows_at_end && exhausted && state.has_open_windows()) {
         // The input is exhausted: close every window and emit it in one last batch.
         let started = Instant::now();
-        if let Some(c) = &checkpoint {
+        if let Some(c) = &outputs.checkpoint {
             c.log_offsets(&OffsetLog {
                 batch_id,
                 ranges: Vec::new(),
@@ -276,17 +271,9 @@ pub async fn run(
             batch_id,
             ..Default::default()
         };
-        finish_batch(
-            batch_id,
-            &output,
-            &mut state,
-            &mut *sink,
-            checkpoint.as_ref(),
-            &next,
-            late_sink.as_mut(),
-            &mut p,
-        )
-        .await?;
+        outputs
+            .finish(batch_id, &output, &mut state, &next, &mut p)
+            .await?;
         p.duration = started.elapsed();
         let _ = writeln!(progress, "{}", p.line());
         batch_id += 1;
@@ -298,35 +285,41 @@ pub async fn run(
     Ok(())
 }
 
-/// Sink, then commit, then the state figures of the progress line.
-#[allow(clippy::too_many_arguments)]
-async fn finish_batch(
-    batch_id: u64,
-    output: &[RecordBatch],
-    state: &mut StreamState,
-    sink: &mut dyn Sink,
-    checkpoint: Option<&Checkpoint>,
-    next: &[i64],
-    late: Option<&mut LateSink>,
-    p: &mut BatchProgress,
-) -> anyhow::Result<()> {
-    p.output_rows = output.iter().map(|b| b.num_rows() as u64).sum();
-    sink.write_batch(batch_id, output).await?;
-    if let Some(c) = checkpoint {
-        let (schema, rows) = state.snapshot()?;
-        let (watermark, max_event, emitted_through) = state.time();
-        let commit = Commit {
-            batch_id,
-            next_offsets: next.to_vec(),
-            watermark,
-            max_event,
-            emitted_through,
-            state_file: None,
-        };
-        c.commit(commit, schema.as_ref(), &rows).await?;
+/// Where a batch's results go once it ran: the sink, the checkpoint, late rows.
+struct Outputs {
+    sink: Box<dyn Sink>,
+    checkpoint: Option<Checkpoint>,
+    late: Option<LateSink>,
+}
+
+impl Outputs {
+    /// Sink, then commit, then the state figures of the progress line.
+    async fn finish(
+        &mut self,
+        batch_id: u64,
+        output: &[RecordBatch],
+        state: &mut StreamState,
+        next: &[i64],
+        p: &mut BatchProgress,
+    ) -> anyhow::Result<()> {
+        p.output_rows = output.iter().map(|b| b.num_rows() as u64).sum();
+        self.sink.write_batch(batch_id, output).await?;
+        if let Some(c) = &self.checkpoint {
+            let (schema, rows) = state.snapshot()?;
+            let (watermark, max_event, emitted_through) = state.time();
+            let commit = Commit {
+                batch_id,
+                next_offsets: next.to_vec(),
+                watermark,
+                max_event,
+                emitted_through,
+                state_file: None,
+            };
+            c.commit(commit, schema.as_ref(), &rows).await?;
+        }
+        state.describe(p, batch_id, self.late.as_mut())?;
+        Ok(())
     }
-    state.describe(p, batch_id, late)?;
-    Ok(())
 }
 
 /// Deals the decoded batches round-robin over the plan's input partitions.

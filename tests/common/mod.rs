@@ -286,3 +286,42 @@ pub fn seeded_topic(
     ]);
     (broker, topic)
 }
+
+/// A new 2-partition topic with `n` records whose event time starts at a fixed instant
+/// and advances `event_rate` records per second, with `term` in one record of `rate`.
+pub fn event_time_topic(
+    prefix: &str,
+    n: u64,
+    seed: u64,
+    event_rate: u64,
+    term: &str,
+    rate: u64,
+) -> (String, String) {
+    let broker = broker();
+    let topic = unique_topic(prefix);
+    sluice_ok(&[
+        "gen",
+        "--broker",
+        &broker,
+        "--topic",
+        &topic,
+        "--partitions",
+        "2",
+        "--target-rps",
+        "0",
+        "--max-records",
+        &n.to_string(),
+        "--seed",
+        &seed.to_string(),
+        "--start-time-ms",
+        "1768402330000",
+        "--event-rate",
+        &event_rate.to_string(),
+        "--additional-term",
+        term,
+        "--additional-term-rate",
+        &rate.to_string(),
+        "--quiet",
+    ]);
+    (broker, topic)
+}
