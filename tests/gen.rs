@@ -235,7 +235,9 @@ fn gen_rolls_directory_output_by_record_count() {
             std::fs::read_to_string(p)
                 .unwrap()
                 .lines()
-                .filter(|l| check_record(l.as_bytes(), START_MS + 100) || true)
+                .inspect(|l| {
+                    check_record(l.as_bytes(), START_MS + 100);
+                })
                 .count()
         })
         .collect();

@@ -102,7 +102,7 @@ pub async fn run(
 
     let targets = if opts.available_now {
         let ends = source.available_ends()?;
-        if ends.iter().any(|e| *e == i64::MAX) {
+        if ends.contains(&i64::MAX) {
             return Err(Error::option(
                 "--available-now",
                 "the source is unbounded; bound it (e.g. --source generator:1000000) or drop --available-now",

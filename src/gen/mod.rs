@@ -201,7 +201,7 @@ pub fn run(
     };
 
     while index < limit {
-        if index % every == 0 {
+        if index.is_multiple_of(every) {
             if stop() {
                 break;
             }

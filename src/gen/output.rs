@@ -100,7 +100,7 @@ impl DirOutput {
 
 impl GenOutput for DirOutput {
     fn send(&mut self, index: u64, record: &[u8]) -> Result<()> {
-        if index % self.per_file == 0 || self.current.is_none() {
+        if index.is_multiple_of(self.per_file) || self.current.is_none() {
             if let Some(mut done) = self.current.take() {
                 done.finish()?;
             }
@@ -204,7 +204,7 @@ impl GenOutput for KafkaOutput {
                 Err((e, _)) => return Err(Error::kafka("sending a record", e)),
             }
         }
-        if index % 1024 == 0 {
+        if index.is_multiple_of(1024) {
             self.producer.poll(Duration::ZERO);
         }
         Ok(())

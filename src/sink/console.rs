@@ -51,7 +51,7 @@ pub fn render(
         let cells = b
             .columns()
             .iter()
-            .map(|c| CellFormatter::new(c))
+            .map(CellFormatter::new)
             .collect::<Result<Vec<_>>>()?;
         for r in 0..b.num_rows() {
             if rows.len() >= limit {
@@ -170,7 +170,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let s = render(12, &b.schema(), &[b.clone()], 2).unwrap();
+        let s = render(12, &b.schema(), std::slice::from_ref(&b), 2).unwrap();
         let want = "-------------------------------------------\nBatch: 12\n-------------------------------------------\n\
                     +---------+-----------+\n|user_id  |crash_count|\n+---------+-----------+\n\
                     |user_1836|5          |\n|null     |3          |\n+---------+-----------+\nonly showing top 2 rows\n\n";
