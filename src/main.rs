@@ -26,6 +26,8 @@ enum Command {
     /// Run a streaming SQL query file until stopped (or until the input is exhausted
     /// with --available-now).
     Run(sluice::exec::RunOptions),
+    /// Print a query file's streaming plan as stages separated by the exchange.
+    Explain(sluice::exec::RunOptions),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +56,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 stop.load(Ordering::Relaxed)
             })
             .context("sluice gen")?;
+            Ok(())
+        }
+        Command::Explain(opts) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            print!(
+                "{}",
+                runtime.block_on(sluice::exec::explain::explain(&opts))?
+            );
             Ok(())
         }
         Command::Run(opts) => {
