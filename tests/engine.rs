@@ -501,3 +501,61 @@ fn prefilter_never_drops_a_record_that_matches() {
     );
     assert_eq!(as_counts(parse_console(&stdout).last().unwrap()), expected);
 }
+
+#[test]
+fn progress_json_agrees_with_the_progress_lines() {
+    let dir = temp_dir("progress");
+    let json = dir.join("progress.jsonl");
+    let (_, stderr) = run_ok(&[
+        "run",
+        "queries/vulnerabilities_by_ip.sql",
+        "--source",
+        "generator:30000",
+        "--available-now",
+        "--max-records-per-batch",
+        "10000",
+        "--num-rows",
+        "1",
+        "--progress-json",
+        json.to_str().unwrap(),
+    ]);
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&json)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let lines = parse_offsets(&stderr);
+    assert_eq!(records.len(), lines.len());
+    assert_eq!(records.len(), 3);
+    let mut total = 0;
+    for (i, (r, ranges)) in records.iter().zip(&lines).enumerate() {
+        assert_eq!(r["batchId"], i as u64);
+        let rows: i64 = ranges.iter().map(|(_, s, e)| e - s).sum();
+        assert_eq!(r["numInputRows"], rows);
+        total += rows;
+        for (p, s, e) in ranges {
+            assert_eq!(r["sources"][0]["startOffset"][p.to_string()], *s);
+            assert_eq!(r["sources"][0]["endOffset"][p.to_string()], *e);
+        }
+        for phase in ["fetch", "execute", "sink", "checkpoint", "triggerExecution"] {
+            assert!(r["durationMs"][phase].is_u64(), "{phase} missing in {r}");
+        }
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with(&format!("[sluice] batch {i}:")))
+            .unwrap();
+        let groups: u64 = line
+            .split(" groups in state")
+            .next()
+            .unwrap()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(r["stateOperators"][0]["numRowsTotal"], groups);
+        assert!(r["processMemoryBytes"].as_u64().unwrap() > 0);
+    }
+    assert_eq!(total, 30_000);
+    assert_eq!(records[2]["sources"][0]["lag"], 0, "everything was read");
+}

@@ -88,6 +88,10 @@ pub struct RunOptions {
     /// Reuse a checkpoint written by a different query (its state may not fit).
     #[arg(long)]
     pub force: bool,
+    /// Append one JSON progress record per batch (Spark's field names) to this file;
+    /// `-` writes them to stderr.
+    #[arg(long)]
+    pub progress_json: Option<String>,
     /// Committed batches kept in the checkpoint; older ones are deleted.
     #[arg(long, default_value_t = 10)]
     pub keep_checkpoints: u64,

@@ -146,6 +146,19 @@ pub async fn run(
     );
 
     let limit = opts.max_records_per_batch;
+    let mut previous_start: Option<Instant> = None;
+    let mut behind = crate::metrics::FallingBehind::default();
+    let mut progress_json: Option<Box<dyn Write + Send>> = match opts.progress_json.as_deref() {
+        None => None,
+        Some("-") => Some(Box::new(std::io::stderr())),
+        Some(path) => Some(Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| Error::io("cannot open the progress file", path, e))?,
+        )),
+    };
     let mut requested = false;
     let mut closing_replay = false;
     loop {
@@ -196,10 +209,16 @@ pub async fn run(
             }
             fetcher.request(&ranges)?;
         }
+        let fetch_started = Instant::now();
         let data = fetcher.collect()?;
+        let fetch_wait = fetch_started.elapsed();
         for d in &data {
             next[d.range.partition] = d.range.end;
         }
+        let ends = match &targets {
+            Some(t) => t.clone(),
+            None => source.available_ends()?,
+        };
         if let Some(c) = &outputs.checkpoint {
             let ranges = data
                 .iter()
@@ -215,10 +234,6 @@ pub async fn run(
         // Ask for the next batch now, so it is fetched and decoded while this one runs.
         requested = false;
         if opts.trigger.is_none() && !stop() {
-            let ends = match &targets {
-                Some(t) => t.clone(),
-                None => source.available_ends()?,
-            };
             let ranges = plan_ranges(&next, &ends, limit);
             if !ranges.is_empty() {
                 fetcher.request(&ranges)?;
@@ -241,12 +256,29 @@ pub async fn run(
         if let Some(dl) = dead_letter.as_mut() {
             dl.write(&malformed)?;
         }
+        let exec_started = Instant::now();
         let output = state.execute(&plan, input, false).await?;
+        p.phases.push(("fetch", fetch_wait));
+        p.phases.push(("execute", exec_started.elapsed()));
         outputs
             .finish(batch_id, &output, &mut state, &next, &mut p)
             .await?;
         p.duration = started.elapsed();
+        p.started_ms = crate::gen::wall_ms() - p.duration.as_millis() as i64;
+        p.lag = next
+            .iter()
+            .zip(&ends)
+            .map(|(n, e)| (e - n).max(0) as u64)
+            .sum();
+        p.since_previous = previous_start.map(|t| started.duration_since(t));
+        previous_start = Some(started);
         let _ = writeln!(progress, "{}", p.line());
+        if let Some(line) = behind.observe(&p) {
+            let _ = writeln!(progress, "{line}");
+        }
+        if let Some(out) = progress_json.as_mut() {
+            writeln!(out, "{}", p.json(&file_name, source.describe()))?;
+        }
         batch_id += 1;
         if let Some(t) = opts.trigger {
             tokio::time::sleep(t.saturating_sub(started.elapsed())).await;
@@ -303,7 +335,10 @@ impl Outputs {
         p: &mut BatchProgress,
     ) -> anyhow::Result<()> {
         p.output_rows = output.iter().map(|b| b.num_rows() as u64).sum();
+        let sink_started = Instant::now();
         self.sink.write_batch(batch_id, output).await?;
+        p.phases.push(("sink", sink_started.elapsed()));
+        let commit_started = Instant::now();
         if let Some(c) = &self.checkpoint {
             let (schema, rows) = state.snapshot()?;
             let (watermark, max_event, emitted_through) = state.time();
@@ -317,6 +352,7 @@ impl Outputs {
             };
             c.commit(commit, schema.as_ref(), &rows).await?;
         }
+        p.phases.push(("checkpoint", commit_started.elapsed()));
         state.describe(p, batch_id, self.late.as_mut())?;
         Ok(())
     }

@@ -26,6 +26,14 @@ pub struct BatchProgress {
     pub watermark: Option<i64>,
     /// Rows dropped because they were behind the watermark.
     pub late_rows: u64,
+    /// Time per phase (fetch wait, execute, sink, checkpoint).
+    pub phases: Vec<(&'static str, Duration)>,
+    /// Wall clock at the batch's start (epoch ms).
+    pub started_ms: i64,
+    /// Records available in the source but not read yet, after the batch.
+    pub lag: u64,
+    /// Time since the previous batch started (for the input rate).
+    pub since_previous: Option<Duration>,
     /// Offsets read, per partition: (partition, start, end).
     pub offsets: Vec<(usize, i64, i64)>,
 }
@@ -34,6 +42,73 @@ impl BatchProgress {
     /// Input records per second of batch time.
     pub fn processed_rows_per_second(&self) -> f64 {
         self.input_rows as f64 / self.duration.as_secs_f64().max(1e-9)
+    }
+
+    /// Input records per second of wall time since the previous batch started.
+    pub fn input_rows_per_second(&self) -> f64 {
+        let secs = self
+            .since_previous
+            .unwrap_or(self.duration)
+            .as_secs_f64()
+            .max(1e-9);
+        self.input_rows as f64 / secs
+    }
+
+    /// The slowest phase and its time.
+    pub fn slowest_phase(&self) -> Option<(&'static str, Duration)> {
+        self.phases.iter().copied().max_by_key(|(_, d)| *d)
+    }
+
+    /// One JSON progress record with Spark's field names where the meaning is the same.
+    pub fn json(&self, query: &str, source: String) -> String {
+        let ms = |d: Duration| d.as_millis() as u64;
+        let mut durations = serde_json::Map::new();
+        for (name, d) in &self.phases {
+            durations.insert(name.to_string(), ms(*d).into());
+        }
+        durations.insert("triggerExecution".into(), ms(self.duration).into());
+        let start: serde_json::Map<String, serde_json::Value> = self
+            .offsets
+            .iter()
+            .map(|(p, s, _)| (p.to_string(), (*s).into()))
+            .collect();
+        let end: serde_json::Map<String, serde_json::Value> = self
+            .offsets
+            .iter()
+            .map(|(p, _, e)| (p.to_string(), (*e).into()))
+            .collect();
+        let rows: serde_json::Map<String, serde_json::Value> = self
+            .offsets
+            .iter()
+            .map(|(p, s, e)| (p.to_string(), (e - s).into()))
+            .collect();
+        serde_json::json!({
+            "name": query,
+            "batchId": self.batch_id,
+            "timestamp": show_ms(self.started_ms),
+            "numInputRows": self.input_rows,
+            "inputRowsPerSecond": self.input_rows_per_second(),
+            "processedRowsPerSecond": self.processed_rows_per_second(),
+            "durationMs": durations,
+            "eventTime": { "watermark": self.watermark.map(show_ms) },
+            "stateOperators": [{
+                "numRowsTotal": self.state_groups,
+                "numRowsDroppedByWatermark": self.late_rows,
+                "openPanes": self.open_panes,
+            }],
+            "sources": [{
+                "description": source,
+                "startOffset": start,
+                "endOffset": end,
+                "lag": self.lag,
+                "rowsPerPartition": rows,
+            }],
+            "malformedRows": self.malformed_rows,
+            "screenedRows": self.screened_rows,
+            "numOutputRows": self.output_rows,
+            "processMemoryBytes": rss_bytes(),
+        })
+        .to_string()
     }
 
     /// The one-line summary printed after each batch.
@@ -75,5 +150,91 @@ pub fn show_ms(ms: i64) -> String {
         _ => arrow::array::temporal_conversions::timestamp_ms_to_datetime(ms)
             .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
             .unwrap_or_else(|| ms.to_string()),
+    }
+}
+
+/// Resident memory of this process in bytes (Linux), if known.
+pub fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Says out loud when the stream falls behind: the lag (records available but not
+/// read) grew over several batches in a row.
+#[derive(Debug, Default)]
+pub struct FallingBehind {
+    lags: Vec<u64>,
+}
+
+/// Batches in a row with a growing lag before a warning.
+pub const BEHIND_AFTER: usize = 3;
+
+impl FallingBehind {
+    /// Records a batch; returns a warning when the lag grew `BEHIND_AFTER` times in a row.
+    pub fn observe(&mut self, p: &BatchProgress) -> Option<String> {
+        self.lags.push(p.lag);
+        let n = self.lags.len();
+        if n <= BEHIND_AFTER
+            || !self.lags[n - BEHIND_AFTER - 1..]
+                .windows(2)
+                .all(|w| w[1] > w[0])
+        {
+            return None;
+        }
+        self.lags.clear(); // at most one warning per BEHIND_AFTER batches
+        let (phase, d) = p.slowest_phase().unwrap_or(("execute", p.duration));
+        Some(format!(
+            "[sluice] falling behind: the lag grew for {BEHIND_AFTER} batches in a row to {} records \
+             (input {:.0} rows/s, processed {:.0} rows/s); slowest phase: {phase} ({:.3} s). \
+             More parallelism (--target-partitions), larger batches (--max-records-per-batch) or \
+             more Kafka partitions help.",
+            p.lag,
+            p.input_rows_per_second(),
+            p.processed_rows_per_second(),
+            d.as_secs_f64()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(lag: u64) -> BatchProgress {
+        BatchProgress {
+            lag,
+            duration: Duration::from_millis(100),
+            phases: vec![
+                ("fetch", Duration::from_millis(10)),
+                ("execute", Duration::from_millis(80)),
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn falling_behind_is_said_after_the_lag_grows_three_times() {
+        let mut f = FallingBehind::default();
+        assert!(f.observe(&batch(10)).is_none());
+        assert!(f.observe(&batch(20)).is_none());
+        assert!(f.observe(&batch(30)).is_none());
+        let warning = f.observe(&batch(40)).expect("lag grew three times");
+        assert!(
+            warning.contains("slowest phase: execute") && warning.contains("--target-partitions"),
+            "{warning}"
+        );
+        // A lag that shrinks or stays is not falling behind.
+        let mut g = FallingBehind::default();
+        for lag in [10, 20, 20, 30, 40] {
+            assert!(g.observe(&batch(lag)).is_none());
+        }
+    }
+
+    #[test]
+    fn show_ms_formats_utc() {
+        assert_eq!(show_ms(0), "1970-01-01 00:00:00.000");
+        assert_eq!(show_ms(-1), "1969-12-31 23:59:59.999");
+        assert_eq!(show_ms(i64::MIN), "none");
     }
 }
