@@ -64,6 +64,19 @@ fn emitted(stdout: &str) -> BTreeSet<(String, String, i64)> {
     out
 }
 
+/// Runs `sluice run Q --available-now --num-rows 0 EXTRA…` and returns what it emitted.
+fn run_emitted(q: &std::path::Path, extra: &[&str]) -> BTreeSet<(String, String, i64)> {
+    let mut args = vec![
+        "run",
+        q.to_str().unwrap(),
+        "--available-now",
+        "--num-rows",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    emitted(&String::from_utf8(sluice_ok(&args).stdout).unwrap())
+}
+
 fn crash_matches(r: &LogRecord) -> bool {
     r.content.to_lowercase().contains("crash") && (r.severity == "High" || r.severity == "Critical")
 }
@@ -354,14 +367,7 @@ fn crash_matching_is_exact_for_any_case_and_json_escapes() {
     assert_eq!(want, 6, "the independent fold decodes the escapes");
     let dir = temp_dir("case");
     let q = windowed_query(&dir, &broker, &topic, COUNT_ALL);
-    let o = sluice_ok(&[
-        "run",
-        q.to_str().unwrap(),
-        "--available-now",
-        "--num-rows",
-        "0",
-    ]);
-    let got = emitted(&String::from_utf8(o.stdout).unwrap());
+    let got = run_emitted(&q, &[]);
     assert_eq!(
         got,
         BTreeSet::from([(interval(0, 10_000), "u".to_string(), want)])
@@ -427,14 +433,7 @@ fn an_idle_partition_does_not_hold_the_watermark_back() {
     );
     let dir = temp_dir("idle");
     let q = windowed_query(&dir, &broker, &topic, COUNT_ALL);
-    let o = sluice_ok(&[
-        "run",
-        q.to_str().unwrap(),
-        "--available-now",
-        "--num-rows",
-        "0",
-    ]);
-    let got = emitted(&String::from_utf8(o.stdout).unwrap());
+    let got = run_emitted(&q, &[]);
     assert_eq!(
         got,
         BTreeSet::from([(interval(0, 10_000), "u".to_string(), 1)])
