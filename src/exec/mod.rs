@@ -88,6 +88,10 @@ pub struct RunOptions {
     /// Reuse a checkpoint written by a different query (its state may not fit).
     #[arg(long)]
     pub force: bool,
+    /// Serve /metrics (Prometheus), /progress (JSON) and a live dashboard at / on this
+    /// address: PORT (loopback) or HOST:PORT.
+    #[arg(long)]
+    pub http: Option<String>,
     /// Append one JSON progress record per batch (Spark's field names) to this file;
     /// `-` writes them to stderr.
     #[arg(long)]

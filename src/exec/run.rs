@@ -17,11 +17,13 @@ use super::{open_sink, plan_ranges, source_table, RunOptions, StreamPlan};
 use crate::checkpoint::{fingerprint, Checkpoint, Commit, Metadata, OffsetLog};
 use crate::decode::Malformed;
 use crate::error::Error;
+use crate::metrics::http::Published;
 use crate::metrics::BatchProgress;
 use crate::sink::aside::{DeadLetter, LateSink};
 use crate::sink::Sink;
 use crate::source::{self, Fetcher, OffsetRange, PartitionData, Source, SourceSettings};
 use crate::sql::QueryFile;
+use std::sync::Arc;
 
 /// Runs the query in `opts.file` until the source is exhausted (`--available-now`) or
 /// `stop` returns true. Progress lines go to `progress`.
@@ -145,6 +147,22 @@ pub async fn run(
         plan.mode
     );
 
+    let published = match &opts.http {
+        Some(spec) => {
+            let board = Arc::new(Published::new(super::explain::explain(opts).await?));
+            let bound = crate::metrics::http::serve(
+                crate::metrics::http::address(spec)?,
+                Arc::clone(&board),
+            )
+            .await?;
+            let _ = writeln!(
+                progress,
+                "[sluice] dashboard on http://{bound}/ (also /metrics, /progress, /plan)"
+            );
+            Some(board)
+        }
+        None => None,
+    };
     let limit = opts.max_records_per_batch;
     let mut previous_start: Option<Instant> = None;
     let mut behind = crate::metrics::FallingBehind::default();
@@ -276,8 +294,14 @@ pub async fn run(
         if let Some(line) = behind.observe(&p) {
             let _ = writeln!(progress, "{line}");
         }
-        if let Some(out) = progress_json.as_mut() {
-            writeln!(out, "{}", p.json(&file_name, source.describe()))?;
+        if progress_json.is_some() || published.is_some() {
+            let json = p.json(&file_name, source.describe());
+            if let Some(out) = progress_json.as_mut() {
+                writeln!(out, "{json}")?;
+            }
+            if let Some(board) = &published {
+                board.record(&p, json);
+            }
         }
         batch_id += 1;
         if let Some(t) = opts.trigger {

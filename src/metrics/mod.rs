@@ -1,6 +1,8 @@
 //! Per-batch progress: what one micro-batch did, printed as one line on stderr so
 //! stdout carries only results.
 
+pub mod http;
+
 use std::time::Duration;
 
 /// What one micro-batch did.

@@ -1,0 +1,212 @@
+//! `--http ADDR`: what the stream is doing, served by the binary itself.
+//!
+//! ```text
+//!  GET /          live dashboard (one self-contained page, no CDN): input vs process
+//!                 rate, batch duration by phase, watermark lag, state size, memory,
+//!                 rows per partition, and the plan as stages around the exchange
+//!  GET /metrics   Prometheus text (prometheus-client): counters, gauges, a histogram
+//!  GET /progress  the last progress records (JSON array, newest last)
+//!  GET /plan      the plan text (`sluice explain`)
+//! ```
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use super::BatchProgress;
+use crate::error::{Error, Result};
+
+/// Progress records kept for /progress and the dashboard.
+pub const KEEP: usize = 300;
+
+/// The metrics and recent progress a running query publishes.
+pub struct Published {
+    registry: Registry,
+    input_rows: Counter,
+    output_rows: Counter,
+    malformed_rows: Counter,
+    late_rows: Counter,
+    batches: Counter,
+    state_groups: Gauge,
+    lag: Gauge,
+    rss: Gauge,
+    batch_seconds: Histogram,
+    progress: Mutex<VecDeque<String>>,
+    plan: String,
+}
+
+impl Published {
+    /// Metrics registered, no batch yet; `plan` is shown on the dashboard.
+    pub fn new(plan: String) -> Self {
+        let mut registry = Registry::with_prefix("sluice");
+        let input_rows = Counter::default();
+        let output_rows = Counter::default();
+        let malformed_rows = Counter::default();
+        let late_rows = Counter::default();
+        let batches = Counter::default();
+        let state_groups = Gauge::default();
+        let lag = Gauge::default();
+        let rss = Gauge::default();
+        let batch_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "input_rows",
+            "Records read from the source",
+            input_rows.clone(),
+        );
+        registry.register(
+            "output_rows",
+            "Rows handed to the sink",
+            output_rows.clone(),
+        );
+        registry.register(
+            "malformed_rows",
+            "Records that did not decode",
+            malformed_rows.clone(),
+        );
+        registry.register(
+            "late_rows",
+            "Rows dropped behind the watermark",
+            late_rows.clone(),
+        );
+        registry.register("batches", "Micro-batches completed", batches.clone());
+        registry.register("state_groups", "Groups held in state", state_groups.clone());
+        registry.register(
+            "lag_records",
+            "Records available in the source but not read",
+            lag.clone(),
+        );
+        registry.register(
+            "memory_rss_bytes",
+            "Resident memory of the process",
+            rss.clone(),
+        );
+        registry.register(
+            "batch_duration_seconds",
+            "Micro-batch duration",
+            batch_seconds.clone(),
+        );
+        Self {
+            registry,
+            input_rows,
+            output_rows,
+            malformed_rows,
+            late_rows,
+            batches,
+            state_groups,
+            lag,
+            rss,
+            batch_seconds,
+            progress: Mutex::new(VecDeque::new()),
+            plan,
+        }
+    }
+
+    /// Publishes one batch: its figures and its JSON progress record.
+    pub fn record(&self, p: &BatchProgress, json: String) {
+        self.input_rows.inc_by(p.input_rows);
+        self.output_rows.inc_by(p.output_rows);
+        self.malformed_rows.inc_by(p.malformed_rows);
+        self.late_rows.inc_by(p.late_rows);
+        self.batches.inc();
+        self.state_groups.set(p.state_groups as i64);
+        self.lag.set(p.lag as i64);
+        self.rss.set(super::rss_bytes().unwrap_or(0) as i64);
+        self.batch_seconds.observe(p.duration.as_secs_f64());
+        if let Ok(mut q) = self.progress.lock() {
+            q.push_back(json);
+            while q.len() > KEEP {
+                q.pop_front();
+            }
+        }
+    }
+
+    fn metrics_text(&self) -> String {
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    fn progress_json(&self) -> String {
+        let q = self
+            .progress
+            .lock()
+            .map(|q| q.iter().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
+        format!("[{}]", q.join(","))
+    }
+}
+
+/// Parses `--http`: `PORT` means 127.0.0.1:PORT (loopback unless an address says otherwise).
+pub fn address(spec: &str) -> Result<std::net::SocketAddr> {
+    let full = if spec.contains(':') {
+        spec.to_string()
+    } else {
+        format!("127.0.0.1:{spec}")
+    };
+    full.parse().map_err(|_| {
+        Error::option(
+            "--http",
+            format!("'{spec}' is not PORT or HOST:PORT (e.g. 8080 or 0.0.0.0:8080)"),
+        )
+    })
+}
+
+/// Binds `addr` and serves in the background; returns the bound address.
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    published: Arc<Published>,
+) -> Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::io("cannot listen on", addr.to_string(), e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::io("cannot listen on", addr.to_string(), e))?;
+    let p = (
+        Arc::clone(&published),
+        Arc::clone(&published),
+        Arc::clone(&published),
+    );
+    let app = Router::new()
+        .route("/", get(|| async { Html(DASHBOARD) }))
+        .route(
+            "/metrics",
+            get(move || async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    p.0.metrics_text(),
+                )
+                    .into_response()
+            }),
+        )
+        .route(
+            "/progress",
+            get(move || async move {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    p.1.progress_json(),
+                )
+                    .into_response()
+            }),
+        )
+        .route("/plan", get(move || async move { p.2.plan.clone() }));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(bound)
+}
+
+/// The dashboard page: plain HTML, SVG and a little JavaScript, polling /progress.
+pub const DASHBOARD: &str = include_str!("dashboard.html");

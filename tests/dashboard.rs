@@ -1,0 +1,186 @@
+//! `--http`: /metrics parses as Prometheus text and its counters match the records
+//! processed; /progress agrees with the progress lines; the dashboard, loaded in
+//! headless Chromium (Debian's `chromium`, installed by .ci/run), draws a rate chart
+//! with more than one point and shows the plan's exchange. A screenshot is saved to
+//! target/dashboard.png (under CARGO_TARGET_DIR) as a test artifact.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn get(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{path}: {resp}");
+    resp.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing in:\n{text}"))
+}
+
+struct Killed(std::process::Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn metrics_progress_and_dashboard_show_the_running_stream() {
+    let port = closed_port();
+    let dir = temp_dir("http");
+    let q = dir.join("q.sql");
+    std::fs::write(
+        &q,
+        "CREATE TABLE logs (timestamp BIGINT, severity VARCHAR, source_ip VARCHAR, content VARCHAR) \
+         WITH (connector = 'generator', rate = '200000');\n\
+         SELECT source_ip, count(*) AS count FROM logs WHERE lower(content) LIKE '%vulnerability%' GROUP BY source_ip;",
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "run",
+            q.to_str().unwrap(),
+            "--trigger",
+            "200ms",
+            "--num-rows",
+            "1",
+            "--http",
+            &port.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = Killed(child);
+
+    // Wait (bounded) until at least three batches are published.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let records = loop {
+        if let Ok(body) = std::panic::catch_unwind(|| get(port, "/progress")) {
+            let v: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+            if v.len() >= 3 {
+                break v;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no progress published within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(records
+        .windows(2)
+        .all(|w| w[1]["batchId"].as_u64() == w[0]["batchId"].as_u64().map(|b| b + 1)));
+
+    // Counters equal the sum of the progress records taken around the same moment.
+    let mut matched = false;
+    for _ in 0..20 {
+        let before: Vec<serde_json::Value> = serde_json::from_str(&get(port, "/progress")).unwrap();
+        let text = get(port, "/metrics");
+        let after: Vec<serde_json::Value> = serde_json::from_str(&get(port, "/progress")).unwrap();
+        if before.len() != after.len() {
+            continue; // a batch finished in between: try again
+        }
+        assert!(
+            text.contains("# TYPE sluice_input_rows counter") && text.trim_end().ends_with("# EOF"),
+            "{text}"
+        );
+        let rows: u64 = after
+            .iter()
+            .map(|r| r["numInputRows"].as_u64().unwrap())
+            .sum();
+        let out: u64 = after
+            .iter()
+            .map(|r| r["numOutputRows"].as_u64().unwrap())
+            .sum();
+        assert_eq!(metric(&text, "sluice_input_rows_total") as u64, rows);
+        assert_eq!(metric(&text, "sluice_output_rows_total") as u64, out);
+        assert_eq!(metric(&text, "sluice_batches_total") as usize, after.len());
+        assert_eq!(
+            metric(&text, "sluice_batch_duration_seconds_count") as usize,
+            after.len()
+        );
+        assert!(metric(&text, "sluice_memory_rss_bytes") > 0.0);
+        matched = true;
+        break;
+    }
+    assert!(matched, "metrics and progress never lined up");
+
+    // The dashboard in a real browser.
+    let chromium = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("headless Chromium is needed: apt-get install chromium (.ci/run installs it)");
+    let profile = temp_dir("chromium-profile");
+    let flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--virtual-time-budget=3000",
+    ];
+    let url = format!("http://127.0.0.1:{port}/");
+    let dom = Command::new(chromium)
+        .args(flags)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--dump-dom", &url])
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    let points: usize = dom
+        .split("id=\"rate-chart\"")
+        .nth(1)
+        .and_then(|rest| rest.split("data-points=\"").nth(1))
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no rate chart in the DOM:\n{dom}"));
+    assert!(points > 1, "the rate chart has {points} point(s)");
+    assert!(dom.contains("<polyline"), "no line drawn");
+    assert!(
+        dom.contains("Exchange: hash(source_ip)"),
+        "the plan does not show the exchange:\n{dom}"
+    );
+
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| repo().join("target"));
+    let shot = target.join("dashboard.png");
+    let _ = Command::new(chromium)
+        .args(flags)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args([
+            "--window-size=1200,1000",
+            &format!("--screenshot={}", shot.display()),
+            &url,
+        ])
+        .output();
+}
