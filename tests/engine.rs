@@ -554,6 +554,7 @@ fn progress_json_agrees_with_the_progress_lines() {
             .parse()
             .unwrap();
         assert_eq!(r["stateOperators"][0]["numRowsTotal"], groups);
+        assert!(r["stateOperators"][0]["memoryUsedBytes"].as_u64().unwrap() > 0);
         assert!(r["processMemoryBytes"].as_u64().unwrap() > 0);
     }
     assert_eq!(total, 30_000);

@@ -103,9 +103,13 @@ impl StreamState {
     ) -> Result<()> {
         match self {
             StreamState::Stateless => {}
-            StreamState::Groups(s) => p.state_groups = s.groups(),
+            StreamState::Groups(s) => {
+                p.state_groups = s.groups();
+                p.state_bytes = s.size();
+            }
             StreamState::Windows(s, tracker) => {
                 p.state_groups = s.groups();
+                p.state_bytes = s.size();
                 p.open_panes = Some(s.panes());
                 if let Some(t) = tracker {
                     let (n, rows) = t.take_late();

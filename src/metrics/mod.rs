@@ -22,6 +22,8 @@ pub struct BatchProgress {
     pub duration: Duration,
     /// Groups held in state after the batch (0 for stateless queries).
     pub state_groups: usize,
+    /// Bytes the state holds (DataFusion's own accounting of keys and accumulators).
+    pub state_bytes: usize,
     /// Windowed aggregations: open panes after the batch.
     pub open_panes: Option<usize>,
     /// Windowed aggregations: the watermark after the batch (epoch ms).
@@ -95,6 +97,7 @@ impl BatchProgress {
             "eventTime": { "watermark": self.watermark.map(show_ms) },
             "stateOperators": [{
                 "numRowsTotal": self.state_groups,
+                "memoryUsedBytes": self.state_bytes,
                 "numRowsDroppedByWatermark": self.late_rows,
                 "openPanes": self.open_panes,
             }],
