@@ -15,7 +15,7 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use super::plan::{PlanKind, StreamPlan};
 use super::{source_table, RunOptions};
-use crate::sql::QueryFile;
+use crate::sql::{QueryFile, TableDef};
 
 fn indent(plan: &Arc<dyn ExecutionPlan>, out: &mut String) {
     let text = DisplayableExecutionPlan::new(plan.as_ref())
@@ -35,6 +35,17 @@ pub async fn explain(opts: &RunOptions) -> anyhow::Result<String> {
     let plan = StreamPlan::new(&file, &def, opts.target_partitions, opts.output_mode, false)
         .await
         .map_err(|e| anyhow::anyhow!("{file_name}: {}", e.strip_backtrace()))?;
+    Ok(describe(&file_name, &file, &def, &plan, opts.no_prefilter))
+}
+
+/// The stages of an already planned query (`sluice run --http` shows them too).
+pub fn describe(
+    file_name: &str,
+    file: &QueryFile,
+    def: &TableDef,
+    plan: &StreamPlan,
+    no_prefilter: bool,
+) -> String {
     let mut out = String::new();
     let columns: Vec<&str> = plan
         .input_schema
@@ -43,7 +54,7 @@ pub async fn explain(opts: &RunOptions) -> anyhow::Result<String> {
         .map(|f| f.name().as_str())
         .collect();
     let prefilter = match plan.prefilter() {
-        Some(p) if !opts.no_prefilter => format!("skip records without {:?}", p.literals()),
+        Some(p) if !no_prefilter => format!("skip records without {:?}", p.literals()),
         _ => "none".to_string(),
     };
     let sink = file.insert_into.as_deref().unwrap_or("console");
@@ -111,5 +122,5 @@ pub async fn explain(opts: &RunOptions) -> anyhow::Result<String> {
             let _ = writeln!(out, "Sink: {sink}");
         }
     }
-    Ok(out)
+    out
 }

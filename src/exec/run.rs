@@ -149,7 +149,13 @@ pub async fn run(
 
     let published = match &opts.http {
         Some(spec) => {
-            let board = Arc::new(Published::new(super::explain::explain(opts).await?));
+            let board = Arc::new(Published::new(super::explain::describe(
+                &file_name,
+                &file,
+                &def,
+                &plan,
+                opts.no_prefilter,
+            )));
             let bound = crate::metrics::http::serve(
                 crate::metrics::http::address(spec)?,
                 Arc::clone(&board),

@@ -254,6 +254,28 @@ pub fn temp_dir(prefix: &str) -> PathBuf {
     d
 }
 
+/// Fills a new topic `prefix-…` with `sluice gen --target-rps 0 --quiet ARGS`.
+fn gen_topic(prefix: &str, partitions: usize, args: &[&str]) -> (String, String) {
+    let broker = broker();
+    let topic = unique_topic(prefix);
+    let parts = partitions.to_string();
+    let mut all = vec![
+        "gen",
+        "--broker",
+        &broker,
+        "--topic",
+        &topic,
+        "--partitions",
+        &parts,
+        "--target-rps",
+        "0",
+        "--quiet",
+    ];
+    all.extend_from_slice(args);
+    sluice_ok(&all);
+    (broker, topic)
+}
+
 /// Fills a new topic with `n` seeded records (`partitions` partitions) using `sluice gen`.
 pub fn seeded_topic(
     prefix: &str,
@@ -262,29 +284,21 @@ pub fn seeded_topic(
     term: &str,
     rate: u64,
 ) -> (String, String) {
-    let broker = broker();
-    let topic = unique_topic(prefix);
-    sluice_ok(&[
-        "gen",
-        "--broker",
-        &broker,
-        "--topic",
-        &topic,
-        "--partitions",
-        &partitions.to_string(),
-        "--target-rps",
-        "0",
-        "--max-records",
-        &n.to_string(),
-        "--seed",
-        "7",
-        "--additional-term",
-        term,
-        "--additional-term-rate",
-        &rate.to_string(),
-        "--quiet",
-    ]);
-    (broker, topic)
+    let (n, rate) = (n.to_string(), rate.to_string());
+    gen_topic(
+        prefix,
+        partitions,
+        &[
+            "--max-records",
+            &n,
+            "--seed",
+            "7",
+            "--additional-term",
+            term,
+            "--additional-term-rate",
+            &rate,
+        ],
+    )
 }
 
 /// A new 2-partition topic with `n` records whose event time starts at a fixed instant
@@ -297,31 +311,44 @@ pub fn event_time_topic(
     term: &str,
     rate: u64,
 ) -> (String, String) {
-    let broker = broker();
-    let topic = unique_topic(prefix);
-    sluice_ok(&[
-        "gen",
-        "--broker",
-        &broker,
-        "--topic",
-        &topic,
-        "--partitions",
-        "2",
-        "--target-rps",
-        "0",
-        "--max-records",
-        &n.to_string(),
-        "--seed",
-        &seed.to_string(),
-        "--start-time-ms",
-        "1768402330000",
-        "--event-rate",
-        &event_rate.to_string(),
-        "--additional-term",
-        term,
-        "--additional-term-rate",
-        &rate.to_string(),
-        "--quiet",
-    ]);
-    (broker, topic)
+    let (n, seed, event_rate, rate) = (
+        n.to_string(),
+        seed.to_string(),
+        event_rate.to_string(),
+        rate.to_string(),
+    );
+    gen_topic(
+        prefix,
+        2,
+        &[
+            "--max-records",
+            &n,
+            "--seed",
+            &seed,
+            "--start-time-ms",
+            "1768402330000",
+            "--event-rate",
+            &event_rate,
+            "--additional-term",
+            term,
+            "--additional-term-rate",
+            &rate,
+        ],
+    )
+}
+
+/// Query 1's filter, folded independently: "vulnerability" in any case, severity High.
+pub fn q1_matches(r: &LogRecord) -> bool {
+    r.content.to_lowercase().contains("vulnerability") && r.severity == "High"
+}
+
+/// Every record of the JSON-lines files in `dir`, parsed with serde_json.
+pub fn records_in_files(dir: &std::path::Path) -> Vec<LogRecord> {
+    let mut out = Vec::new();
+    for f in std::fs::read_dir(dir).unwrap() {
+        for line in std::fs::read_to_string(f.unwrap().path()).unwrap().lines() {
+            out.push(parse_record(line.as_bytes()).expect("a well-formed record"));
+        }
+    }
+    out
 }
