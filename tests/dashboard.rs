@@ -36,6 +36,16 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("{name} missing in:\n{text}"))
 }
 
+/// The `data-points` attribute of the chart `id` in a dumped DOM.
+fn data_points(dom: &str, id: &str) -> usize {
+    dom.split(&format!("id=\"{id}\""))
+        .nth(1)
+        .and_then(|rest| rest.split("data-points=\"").nth(1))
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {id} in the DOM:\n{dom}"))
+}
+
 struct Killed(std::process::Child);
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -64,6 +74,8 @@ fn metrics_progress_and_dashboard_show_the_running_stream() {
             "200ms",
             "--num-rows",
             "1",
+            "--target-partitions",
+            "2",
             "--http",
             &port.to_string(),
         ])
@@ -121,6 +133,17 @@ fn metrics_progress_and_dashboard_show_the_running_stream() {
             after.len()
         );
         assert!(metric(&text, "sluice_memory_rss_bytes") > 0.0);
+        let merge_ms: u64 = after
+            .iter()
+            .map(|r| r["durationMs"]["stateMerge"].as_u64().unwrap())
+            .sum();
+        let merge_s = metric(&text, "sluice_phase_seconds_total{phase=\"stateMerge\"}");
+        // Progress rounds each batch down to whole milliseconds.
+        assert!(
+            merge_s * 1000.0 >= merge_ms as f64
+                && merge_s * 1000.0 < (merge_ms + after.len() as u64) as f64,
+            "stateMerge: {merge_s} s in /metrics, {merge_ms} ms in /progress"
+        );
         matched = true;
         break;
     }
@@ -156,15 +179,11 @@ fn metrics_progress_and_dashboard_show_the_running_stream() {
         .output()
         .unwrap();
     let dom = String::from_utf8_lossy(&dom.stdout);
-    let points: usize = dom
-        .split("id=\"rate-chart\"")
-        .nth(1)
-        .and_then(|rest| rest.split("data-points=\"").nth(1))
-        .and_then(|rest| rest.split('"').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no rate chart in the DOM:\n{dom}"));
+    let points = data_points(&dom, "rate-chart");
     assert!(points > 1, "the rate chart has {points} point(s)");
     assert!(dom.contains("<polyline"), "no line drawn");
+    let shards = data_points(&dom, "shard-chart");
+    assert_eq!(shards, 2, "one bar per state shard (--target-partitions 2)");
     assert!(
         dom.contains("Exchange: hash(source_ip)"),
         "the plan does not show the exchange:\n{dom}"

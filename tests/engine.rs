@@ -495,16 +495,22 @@ fn prefilter_never_drops_a_record_that_matches() {
 
 #[test]
 fn progress_json_agrees_with_the_progress_lines() {
+    let (broker, topic) = seeded_topic("progress", 30_000, 2, "vulnerability", 9);
+    let by_offset: HashMap<(i32, i64), LogRecord> = consume_all(&broker, &topic)
+        .into_iter()
+        .filter_map(|c| parse_record(&c.payload).map(|r| ((c.partition, c.offset), r)))
+        .collect();
     let dir = temp_dir("progress");
+    let q = query_file(&dir, &broker, &topic, Q1);
     let json = dir.join("progress.jsonl");
     let (_, stderr) = run_ok(&[
         "run",
-        "queries/vulnerabilities_by_ip.sql",
-        "--source",
-        "generator:30000",
+        q.to_str().unwrap(),
         "--available-now",
         "--max-records-per-batch",
         "10000",
+        "--target-partitions",
+        "2",
         "--num-rows",
         "1",
         "--progress-json",
@@ -528,7 +534,16 @@ fn progress_json_agrees_with_the_progress_lines() {
             assert_eq!(r["sources"][0]["startOffset"][p.to_string()], *s);
             assert_eq!(r["sources"][0]["endOffset"][p.to_string()], *e);
         }
-        for phase in ["fetch", "execute", "sink", "checkpoint", "triggerExecution"] {
+        for phase in [
+            "fetch",
+            "read",
+            "decode",
+            "execute",
+            "stateMerge",
+            "sink",
+            "checkpoint",
+            "triggerExecution",
+        ] {
             assert!(r["durationMs"][phase].is_u64(), "{phase} missing in {r}");
         }
         let line = stderr
@@ -544,8 +559,40 @@ fn progress_json_agrees_with_the_progress_lines() {
             .unwrap()
             .parse()
             .unwrap();
-        assert_eq!(r["stateOperators"][0]["numRowsTotal"], groups);
-        assert!(r["stateOperators"][0]["memoryUsedBytes"].as_u64().unwrap() > 0);
+        let state = &r["stateOperators"][0];
+        assert_eq!(state["numRowsTotal"], groups);
+        assert!(state["memoryUsedBytes"].as_u64().unwrap() > 0);
+        // Rows per state shard: one entry per shard, summing to the groups held; with
+        // ~100 keys hashed two ways, neither shard is empty.
+        let per_shard: Vec<u64> = state["numRowsTotalPerShard"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        assert_eq!(per_shard.len(), 2, "{state}");
+        assert_eq!(per_shard.iter().sum::<u64>(), groups);
+        assert!(per_shard.iter().all(|&n| n > 0), "{state}");
+        // Partial rows merged: at least one per group this batch touched, at most one
+        // per group and input partition.
+        let merged: u64 = state["numRowsMergedPerShard"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        let touched = ranges
+            .iter()
+            .flat_map(|&(p, s, e)| (s..e).map(move |o| (p, o)))
+            .map(|k| &by_offset[&k])
+            .filter(|r| q1_matches(r))
+            .map(|r| r.source_ip.as_str())
+            .collect::<std::collections::HashSet<_>>()
+            .len() as u64;
+        assert!(
+            merged >= touched && merged <= 2 * touched,
+            "merged {merged}, groups touched {touched}"
+        );
         assert!(r["processMemoryBytes"].as_u64().unwrap() > 0);
     }
     assert_eq!(total, 30_000);

@@ -265,7 +265,7 @@ pub async fn run(
             }
         }
 
-        let (input, malformed, mut p) = gather(batch_id, data, plan.partitions);
+        let (input, malformed, mut p) = gather(batch_id, data, plan.partitions, fetcher.workers());
         p.malformed_rows = malformed.len() as u64;
         if let Some(m) = malformed.first() {
             let _ = writeln!(
@@ -280,10 +280,8 @@ pub async fn run(
         if let Some(dl) = dead_letter.as_mut() {
             dl.write(&malformed)?;
         }
-        let exec_started = Instant::now();
-        let output = state.execute(&plan, input, false).await?;
         p.phases.push(("fetch", fetch_wait));
-        p.phases.push(("execute", exec_started.elapsed()));
+        let output = state.execute(&plan, input, false, &mut p).await?;
         outputs
             .finish(batch_id, &output, &mut state, &next, &mut p)
             .await?;
@@ -326,13 +324,13 @@ pub async fn run(
             })
             .await?;
         }
-        let output = state
-            .execute(&plan, vec![Vec::new(); plan.partitions], true)
-            .await?;
         let mut p = BatchProgress {
             batch_id,
             ..Default::default()
         };
+        let output = state
+            .execute(&plan, vec![Vec::new(); plan.partitions], true, &mut p)
+            .await?;
         outputs
             .finish(batch_id, &output, &mut state, &next, &mut p)
             .await?;
@@ -388,16 +386,28 @@ impl Outputs {
     }
 }
 
-/// Deals the decoded batches round-robin over the plan's input partitions.
+/// Deals the decoded batches round-robin over the plan's input partitions; the source
+/// threads' read and decode times are those of the busiest of `workers` threads.
 fn gather(
     batch_id: u64,
     data: Vec<PartitionData>,
     partitions: usize,
+    workers: usize,
 ) -> (Vec<Vec<RecordBatch>>, Vec<Malformed>, BatchProgress) {
     let mut progress = BatchProgress {
         batch_id,
         ..Default::default()
     };
+    let workers = workers.max(1);
+    let mut busy = vec![(Duration::ZERO, Duration::ZERO); workers];
+    for d in &data {
+        let w = &mut busy[d.range.partition % workers];
+        w.0 += d.read_time;
+        w.1 += d.decode_time;
+    }
+    if let Some(&(read, decode)) = busy.iter().max_by_key(|(r, d)| *r + *d) {
+        progress.source_phases = vec![("read", read), ("decode", decode)];
+    }
     let mut input: Vec<Vec<RecordBatch>> = (0..partitions).map(|_| Vec::new()).collect();
     let mut malformed = Vec::new();
     let mut i = 0;

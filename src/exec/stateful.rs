@@ -3,6 +3,7 @@
 //! from it and gives back.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -51,15 +52,23 @@ impl StreamState {
     }
 
     /// Runs one batch: stage 1, state merge, emit per output mode, stage 2. With
-    /// `close_all`, the watermark first moves past every window.
+    /// `close_all`, the watermark first moves past every window. Adds the phases
+    /// `execute` (stage 1 and stage 2) and `stateMerge` (exchange, merge, emit) and the
+    /// rows routed to each shard to `p`.
     pub async fn execute(
         &mut self,
         plan: &StreamPlan,
         input: Vec<Vec<RecordBatch>>,
         close_all: bool,
+        p: &mut BatchProgress,
     ) -> anyhow::Result<Vec<RecordBatch>> {
+        let started = Instant::now();
         let (partial, upper, upper_input) = match &plan.kind {
-            PlanKind::Stateless { plan: p } => return Ok(plan.run_stateless(p, input).await?),
+            PlanKind::Stateless { plan: stateless } => {
+                let out = plan.run_stateless(stateless, input).await?;
+                p.phases.push(("execute", started.elapsed()));
+                return Ok(out);
+            }
             PlanKind::Aggregate {
                 partial,
                 upper,
@@ -68,14 +77,16 @@ impl StreamState {
             } => (partial, upper, upper_input),
         };
         let partials = plan.run_partial(partial, input).await?;
-        let emitted = match self {
+        let stage1 = started.elapsed();
+        let merge_started = Instant::now();
+        let (rows, emitted) = match self {
             StreamState::Stateless => anyhow::bail!("internal: aggregate without state"),
             StreamState::Groups(state) => {
-                state.merge(&partials)?;
-                state.emit(plan.mode == OutputMode::Update)?
+                let rows = state.merge(&partials)?;
+                (rows, state.emit(plan.mode == OutputMode::Update)?)
             }
             StreamState::Windows(state, tracker) => {
-                state.merge(&partials)?;
+                let rows = state.merge(&partials)?;
                 let watermark = match tracker {
                     Some(t) if close_all => {
                         t.close_all();
@@ -84,14 +95,22 @@ impl StreamState {
                     Some(t) => t.advance(),
                     None => NO_WATERMARK,
                 };
-                match plan.mode {
+                let emitted = match plan.mode {
                     OutputMode::Append => state.emit_closed(watermark)?,
                     OutputMode::Update => state.emit_changed(watermark)?,
                     OutputMode::Complete => state.emit_all()?,
-                }
+                };
+                (rows, emitted)
             }
         };
-        Ok(plan.run_upper(upper, upper_input, emitted).await?)
+        let merge = merge_started.elapsed();
+        p.shard_rows = rows;
+        let stage2_started = Instant::now();
+        let out = plan.run_upper(upper, upper_input, emitted).await?;
+        p.phases
+            .push(("execute", stage1 + stage2_started.elapsed()));
+        p.phases.push(("stateMerge", merge));
+        Ok(out)
     }
 
     /// Fills in the state figures of `p`; hands late rows to `late`.
@@ -106,9 +125,11 @@ impl StreamState {
             StreamState::Groups(s) => {
                 p.state_groups = s.groups();
                 p.state_bytes = s.size();
+                p.shard_groups = s.shard_groups();
             }
             StreamState::Windows(s, tracker) => {
                 p.state_groups = s.groups();
+                p.shard_groups = s.shard_groups();
                 p.state_bytes = s.size();
                 p.open_panes = Some(s.panes());
                 if let Some(t) = tracker {

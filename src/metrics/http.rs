@@ -3,7 +3,7 @@
 //! ```text
 //!  GET /          live dashboard (one self-contained page, no CDN): input vs process
 //!                 rate, batch duration by phase, watermark lag, state size, memory,
-//!                 rows per partition, and the plan as stages around the exchange
+//!                 rows per partition and per state shard, and the plan as stages around the exchange
 //!  GET /metrics   Prometheus text (prometheus-client): counters, gauges, a histogram
 //!  GET /progress  the last progress records (JSON array, newest last)
 //!  GET /plan      the plan text (`sluice explain`)
@@ -18,6 +18,7 @@ use axum::routing::get;
 use axum::Router;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
@@ -40,6 +41,7 @@ pub struct Published {
     lag: Gauge,
     rss: Gauge,
     batch_seconds: Histogram,
+    phase_seconds: Family<Vec<(&'static str, &'static str)>, Counter<f64>>,
     progress: Mutex<VecDeque<String>>,
     plan: String,
 }
@@ -57,6 +59,7 @@ impl Published {
         let lag = Gauge::default();
         let rss = Gauge::default();
         let batch_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let phase_seconds = Family::<Vec<(&'static str, &'static str)>, Counter<f64>>::default();
         registry.register(
             "input_rows",
             "Records read from the source",
@@ -94,6 +97,11 @@ impl Published {
             "Micro-batch duration",
             batch_seconds.clone(),
         );
+        registry.register(
+            "phase_seconds",
+            "Time spent per batch phase (source-thread phases read and decode overlap the others)",
+            phase_seconds.clone(),
+        );
         Self {
             registry,
             input_rows,
@@ -105,6 +113,7 @@ impl Published {
             lag,
             rss,
             batch_seconds,
+            phase_seconds,
             progress: Mutex::new(VecDeque::new()),
             plan,
         }
@@ -121,6 +130,11 @@ impl Published {
         self.lag.set(p.lag as i64);
         self.rss.set(super::rss_bytes().unwrap_or(0) as i64);
         self.batch_seconds.observe(p.duration.as_secs_f64());
+        for (phase, d) in p.phases.iter().chain(&p.source_phases) {
+            self.phase_seconds
+                .get_or_create(&vec![("phase", *phase)])
+                .inc_by(d.as_secs_f64());
+        }
         if let Ok(mut q) = self.progress.lock() {
             q.push_back(json);
             while q.len() > KEEP {

@@ -30,8 +30,18 @@ pub struct BatchProgress {
     pub watermark: Option<i64>,
     /// Rows dropped because they were behind the watermark.
     pub late_rows: u64,
-    /// Time per phase (fetch wait, execute, sink, checkpoint).
+    /// Time per phase on the batch's critical path: fetch (waiting for the source
+    /// threads), execute (DataFusion: stage 1 and stage 2), stateMerge (exchange, merge
+    /// and emit), sink, checkpoint.
     pub phases: Vec<(&'static str, Duration)>,
+    /// Time the source threads spent on this batch: read (source and prefilter) and
+    /// decode. They run while the previous batch executes, so they overlap `phases`;
+    /// the busiest source thread's time is shown.
+    pub source_phases: Vec<(&'static str, Duration)>,
+    /// Groups held per state shard after the batch (skew shows here).
+    pub shard_groups: Vec<usize>,
+    /// Partial-aggregate rows the exchange routed to each state shard in this batch.
+    pub shard_rows: Vec<u64>,
     /// Wall clock at the batch's start (epoch ms).
     pub started_ms: i64,
     /// Records available in the source but not read yet, after the batch.
@@ -67,7 +77,7 @@ impl BatchProgress {
     pub fn json(&self, query: &str, source: String) -> String {
         let ms = |d: Duration| d.as_millis() as u64;
         let mut durations = serde_json::Map::new();
-        for (name, d) in &self.phases {
+        for (name, d) in self.phases.iter().chain(&self.source_phases) {
             durations.insert(name.to_string(), ms(*d).into());
         }
         durations.insert("triggerExecution".into(), ms(self.duration).into());
@@ -100,6 +110,8 @@ impl BatchProgress {
                 "memoryUsedBytes": self.state_bytes,
                 "numRowsDroppedByWatermark": self.late_rows,
                 "openPanes": self.open_panes,
+                "numRowsTotalPerShard": self.shard_groups,
+                "numRowsMergedPerShard": self.shard_rows,
             }],
             "sources": [{
                 "description": source,
@@ -189,9 +201,19 @@ impl FallingBehind {
         }
         self.lags.clear(); // at most one warning per BEHIND_AFTER batches
         let (phase, d) = p.slowest_phase().unwrap_or(("execute", p.duration));
+        let source = if phase == "fetch" && !p.source_phases.is_empty() {
+            let parts: Vec<String> = p
+                .source_phases
+                .iter()
+                .map(|(n, d)| format!("{n} {:.3} s", d.as_secs_f64()))
+                .collect();
+            format!("; source threads: {}", parts.join(", "))
+        } else {
+            String::new()
+        };
         Some(format!(
             "[sluice] falling behind: the lag grew for {BEHIND_AFTER} batches in a row to {} records \
-             (input {:.0} rows/s, processed {:.0} rows/s); slowest phase: {phase} ({:.3} s). \
+             (input {:.0} rows/s, processed {:.0} rows/s); slowest phase: {phase} ({:.3} s{source}). \
              More parallelism (--target-partitions), larger batches (--max-records-per-batch) or \
              more Kafka partitions help.",
             p.lag,

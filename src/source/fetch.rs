@@ -7,6 +7,7 @@
 
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -35,6 +36,10 @@ pub struct PartitionData {
     pub screened: u64,
     /// Payload bytes read.
     pub bytes: u64,
+    /// Time the worker spent reading (waiting on the source, screening payloads).
+    pub read_time: Duration,
+    /// Time the worker spent decoding JSON into Arrow.
+    pub decode_time: Duration,
 }
 
 struct Job {
@@ -98,6 +103,11 @@ impl Fetcher {
             self.outstanding += 1;
         }
         Ok(())
+    }
+
+    /// Number of worker threads; partition `p` is read by worker `p % workers()`.
+    pub fn workers(&self) -> usize {
+        self.jobs.len()
     }
 
     /// Waits for everything requested so far; results are in partition order.
@@ -181,12 +191,15 @@ fn read_partition(
         records: 0,
         screened: 0,
         bytes: 0,
+        read_time: Duration::ZERO,
+        decode_time: Duration::ZERO,
     };
     payloads.clear();
     let mut next = job.range.start;
     while next < job.range.end && data.records < job.max_records {
         let want = (job.max_records - data.records).min(DECODE_CHUNK as u64);
         let (mut read, mut bytes, mut screened) = (0u64, 0u64, 0u64);
+        let read_started = Instant::now();
         next = reader.read(next, job.range.end, want, &mut |offset, payload| {
             read += 1;
             bytes += payload.len() as u64;
@@ -198,7 +211,10 @@ fn read_partition(
         data.records += read;
         data.bytes += bytes;
         data.screened += screened;
+        let decode_started = Instant::now();
+        data.read_time += decode_started.duration_since(read_started);
         decoder.decode(p, payloads, &mut data.batches, &mut data.malformed);
+        data.decode_time += decode_started.elapsed();
         if read == 0 {
             break; // the reader reached the end of what exists
         }

@@ -209,9 +209,14 @@ impl ShardedState {
         self.shards.iter().map(StateShard::size).sum()
     }
 
+    /// Groups held by each shard.
+    pub fn shard_groups(&self) -> Vec<usize> {
+        self.shards.iter().map(|s| s.groups.len()).collect()
+    }
+
     /// Routes each partial batch's rows to their shard (the exchange), then merges the
-    /// shards in parallel.
-    pub fn merge(&mut self, partials: &[RecordBatch]) -> Result<()> {
+    /// shards in parallel. Returns the rows routed to each shard.
+    pub fn merge(&mut self, partials: &[RecordBatch]) -> Result<Vec<u64>> {
         let n = self.shards.len();
         let mut routed: Vec<Vec<Vec<ArrayRef>>> = (0..n).map(|_| Vec::new()).collect();
         let k = self.spec.key_schema.fields().len();
@@ -241,12 +246,21 @@ impl ShardedState {
                 routed[shard].push(cols);
             }
         }
+        let counts = routed
+            .iter()
+            .map(|b| {
+                b.iter()
+                    .map(|cols| cols.first().map_or(0, |c| c.len() as u64))
+                    .sum()
+            })
+            .collect();
         let spec = &self.spec;
         let merge_shard = |shard: &mut StateShard, batches: Vec<Vec<ArrayRef>>| -> Result<()> {
             batches.iter().try_for_each(|cols| shard.merge(spec, cols))
         };
         if n == 1 {
-            return merge_shard(&mut self.shards[0], routed.pop().unwrap_or_default());
+            merge_shard(&mut self.shards[0], routed.pop().unwrap_or_default())?;
+            return Ok(counts);
         }
         std::thread::scope(|s| {
             let handles: Vec<_> = self
@@ -263,12 +277,13 @@ impl ShardedState {
                     ))
                 })
             })
-        })
+        })?;
+        Ok(counts)
     }
 
     /// Merges a snapshot back into empty state; nothing counts as changed afterwards.
     pub fn restore(&mut self, rows: &[RecordBatch]) -> Result<()> {
-        self.merge(rows)?;
+        let _ = self.merge(rows)?;
         for s in &mut self.shards {
             s.touched.iter_mut().for_each(|t| *t = false);
         }

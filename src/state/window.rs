@@ -72,7 +72,7 @@ impl WindowedState {
 
     /// Merges a snapshot back into empty state.
     pub fn restore(&mut self, rows: &[RecordBatch], emitted_through: Option<i64>) -> Result<()> {
-        self.merge(rows)?;
+        let _ = self.merge(rows)?;
         for pane in self.panes.values_mut() {
             pane.restore(&[])?;
         }
@@ -108,8 +108,20 @@ impl WindowedState {
             .clone())
     }
 
-    /// Routes partial rows to their panes and merges them.
-    pub fn merge(&mut self, partials: &[RecordBatch]) -> Result<()> {
+    /// Groups held by each shard, over all panes.
+    pub fn shard_groups(&self) -> Vec<usize> {
+        let mut out = vec![0; self.shards.max(1)];
+        for pane in self.panes.values() {
+            for (o, g) in out.iter_mut().zip(pane.shard_groups()) {
+                *o += g;
+            }
+        }
+        out
+    }
+
+    /// Routes partial rows to their panes and merges them. Returns the rows routed to
+    /// each shard, over all panes.
+    pub fn merge(&mut self, partials: &[RecordBatch]) -> Result<Vec<u64>> {
         let mut by_pane: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
         let mut routed: BTreeMap<i64, Vec<RecordBatch>> = BTreeMap::new();
         for b in partials.iter().filter(|b| b.num_rows() > 0) {
@@ -144,6 +156,7 @@ impl WindowedState {
                     .push(RecordBatch::try_new(b.schema(), cols)?);
             }
         }
+        let mut counts = vec![0; self.shards.max(1)];
         for (pane, batches) in routed {
             let state = match self.panes.entry(pane) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
@@ -151,9 +164,11 @@ impl WindowedState {
                     v.insert(ShardedState::new(self.spec.clone(), self.shards)?)
                 }
             };
-            state.merge(&batches)?;
+            for (c, n) in counts.iter_mut().zip(state.merge(&batches)?) {
+                *c += n;
+            }
         }
-        Ok(())
+        Ok(counts)
     }
 
     /// Append mode: the windows whose end the watermark has reached and that were not
@@ -239,7 +254,7 @@ impl WindowedState {
             return Ok(Vec::new());
         }
         let mut window = ShardedState::new(self.spec.clone(), 1)?;
-        window.merge(&parts)?;
+        let _ = window.merge(&parts)?;
         window.emit(false)
     }
 
