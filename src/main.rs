@@ -1,6 +1,7 @@
 //! The `sluice` binary: parses the command line and calls the library. Nothing else
 //! lives here.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -69,7 +70,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Run(opts) => {
+        Command::Run(mut opts) => {
+            opts.status = opts.status.resolve(std::io::stderr().is_terminal());
             let stop = interrupt_flag()?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

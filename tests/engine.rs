@@ -34,14 +34,6 @@ fn as_counts(b: &PrintedBatch) -> BTreeMap<String, i64> {
         .collect()
 }
 
-fn run_ok(args: &[&str]) -> (String, String) {
-    let out = sluice_ok(args);
-    (
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
-
 #[test]
 fn query1_complete_mode_equals_independent_count_for_any_parallelism() {
     // A mixed-case extra term checks that lower() … LIKE matches case-insensitively.

@@ -20,6 +20,7 @@ use std::time::Duration;
 use arrow::datatypes::SchemaRef;
 
 use crate::error::{Error, Result};
+use crate::metrics::status::StatusMode;
 use crate::sink::console::ConsoleSink;
 use crate::sink::file::FileSink;
 use crate::sink::Sink;
@@ -92,6 +93,10 @@ pub struct RunOptions {
     /// address: PORT (loopback) or HOST:PORT.
     #[arg(long)]
     pub http: Option<String>,
+    /// Progress on stderr: `line` rewrites one live status line after each batch,
+    /// `plain` prints one line per batch, `auto` picks `line` on a terminal.
+    #[arg(long, value_enum, default_value_t = StatusMode::Auto)]
+    pub status: StatusMode,
     /// Append one JSON progress record per batch (Spark's field names) to this file;
     /// `-` writes them to stderr.
     #[arg(long)]

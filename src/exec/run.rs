@@ -18,6 +18,7 @@ use crate::checkpoint::{fingerprint, Checkpoint, Commit, Metadata, OffsetLog};
 use crate::decode::Malformed;
 use crate::error::Error;
 use crate::metrics::http::Published;
+use crate::metrics::status::Status;
 use crate::metrics::BatchProgress;
 use crate::sink::aside::{DeadLetter, LateSink};
 use crate::sink::Sink;
@@ -33,6 +34,7 @@ pub async fn run(
     stop: &(dyn Fn() -> bool + Sync),
 ) -> anyhow::Result<()> {
     let file_name = opts.file.display().to_string();
+    let mut status = Status::new(opts.status);
     let text = std::fs::read_to_string(&opts.file)
         .map_err(|e| Error::io("cannot read the query file", &opts.file, e))?;
     let file = QueryFile::parse(&file_name, &text)?;
@@ -75,11 +77,11 @@ pub async fn run(
             sql,
         };
         if let Some(w) = c.check_metadata(&meta, opts.force).await? {
-            let _ = writeln!(progress, "[sluice] warning: {w}");
+            status.say(progress, &format!("[sluice] warning: {w}"));
         }
         let rec = c.recover().await?;
         for w in &rec.warnings {
-            let _ = writeln!(progress, "[sluice] warning: {w}");
+            status.say(progress, &format!("[sluice] warning: {w}"));
         }
         if let Some(commit) = &rec.commit {
             if commit.next_offsets.len() != next.len() {
@@ -93,10 +95,12 @@ pub async fn run(
             state.restore(&rec.state, commit)?;
             next = commit.next_offsets.clone();
             batch_id = commit.batch_id + 1;
-            let _ = writeln!(
+            status.say(
                 progress,
-                "[sluice] resuming after committed batch {}",
-                commit.batch_id
+                &format!(
+                    "[sluice] resuming after committed batch {}",
+                    commit.batch_id
+                ),
             );
         }
         pending = rec.pending;
@@ -140,11 +144,13 @@ pub async fn run(
         checkpoint,
         late: opts.late_data.as_ref().map(LateSink::open).transpose()?,
     };
-    let _ = writeln!(
+    status.say(
         progress,
-        "[sluice] {file_name}: reading {}, output mode {}{screen}",
-        source.describe(),
-        plan.mode
+        &format!(
+            "[sluice] {file_name}: reading {}, output mode {}{screen}",
+            source.describe(),
+            plan.mode
+        ),
     );
 
     let published = match &opts.http {
@@ -161,20 +167,22 @@ pub async fn run(
                 Arc::clone(&board),
             )
             .await?;
-            let _ = writeln!(
+            status.say(
                 progress,
-                "[sluice] dashboard on http://{bound}/ (also /metrics, /progress, /plan)"
+                &format!("[sluice] dashboard on http://{bound}/ (also /metrics, /progress, /plan)"),
             );
             Some(board)
         }
         None => None,
     };
     let limit = opts.max_records_per_batch;
+    let console = file.insert_into.is_none();
     let mut previous_start: Option<Instant> = None;
     let mut behind = crate::metrics::FallingBehind::default();
+    // `--progress-json -` goes through `status` so it does not tear the live line.
+    let json_to_progress = opts.progress_json.as_deref() == Some("-");
     let mut progress_json: Option<Box<dyn Write + Send>> = match opts.progress_json.as_deref() {
-        None => None,
-        Some("-") => Some(Box::new(std::io::stderr())),
+        None | Some("-") => None,
         Some(path) => Some(Box::new(
             std::fs::OpenOptions::new()
                 .create(true)
@@ -268,13 +276,15 @@ pub async fn run(
         let (input, malformed, mut p) = gather(batch_id, data, plan.partitions, fetcher.workers());
         p.malformed_rows = malformed.len() as u64;
         if let Some(m) = malformed.first() {
-            let _ = writeln!(
+            status.say(
                 progress,
-                "[sluice] batch {batch_id}: {} malformed record(s) skipped; first at partition {} offset {}: {}",
-                malformed.len(),
-                m.partition,
-                m.offset,
-                m.error
+                &format!(
+                    "[sluice] batch {batch_id}: {} malformed record(s) skipped; first at partition {} offset {}: {}",
+                    malformed.len(),
+                    m.partition,
+                    m.offset,
+                    m.error
+                ),
             );
         }
         if let Some(dl) = dead_letter.as_mut() {
@@ -282,6 +292,9 @@ pub async fn run(
         }
         p.phases.push(("fetch", fetch_wait));
         let output = state.execute(&plan, input, false, &mut p).await?;
+        if console && !output.is_empty() {
+            status.clear(progress); // the results go to the terminal's stdout next
+        }
         outputs
             .finish(batch_id, &output, &mut state, &next, &mut p)
             .await?;
@@ -294,14 +307,17 @@ pub async fn run(
             .sum();
         p.since_previous = previous_start.map(|t| started.duration_since(t));
         previous_start = Some(started);
-        let _ = writeln!(progress, "{}", p.line());
+        status.batch(progress, &p);
         if let Some(line) = behind.observe(&p) {
-            let _ = writeln!(progress, "{line}");
+            status.say(progress, &line);
         }
-        if progress_json.is_some() || published.is_some() {
+        if progress_json.is_some() || json_to_progress || published.is_some() {
             let json = p.json(&file_name, source.describe());
             if let Some(out) = progress_json.as_mut() {
                 writeln!(out, "{json}")?;
+            }
+            if json_to_progress {
+                status.say(progress, &json);
             }
             if let Some(board) = &published {
                 board.record(&p, json);
@@ -335,13 +351,14 @@ pub async fn run(
             .finish(batch_id, &output, &mut state, &next, &mut p)
             .await?;
         p.duration = started.elapsed();
-        let _ = writeln!(progress, "{}", p.line());
+        status.batch(progress, &p);
         batch_id += 1;
     }
-    let _ = writeln!(
+    status.say(
         progress,
-        "[sluice] stopped; the next batch id is {batch_id}"
+        &format!("[sluice] stopped; the next batch id is {batch_id}"),
     );
+    status.finish(progress);
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! stdout carries only results.
 
 pub mod http;
+pub mod status;
 
 use std::time::Duration;
 

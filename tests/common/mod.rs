@@ -82,6 +82,15 @@ pub fn sluice_ok(args: &[&str]) -> Output {
     out
 }
 
+/// Like [`sluice_ok`], returning stdout and stderr as text.
+pub fn run_ok(args: &[&str]) -> (String, String) {
+    let out = sluice_ok(args);
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
 /// One record read back from Kafka.
 pub struct Consumed {
     pub partition: i32,
