@@ -28,7 +28,7 @@ enum Command {
     /// with --available-now).
     Run(sluice::exec::RunOptions),
     /// Print a query file's streaming plan as stages separated by the exchange.
-    Explain(sluice::exec::RunOptions),
+    Explain(sluice::exec::explain::ExplainOptions),
 }
 
 fn main() -> ExitCode {
@@ -59,14 +59,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .context("sluice gen")?;
             Ok(())
         }
-        Command::Explain(opts) => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
+        Command::Explain(mut opts) => {
+            opts.run.status = opts.run.status.resolve(std::io::stderr().is_terminal());
+            let stop = interrupt_flag()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                .thread_name("sluice-exec")
                 .build()
                 .context("starting the async runtime")?;
             print!(
                 "{}",
-                runtime.block_on(sluice::exec::explain::explain(&opts))?
+                runtime.block_on(
+                    sluice::exec::explain::explain(&opts, &|| stop.load(Ordering::Relaxed))
+                )?
             );
             Ok(())
         }

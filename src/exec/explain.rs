@@ -6,6 +6,8 @@
 //!  Exchange: hash(keys) → N state shards
 //!  Stage 2, per shard: state merge → emit → operators above the aggregate → sink
 //! ```
+//! With `--analyze` the query first runs a few batches (see [`super::analyze`]) and
+//! every line carries what its step did.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -13,21 +15,79 @@ use std::sync::Arc;
 use datafusion::physical_plan::display::DisplayableExecutionPlan;
 use datafusion::physical_plan::ExecutionPlan;
 
+use super::analyze::{preorder, Analysis};
 use super::plan::{PlanKind, StreamPlan};
 use super::{source_table, RunOptions};
 use crate::sql::{QueryFile, TableDef};
 
-fn indent(plan: &Arc<dyn ExecutionPlan>, out: &mut String) {
-    let text = DisplayableExecutionPlan::new(plan.as_ref())
-        .indent(false)
-        .to_string();
-    for line in text.lines() {
-        let _ = writeln!(out, "    {line}");
+/// Options of `sluice explain`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExplainOptions {
+    /// The query and the options a run would use.
+    #[command(flatten)]
+    pub run: RunOptions,
+    /// Run the query for a few batches (results are not written) and add rows and time
+    /// to each step.
+    #[arg(long)]
+    pub analyze: bool,
+    /// With --analyze: how many batches to run (fewer if the input ends first).
+    #[arg(long, default_value_t = 3)]
+    pub batches: u64,
+}
+
+/// The DataFusion operators of `plan`, one per line, indented by depth; with an
+/// analysis, each with its rows and time.
+fn operators(
+    plan: &Arc<dyn ExecutionPlan>,
+    stage: usize,
+    analysis: Option<&Analysis>,
+    out: &mut String,
+) {
+    for (i, (depth, node)) in preorder(plan).iter().enumerate() {
+        let line = DisplayableExecutionPlan::new(node.as_ref())
+            .one_line()
+            .to_string();
+        let line = line.trim_end();
+        let note = analysis.map(|a| a.operator(stage, i)).unwrap_or_default();
+        let _ = writeln!(out, "    {:w$}{line}{note}", "", w = depth * 2);
     }
 }
 
-/// The stages of `opts.file`'s query, as text.
-pub async fn explain(opts: &RunOptions) -> anyhow::Result<String> {
+/// The stages of `opts.file`'s query, as text; with `--analyze`, after running it.
+/// `stop` ends an analysis early (Ctrl-C); the batches run so far are reported.
+pub async fn explain(
+    opts: &ExplainOptions,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> anyhow::Result<String> {
+    if opts.analyze {
+        let mut run = opts.run.clone();
+        // An analysis reads the source but leaves every output alone.
+        let ignored: Vec<&str> = [
+            ("--checkpoint", run.checkpoint.is_some()),
+            ("--dead-letter", run.dead_letter.is_some()),
+            ("--late-data", run.late_data.is_some()),
+            ("--http", run.http.is_some()),
+            ("--progress-json", run.progress_json.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, set)| set.then_some(flag))
+        .collect();
+        if !ignored.is_empty() {
+            eprintln!(
+                "[sluice] explain --analyze writes nothing; ignoring {}",
+                ignored.join(", ")
+            );
+        }
+        run.checkpoint = None;
+        run.dead_letter = None;
+        run.late_data = None;
+        run.http = None;
+        run.progress_json = None;
+        let mut analysis = Analysis::new(opts.batches);
+        super::run::run_with(&run, &mut std::io::stderr(), stop, Some(&mut analysis)).await?;
+        return Ok(analysis.text);
+    }
+    let opts = &opts.run;
     let file_name = opts.file.display().to_string();
     let text = std::fs::read_to_string(&opts.file)?;
     let file = QueryFile::parse(&file_name, &text)?;
@@ -35,17 +95,27 @@ pub async fn explain(opts: &RunOptions) -> anyhow::Result<String> {
     let plan = StreamPlan::new(&file, &def, opts.target_partitions, opts.output_mode, false)
         .await
         .map_err(|e| anyhow::anyhow!("{file_name}: {}", e.strip_backtrace()))?;
-    Ok(describe(&file_name, &file, &def, &plan, opts.no_prefilter))
+    Ok(describe(
+        &file_name,
+        &file,
+        &def,
+        &plan,
+        opts.no_prefilter,
+        None,
+    ))
 }
 
-/// The stages of an already planned query (`sluice run --http` shows them too).
+/// The stages of an already planned query (`sluice run --http` shows them too); with
+/// an analysis, each step carries what it did.
 pub fn describe(
     file_name: &str,
     file: &QueryFile,
     def: &TableDef,
     plan: &StreamPlan,
     no_prefilter: bool,
+    analysis: Option<&Analysis>,
 ) -> String {
+    let note = |f: fn(&Analysis) -> String| analysis.map(f).unwrap_or_default();
     let mut out = String::new();
     let columns: Vec<&str> = plan
         .input_schema
@@ -53,9 +123,12 @@ pub fn describe(
         .iter()
         .map(|f| f.name().as_str())
         .collect();
-    let prefilter = match plan.prefilter() {
-        Some(p) if !no_prefilter => format!("skip records without {:?}", p.literals()),
-        _ => "none".to_string(),
+    let (prefilter, screen_note) = match plan.prefilter() {
+        Some(p) if !no_prefilter => (
+            format!("skip records without {:?}", p.literals()),
+            note(Analysis::prefilter),
+        ),
+        _ => ("none".to_string(), String::new()),
     };
     let sink = file.insert_into.as_deref().unwrap_or("console");
     let _ = writeln!(
@@ -63,19 +136,32 @@ pub fn describe(
         "Streaming plan of {file_name} (output mode {}, {} partitions)",
         plan.mode, plan.partitions
     );
+    if let Some(a) = analysis {
+        let _ = writeln!(out, "{}", a.header());
+    }
     let _ = writeln!(out, "Stage 1, one task per input partition:");
     let _ = writeln!(
         out,
-        "  source: table {} (connector {})",
+        "  source: table {} (connector {}){}",
         def.name,
-        def.connector()
+        def.connector(),
+        note(Analysis::source)
     );
-    let _ = writeln!(out, "  raw-byte prefilter: {prefilter}");
-    let _ = writeln!(out, "  decode JSON columns: {}", columns.join(", "));
+    let _ = writeln!(out, "  raw-byte prefilter: {prefilter}{screen_note}");
+    let _ = writeln!(
+        out,
+        "  decode JSON columns: {}{}",
+        columns.join(", "),
+        note(Analysis::decode)
+    );
     match &plan.kind {
         PlanKind::Stateless { plan: p } => {
-            indent(p, &mut out);
-            let _ = writeln!(out, "Sink: {sink} (append each batch's rows)");
+            operators(p, 0, analysis, &mut out);
+            let _ = writeln!(
+                out,
+                "Sink: {sink} (append each batch's rows){}",
+                note(Analysis::sink)
+            );
         }
         PlanKind::Aggregate {
             partial,
@@ -84,7 +170,7 @@ pub fn describe(
             window,
             ..
         } => {
-            indent(partial, &mut out);
+            operators(partial, 0, analysis, &mut out);
             let keys: Vec<&str> = spec
                 .key_schema
                 .fields()
@@ -93,16 +179,18 @@ pub fn describe(
                 .collect();
             let _ = writeln!(
                 out,
-                "Exchange: hash({}) → {} state shards",
+                "Exchange: hash({}) → {} state shards{}",
                 keys.join(", "),
-                plan.partitions
+                plan.partitions,
+                note(Analysis::exchange)
             );
             let _ = writeln!(out, "Stage 2, one task per state shard:");
             let aggs: Vec<&str> = spec.aggregates.iter().map(|a| a.name()).collect();
             let _ = writeln!(
                 out,
-                "  state merge: GroupValues + GroupsAccumulator for {}",
-                aggs.join(", ")
+                "  state merge: GroupValues + GroupsAccumulator for {}{}",
+                aggs.join(", "),
+                note(Analysis::state)
             );
             if let Some(w) = window {
                 let delay = w
@@ -112,14 +200,15 @@ pub fn describe(
                     .unwrap_or_else(|| "none".into());
                 let _ = writeln!(
                     out,
-                    "  window: {:?} (panes of {} ms), watermark delay {delay}",
+                    "  window: {:?} (panes of {} ms), watermark delay {delay}{}",
                     w.spec.kind,
-                    w.spec.kind.pane()
+                    w.spec.kind.pane(),
+                    note(Analysis::window)
                 );
             }
-            let _ = writeln!(out, "  emit: {}", plan.mode);
-            indent(upper, &mut out);
-            let _ = writeln!(out, "Sink: {sink}");
+            let _ = writeln!(out, "  emit: {}{}", plan.mode, note(Analysis::emit));
+            operators(upper, 1, analysis, &mut out);
+            let _ = writeln!(out, "Sink: {sink}{}", note(Analysis::sink));
         }
     }
     out

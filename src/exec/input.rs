@@ -23,6 +23,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
     PlanProperties, ReplaceChildrenOptions,
@@ -60,6 +61,7 @@ pub struct BatchInputExec {
     schema: SchemaRef,
     props: Arc<PlanProperties>,
     partitions: usize,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl BatchInputExec {
@@ -76,6 +78,7 @@ impl BatchInputExec {
             schema,
             props: Arc::new(props),
             partitions,
+            metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 }
@@ -111,7 +114,18 @@ impl ExecutionPlan for BatchInputExec {
         _children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(self)
+        // A fresh copy: each run counts its own rows.
+        Ok(Arc::new(Self {
+            slot: Arc::clone(&self.slot),
+            schema: Arc::clone(&self.schema),
+            props: Arc::clone(&self.props),
+            partitions: self.partitions,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
     }
 
     #[allow(deprecated)]
@@ -136,8 +150,11 @@ impl ExecutionPlan for BatchInputExec {
                 self.partitions
             )));
         }
+        let batches = self.slot.take(partition);
+        BaselineMetrics::new(&self.metrics, partition)
+            .record_output(batches.iter().map(RecordBatch::num_rows).sum());
         Ok(Box::pin(MemoryStream::try_new(
-            self.slot.take(partition),
+            batches,
             Arc::clone(&self.schema),
             None,
         )?))

@@ -6,6 +6,7 @@
 //!    ─► exchange + state merge ─► emit per output mode ─► stage 2 ─► sink ─► progress
 //! ```
 
+pub mod analyze;
 pub mod explain;
 pub mod input;
 pub mod plan;

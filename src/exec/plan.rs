@@ -11,7 +11,7 @@
 //! and the plan above the Final aggregate with the Final aggregate replaced by an input
 //! leaf. DataFusion computes everything; Sluice owns batches and state.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
@@ -129,6 +129,10 @@ pub struct StreamPlan {
     /// Schema of the rows sinks receive.
     pub output_schema: SchemaRef,
     task_ctx: Arc<TaskContext>,
+    /// The trees the last batch executed (stage 1 or the stateless plan, stage 2): each
+    /// batch runs a fresh copy, and its operator metrics are read from here
+    /// (`explain --analyze`).
+    executed: Mutex<[Option<Arc<dyn ExecutionPlan>>; 2]>,
 }
 
 fn plan_err(msg: impl Into<String>) -> DataFusionError {
@@ -237,6 +241,7 @@ impl StreamPlan {
             mode,
             output_schema,
             task_ctx,
+            executed: Mutex::default(),
         })
     }
 
@@ -261,11 +266,20 @@ impl StreamPlan {
         input: Vec<Vec<RecordBatch>>,
     ) -> Result<Vec<RecordBatch>> {
         self.input.set(input);
-        collect(
-            reset_plan_states(Arc::clone(plan))?,
-            Arc::clone(&self.task_ctx),
-        )
-        .await
+        let plan = reset_plan_states(Arc::clone(plan))?;
+        self.keep_executed(0, &plan);
+        collect(plan, Arc::clone(&self.task_ctx)).await
+    }
+
+    fn keep_executed(&self, stage: usize, plan: &Arc<dyn ExecutionPlan>) {
+        if let Ok(mut e) = self.executed.lock() {
+            e[stage] = Some(Arc::clone(plan));
+        }
+    }
+
+    /// The plan trees the last batch executed: stage 1 (or the stateless plan), stage 2.
+    pub fn last_executed(&self) -> [Option<Arc<dyn ExecutionPlan>>; 2] {
+        self.executed.lock().map(|e| e.clone()).unwrap_or_default()
     }
 
     /// Stage 1: the partial aggregate of each input partition, run in parallel.
@@ -276,6 +290,7 @@ impl StreamPlan {
     ) -> Result<Vec<RecordBatch>> {
         self.input.set(input);
         let plan = reset_plan_states(Arc::clone(partial))?;
+        self.keep_executed(0, &plan);
         let tasks: Vec<_> = (0..self.partitions)
             .map(|p| {
                 let plan = Arc::clone(&plan);
@@ -304,10 +319,9 @@ impl StreamPlan {
         emitted: Vec<RecordBatch>,
     ) -> Result<Vec<RecordBatch>> {
         slot.set(vec![emitted]);
-        let stream = execute_stream(
-            reset_plan_states(Arc::clone(upper))?,
-            Arc::clone(&self.task_ctx),
-        )?;
+        let plan = reset_plan_states(Arc::clone(upper))?;
+        self.keep_executed(1, &plan);
+        let stream = execute_stream(plan, Arc::clone(&self.task_ctx))?;
         stream.try_collect().await
     }
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 
+use super::analyze::Analysis;
 use super::stateful::StreamState;
 use super::{open_sink, plan_ranges, source_table, RunOptions, StreamPlan};
 use crate::checkpoint::{fingerprint, Checkpoint, Commit, Metadata, OffsetLog};
@@ -21,7 +22,7 @@ use crate::metrics::http::Published;
 use crate::metrics::status::Status;
 use crate::metrics::BatchProgress;
 use crate::sink::aside::{DeadLetter, LateSink};
-use crate::sink::Sink;
+use crate::sink::{Discard, Sink};
 use crate::source::{self, Fetcher, OffsetRange, PartitionData, Source, SourceSettings};
 use crate::sql::QueryFile;
 use std::sync::Arc;
@@ -32,6 +33,18 @@ pub async fn run(
     opts: &RunOptions,
     progress: &mut (dyn Write + Send),
     stop: &(dyn Fn() -> bool + Sync),
+) -> anyhow::Result<()> {
+    run_with(opts, progress, stop, None).await
+}
+
+/// [`run`], or with `analysis` (`explain --analyze`): results are discarded, each batch
+/// is added to the analysis, the run stops after the analysis's batches and leaves the
+/// annotated plan in `analysis.text`.
+pub async fn run_with(
+    opts: &RunOptions,
+    progress: &mut (dyn Write + Send),
+    stop: &(dyn Fn() -> bool + Sync),
+    mut analysis: Option<&mut Analysis>,
 ) -> anyhow::Result<()> {
     let file_name = opts.file.display().to_string();
     let mut status = Status::new(opts.status);
@@ -140,7 +153,10 @@ pub async fn run(
         .map(DeadLetter::open)
         .transpose()?;
     let mut outputs = Outputs {
-        sink: open_sink(&file, opts, plan.output_schema.clone())?,
+        sink: match analysis {
+            Some(_) => Box::new(Discard),
+            None => open_sink(&file, opts, plan.output_schema.clone())?,
+        },
         checkpoint,
         late: opts.late_data.as_ref().map(LateSink::open).transpose()?,
     };
@@ -161,6 +177,7 @@ pub async fn run(
                 &def,
                 &plan,
                 opts.no_prefilter,
+                None,
             )));
             let bound = crate::metrics::http::serve(
                 crate::metrics::http::address(spec)?,
@@ -194,7 +211,7 @@ pub async fn run(
     let mut requested = false;
     let mut closing_replay = false;
     loop {
-        if stop() {
+        if stop() || analysis.as_ref().is_some_and(|a| a.done()) {
             break;
         }
         let started = Instant::now();
@@ -308,6 +325,9 @@ pub async fn run(
         p.since_previous = previous_start.map(|t| started.duration_since(t));
         previous_start = Some(started);
         status.batch(progress, &p);
+        if let Some(a) = analysis.as_mut() {
+            a.observe(&p, &plan);
+        }
         if let Some(line) = behind.observe(&p) {
             status.say(progress, &line);
         }
@@ -352,6 +372,9 @@ pub async fn run(
             .await?;
         p.duration = started.elapsed();
         status.batch(progress, &p);
+        if let Some(a) = analysis.as_mut() {
+            a.observe(&p, &plan);
+        }
         batch_id += 1;
     }
     status.say(
@@ -359,6 +382,10 @@ pub async fn run(
         &format!("[sluice] stopped; the next batch id is {batch_id}"),
     );
     status.finish(progress);
+    if let Some(a) = analysis {
+        a.text =
+            super::explain::describe(&file_name, &file, &def, &plan, opts.no_prefilter, Some(a));
+    }
     Ok(())
 }
 

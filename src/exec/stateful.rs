@@ -105,6 +105,7 @@ impl StreamState {
         };
         let merge = merge_started.elapsed();
         p.shard_rows = rows;
+        p.emitted_rows = emitted.iter().map(|b| b.num_rows() as u64).sum();
         let stage2_started = Instant::now();
         let out = plan.run_upper(upper, upper_input, emitted).await?;
         p.phases

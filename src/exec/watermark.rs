@@ -22,6 +22,7 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
@@ -145,6 +146,7 @@ pub struct WatermarkExec {
     input: Arc<dyn ExecutionPlan>,
     event_time: Arc<dyn PhysicalExpr>,
     tracker: Arc<WatermarkTracker>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl WatermarkExec {
@@ -158,6 +160,7 @@ impl WatermarkExec {
             input,
             event_time,
             tracker,
+            metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 }
@@ -204,6 +207,10 @@ impl ExecutionPlan for WatermarkExec {
         )))
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     #[allow(deprecated)]
     fn with_new_children(
         self: Arc<Self>,
@@ -224,7 +231,13 @@ impl ExecutionPlan for WatermarkExec {
         let schema = input.schema();
         let tracker = Arc::clone(&self.tracker);
         let ts = Arc::clone(&self.event_time);
-        let stream = input.map(move |b| b.and_then(|b| tracker.observe(&b, &ts)));
+        let metrics = BaselineMetrics::new(&self.metrics, partition);
+        let stream = input.map(move |b| {
+            let _timer = metrics.elapsed_compute().timer();
+            let kept = b.and_then(|b| tracker.observe(&b, &ts))?;
+            metrics.record_output(kept.num_rows());
+            Ok(kept)
+        });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
 }

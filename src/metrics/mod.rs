@@ -19,6 +19,8 @@ pub struct BatchProgress {
     pub screened_rows: u64,
     /// Rows handed to the sink.
     pub output_rows: u64,
+    /// Aggregations: rows the state emitted into stage 2.
+    pub emitted_rows: u64,
     /// Wall time of the batch, fetch to sink.
     pub duration: Duration,
     /// Groups held in state after the batch (0 for stateless queries).

@@ -18,3 +18,13 @@ pub trait Sink: Send {
     /// Writes the result rows of micro-batch `batch_id`; done when it returns.
     async fn write_batch(&mut self, batch_id: u64, batches: &[RecordBatch]) -> Result<()>;
 }
+
+/// Drops every batch: `explain --analyze` runs the query without writing results.
+pub struct Discard;
+
+#[async_trait]
+impl Sink for Discard {
+    async fn write_batch(&mut self, _batch_id: u64, _batches: &[RecordBatch]) -> Result<()> {
+        Ok(())
+    }
+}
