@@ -348,7 +348,7 @@ pub async fn run_with(
             tokio::time::sleep(t.saturating_sub(started.elapsed())).await;
         }
     }
-    let exhausted = targets.is_some() && !stop();
+    let exhausted = targets.is_some() && !stop() && !analysis.as_ref().is_some_and(|a| a.done());
     if closing_replay || (opts.close_windows_at_end && exhausted && state.has_open_windows()) {
         // The input is exhausted: close every window and emit it in one last batch.
         let started = Instant::now();
