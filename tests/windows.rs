@@ -187,7 +187,8 @@ fn late_records_are_dropped_counted_and_kept_aside() {
             record(100_000, "a", "crash"), // batch 0: window [100 s, 110 s)
             record(200_000, "a", "crash"), // batch 0: watermark becomes 170 s
             record(150_000, "b", "crash"), // batch 1: behind the watermark: late
-            record(175_000, "c", "crash"), // batch 1: behind the max event time, ahead of the watermark
+            record(140_000, "d", "fine"),  // batch 1: behind it too, but filtered out: not late
+            record(175_000, "c", "crash"), // batch 2: behind the max event time, ahead of the watermark
         ],
     );
     let dir = temp_dir("late");
@@ -210,8 +211,8 @@ fn late_records_are_dropped_counted_and_kept_aside() {
     let batches = parse_console(&stdout);
     assert_eq!(
         batches.len(),
-        3,
-        "two data batches and the closing one:\n{stdout}"
+        4,
+        "three data batches and the closing one:\n{stdout}"
     );
     let rows = |i: usize| -> Vec<(String, String, i64)> {
         batches[i]
@@ -223,7 +224,8 @@ fn late_records_are_dropped_counted_and_kept_aside() {
     // Batch 0 advanced the watermark to 170 s: window [100 s, 110 s) is complete.
     assert_eq!(rows(0), [(interval(100_000, 10_000), "a".to_string(), 1)]);
     assert!(rows(1).is_empty(), "no window closes in batch 1");
-    let mut last = rows(2);
+    assert!(rows(2).is_empty(), "no window closes in batch 2");
+    let mut last = rows(3);
     last.sort();
     assert_eq!(
         last,
@@ -246,9 +248,14 @@ fn late_records_are_dropped_counted_and_kept_aside() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    // The late row, traced back to its record: topic, partition and offset.
     assert_eq!(late.len(), 1);
     assert_eq!(late[0]["batch_id"], 1);
+    assert_eq!(late[0]["topic"], topic.as_str());
+    assert_eq!(late[0]["partition"], 0);
+    assert_eq!(late[0]["offset"], 2);
     assert_eq!(late[0]["user_id"], "b");
+    assert_eq!(late[0]["timestamp"], 150_000);
 }
 
 #[test]
@@ -438,4 +445,132 @@ fn an_idle_partition_does_not_hold_the_watermark_back() {
         got,
         BTreeSet::from([(interval(0, 10_000), "u".to_string(), 1)])
     );
+}
+
+/// Sends `(partition, payload)` pairs, in order per partition, and waits for all.
+fn send_spread(broker: &str, topic: &str, records: &[(i32, String)]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .set("max.in.flight.requests.per.connection", "1")
+        .create()
+        .unwrap();
+    for (p, payload) in records {
+        loop {
+            match producer.send(
+                BaseRecord::<(), str>::to(topic)
+                    .payload(payload.as_str())
+                    .partition(*p),
+            ) {
+                Ok(()) => break,
+                Err(_) => producer.poll(Duration::from_millis(10)),
+            };
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+#[test]
+fn every_late_record_lands_in_the_late_file_with_its_offset() {
+    // Two partitions of disordered records: some fall behind the watermark.
+    let broker = broker();
+    let topic = unique_topic("late-many");
+    sluice::kafka::ensure_topic(&broker, &topic, 2).unwrap();
+    let mut rng = fastrand::Rng::with_seed(11);
+    let records: Vec<(i32, String)> = (0..6_000i64)
+        .map(|i| {
+            let jitter = if rng.u8(..10) == 0 {
+                rng.i64(0..90_000)
+            } else {
+                0
+            };
+            let content = if rng.u8(..3) == 0 { "fine" } else { "crash" };
+            let user = format!("u{}", rng.u8(..5));
+            (
+                (i % 2) as i32,
+                record(1_000_000 + i * 20 - jitter, &user, content),
+            )
+        })
+        .collect();
+    send_spread(&broker, &topic, &records);
+    let by_offset: BTreeMap<(i32, i64), LogRecord> = consume_all(&broker, &topic)
+        .into_iter()
+        .map(|c| ((c.partition, c.offset), parse_record(&c.payload).unwrap()))
+        .collect();
+
+    let dir = temp_dir("late-many");
+    let q = windowed_query(&dir, &broker, &topic, COUNT_ALL);
+    let late_file = dir.join("late.jsonl");
+    let (_, stderr) = run_ok(&[
+        "run",
+        q.to_str().unwrap(),
+        "--available-now",
+        "--max-records-per-batch",
+        "400",
+        "--target-partitions",
+        "2",
+        "--num-rows",
+        "0",
+        "--late-data",
+        late_file.to_str().unwrap(),
+    ]);
+    assert!(!stderr.contains("warning"), "{stderr}");
+
+    // Independently: replay the batches with Spark's watermark rule (after each batch,
+    // watermark = max event time of matching rows − 30 s, never decreasing; a matching
+    // row at or before the watermark of its batch is late).
+    let mut watermark = i64::MIN;
+    let mut max_event = i64::MIN;
+    let mut want = BTreeSet::new();
+    for (batch, ranges) in parse_offsets(&stderr).iter().enumerate() {
+        for &(p, s, e) in ranges {
+            for o in s..e {
+                let r = &by_offset[&(p, o)];
+                if !r.content.to_lowercase().contains("crash") {
+                    continue;
+                }
+                if r.timestamp <= watermark {
+                    want.insert((batch as u64, p as i64, o));
+                }
+                max_event = max_event.max(r.timestamp);
+            }
+        }
+        if max_event != i64::MIN {
+            watermark = watermark.max(max_event - 30_000);
+        }
+    }
+    assert!(
+        want.len() > 20,
+        "the stream should have late records: {}",
+        want.len()
+    );
+    let got: BTreeSet<(u64, i64, i64)> = std::fs::read_to_string(&late_file)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let key = (
+                v["batch_id"].as_u64().unwrap(),
+                v["partition"].as_i64().unwrap(),
+                v["offset"].as_i64().unwrap(),
+            );
+            // The row is the record at that offset.
+            let r = &by_offset[&(key.1 as i32, key.2)];
+            assert_eq!(v["timestamp"], r.timestamp, "{l}");
+            assert_eq!(v["user_id"], r.user_id.as_str(), "{l}");
+            assert_eq!(v["topic"], topic.as_str());
+            key
+        })
+        .collect();
+    assert_eq!(got, want);
+    // And the progress lines counted the same rows.
+    let counted: u64 = stderr
+        .lines()
+        .filter_map(|l| {
+            l.split(" late rows dropped")
+                .next()
+                .filter(|_| l.contains(" late rows dropped"))
+        })
+        .map(|head| head.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(counted, want.len() as u64);
 }

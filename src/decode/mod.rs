@@ -80,6 +80,19 @@ impl Payloads {
     }
 }
 
+/// What decoding produced: good rows as batches in offset order, each row's source
+/// offset, and the payloads that did not decode.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// Decoded rows.
+    pub batches: Vec<RecordBatch>,
+    /// `offsets[i][r]` is the source offset of row `r` of `batches[i]` (so late rows can
+    /// be traced back to their record).
+    pub offsets: Vec<Vec<i64>>,
+    /// Records that did not decode.
+    pub malformed: Vec<Malformed>,
+}
+
 /// Decodes payloads of one schema. One per worker thread.
 pub struct JsonDecoder {
     schema: SchemaRef,
@@ -131,18 +144,13 @@ impl JsonDecoder {
     }
 
     /// Decodes every payload of `p` (from `partition`). Good rows come back as batches in
-    /// offset order; bad payloads are appended to `malformed`.
-    pub fn decode(
-        &self,
-        partition: usize,
-        p: &Payloads,
-        out: &mut Vec<RecordBatch>,
-        malformed: &mut Vec<Malformed>,
-    ) {
+    /// offset order, with each row's source offset in `out.offsets`; bad payloads are
+    /// appended to `out.malformed`.
+    pub fn decode(&self, partition: usize, p: &Payloads, out: &mut Decoded) {
         if p.is_empty() {
             return;
         }
-        self.decode_range(partition, p, 0..p.len(), out, malformed);
+        self.decode_range(partition, p, 0..p.len(), out);
     }
 
     fn decode_range(
@@ -150,16 +158,16 @@ impl JsonDecoder {
         partition: usize,
         p: &Payloads,
         range: std::ops::Range<usize>,
-        out: &mut Vec<RecordBatch>,
-        malformed: &mut Vec<Malformed>,
+        out: &mut Decoded,
     ) {
         match self.try_decode(p, range.clone()) {
             Ok(b) => {
                 if b.num_rows() > 0 {
-                    out.push(b);
+                    out.batches.push(b);
+                    out.offsets.push(p.offsets[range].to_vec());
                 }
             }
-            Err(error) if range.len() == 1 => malformed.push(Malformed {
+            Err(error) if range.len() == 1 => out.malformed.push(Malformed {
                 partition,
                 offset: p.offsets[range.start],
                 error: error.trim_start_matches("Json error: ").to_string(),
@@ -167,8 +175,8 @@ impl JsonDecoder {
             }),
             Err(_) => {
                 let mid = range.start + range.len() / 2;
-                self.decode_range(partition, p, range.start..mid, out, malformed);
-                self.decode_range(partition, p, mid..range.end, out, malformed);
+                self.decode_range(partition, p, range.start..mid, out);
+                self.decode_range(partition, p, mid..range.end, out);
             }
         }
     }
@@ -192,8 +200,9 @@ mod tests {
         for (i, x) in payloads.iter().enumerate() {
             p.push(100 + i as i64, x);
         }
-        let (mut out, mut bad) = (Vec::new(), Vec::new());
-        JsonDecoder::new(schema()).decode(3, &p, &mut out, &mut bad);
+        let mut out = Decoded::default();
+        JsonDecoder::new(schema()).decode(3, &p, &mut out);
+        let (bad, out) = (out.malformed, out.batches);
         let good = out
             .iter()
             .flat_map(|b| {
@@ -253,8 +262,9 @@ mod tests {
     fn malformed_keeps_payload_and_reason() {
         let mut p = Payloads::default();
         p.push(7, br#"{"timestamp":"x"}"#);
-        let (mut out, mut bad) = (Vec::new(), Vec::new());
-        JsonDecoder::new(schema()).decode(0, &p, &mut out, &mut bad);
+        let mut out = Decoded::default();
+        JsonDecoder::new(schema()).decode(0, &p, &mut out);
+        let (bad, out) = (out.malformed, out.batches);
         assert!(out.is_empty());
         assert_eq!(bad[0].payload, br#"{"timestamp":"x"}"#);
         assert!(!bad[0].error.is_empty());

@@ -92,7 +92,7 @@ pub async fn explain(
     let text = std::fs::read_to_string(&opts.file)?;
     let file = QueryFile::parse(&file_name, &text)?;
     let def = source_table(&file, opts)?;
-    let plan = StreamPlan::new(&file, &def, opts.target_partitions, opts.output_mode, false)
+    let plan = StreamPlan::new(&file, &def, opts.target_partitions, opts.output_mode)
         .await
         .map_err(|e| anyhow::anyhow!("{file_name}: {}", e.strip_backtrace()))?;
     Ok(describe(

@@ -9,6 +9,7 @@
 pub mod analyze;
 pub mod explain;
 pub mod input;
+pub mod late;
 pub mod plan;
 pub mod run;
 pub mod stateful;

@@ -182,7 +182,6 @@ impl StreamPlan {
         source: &TableDef,
         partitions: usize,
         mode: Option<OutputMode>,
-        keep_late: bool,
     ) -> Result<Self> {
         let partitions = partitions.max(1);
         let ctx = session(partitions);
@@ -231,7 +230,7 @@ impl StreamPlan {
             check_stateless(&physical, mode)?;
             (PlanKind::Stateless { plan: physical }, mode)
         } else {
-            split_aggregate(physical, mode, &event_time, keep_late)?
+            split_aggregate(physical, mode, &event_time)?
         };
         Ok(Self {
             input,
@@ -394,7 +393,6 @@ fn split_aggregate(
     physical: Arc<dyn ExecutionPlan>,
     mode: Option<OutputMode>,
     event_time: &EventTime,
-    keep_late: bool,
 ) -> Result<(PlanKind, OutputMode)> {
     let mut found: Option<Arc<dyn ExecutionPlan>> = None;
     let mut finals = 0;
@@ -458,7 +456,7 @@ fn split_aggregate(
         Some((spec, ts)) => {
             let tracker = event_time
                 .delay_ms
-                .map(|d| Arc::new(WatermarkTracker::new(d, keep_late)));
+                .map(|d| Arc::new(WatermarkTracker::new(d)));
             if let Some(t) = &tracker {
                 let step: Arc<dyn ExecutionPlan> =
                     Arc::new(WatermarkExec::new(below, ts, Arc::clone(t)));

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 
 use super::analyze::Analysis;
+use super::late::LateFinder;
 use super::stateful::StreamState;
 use super::{open_sink, plan_ranges, source_table, RunOptions, StreamPlan};
 use crate::checkpoint::{fingerprint, Checkpoint, Commit, Metadata, OffsetLog};
@@ -24,7 +25,8 @@ use crate::metrics::BatchProgress;
 use crate::sink::aside::{DeadLetter, LateSink};
 use crate::sink::{Discard, Sink};
 use crate::source::{self, Fetcher, OffsetRange, PartitionData, Source, SourceSettings};
-use crate::sql::QueryFile;
+use crate::sql::{QueryFile, TableDef};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Runs the query in `opts.file` until the source is exhausted (`--available-now`) or
@@ -57,15 +59,9 @@ pub async fn run_with(
         starting_offsets: opts.starting_offsets.clone(),
         target_partitions: opts.target_partitions,
     };
-    let plan = StreamPlan::new(
-        &file,
-        &def,
-        opts.target_partitions,
-        opts.output_mode,
-        opts.late_data.is_some(),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{file_name}: {}", e.strip_backtrace()))?;
+    let plan = StreamPlan::new(&file, &def, opts.target_partitions, opts.output_mode)
+        .await
+        .map_err(|e| anyhow::anyhow!("{file_name}: {}", e.strip_backtrace()))?;
     let mut source: Box<dyn Source> = source::open(&def, &settings)?;
     let mut state = StreamState::new(&plan)?;
     let mut next = source.start_offsets()?;
@@ -158,7 +154,10 @@ pub async fn run_with(
             None => open_sink(&file, opts, plan.output_schema.clone())?,
         },
         checkpoint,
-        late: opts.late_data.as_ref().map(LateSink::open).transpose()?,
+    };
+    let mut late = match &opts.late_data {
+        Some(path) => Some(LateOutput::open(path, &file, &def, &plan)?),
+        None => None,
     };
     status.say(
         progress,
@@ -290,7 +289,18 @@ pub async fn run_with(
             }
         }
 
-        let (input, malformed, mut p) = gather(batch_id, data, plan.partitions, fetcher.workers());
+        let Gathered {
+            input,
+            malformed,
+            with_origin,
+            progress: mut p,
+        } = gather(
+            batch_id,
+            data,
+            plan.partitions,
+            fetcher.workers(),
+            late.as_ref().map(|l| &l.finder),
+        )?;
         p.malformed_rows = malformed.len() as u64;
         if let Some(m) = malformed.first() {
             status.say(
@@ -308,7 +318,16 @@ pub async fn run_with(
             dl.write(&malformed)?;
         }
         p.phases.push(("fetch", fetch_wait));
+        let watermark = state.time().0; // the watermark this batch runs with
         let output = state.execute(&plan, input, false, &mut p).await?;
+        if let Some(l) = late.as_mut().filter(|_| p.late_rows > 0) {
+            if let Some(w) = l
+                .write(batch_id, with_origin, watermark, p.late_rows)
+                .await?
+            {
+                status.say(progress, &w);
+            }
+        }
         if console && !output.is_empty() {
             status.clear(progress); // the results go to the terminal's stdout next
         }
@@ -389,11 +408,10 @@ pub async fn run_with(
     Ok(())
 }
 
-/// Where a batch's results go once it ran: the sink, the checkpoint, late rows.
+/// Where a batch's results go once it ran: the sink and the checkpoint.
 struct Outputs {
     sink: Box<dyn Sink>,
     checkpoint: Option<Checkpoint>,
-    late: Option<LateSink>,
 }
 
 impl Outputs {
@@ -425,9 +443,19 @@ impl Outputs {
             c.commit(commit, schema.as_ref(), &rows).await?;
         }
         p.phases.push(("checkpoint", commit_started.elapsed()));
-        state.describe(p, batch_id, self.late.as_mut())?;
+        state.describe(p);
         Ok(())
     }
+}
+
+/// One batch's decoded input, gathered from the source threads.
+struct Gathered {
+    /// Batches dealt round-robin over the plan's input partitions.
+    input: Vec<Vec<RecordBatch>>,
+    malformed: Vec<Malformed>,
+    /// The same rows with partition and offset, when late rows are kept aside.
+    with_origin: Vec<RecordBatch>,
+    progress: BatchProgress,
 }
 
 /// Deals the decoded batches round-robin over the plan's input partitions; the source
@@ -437,7 +465,8 @@ fn gather(
     data: Vec<PartitionData>,
     partitions: usize,
     workers: usize,
-) -> (Vec<Vec<RecordBatch>>, Vec<Malformed>, BatchProgress) {
+    late: Option<&LateFinder>,
+) -> anyhow::Result<Gathered> {
     let mut progress = BatchProgress {
         batch_id,
         ..Default::default()
@@ -454,6 +483,7 @@ fn gather(
     }
     let mut input: Vec<Vec<RecordBatch>> = (0..partitions).map(|_| Vec::new()).collect();
     let mut malformed = Vec::new();
+    let mut with_origin = Vec::new();
     let mut i = 0;
     for d in data {
         progress.input_rows += d.records;
@@ -461,11 +491,69 @@ fn gather(
         progress
             .offsets
             .push((d.range.partition, d.range.start, d.range.end));
-        for b in d.batches {
+        let decoded = d.decoded;
+        if let Some(f) = late {
+            for (b, offsets) in decoded.batches.iter().zip(&decoded.offsets) {
+                with_origin.push(f.with_origin(b, d.range.partition, offsets)?);
+            }
+        }
+        for b in decoded.batches {
             input[i % partitions].push(b);
             i += 1;
         }
-        malformed.extend(d.malformed);
+        malformed.extend(decoded.malformed);
     }
-    (input, malformed, progress)
+    Ok(Gathered {
+        input,
+        malformed,
+        with_origin,
+        progress,
+    })
+}
+
+/// Where late rows go: found with their origin, appended to the late-data file.
+struct LateOutput {
+    finder: LateFinder,
+    sink: LateSink,
+    /// The Kafka topic, named in each late row.
+    topic: Option<String>,
+}
+
+impl LateOutput {
+    fn open(
+        path: &PathBuf,
+        file: &QueryFile,
+        def: &TableDef,
+        plan: &StreamPlan,
+    ) -> anyhow::Result<Self> {
+        let finder = LateFinder::new(file, def, &plan.input_schema)
+            .map_err(|e| anyhow::anyhow!("{}", e.strip_backtrace()))?;
+        Ok(Self {
+            finder,
+            sink: LateSink::open(path)?,
+            topic: (def.connector() == "kafka")
+                .then(|| def.options.get("topic").cloned())
+                .flatten(),
+        })
+    }
+
+    /// Finds the `expected` late rows of a batch that ran at `watermark` and writes them;
+    /// returns a warning if the rows found differ from the rows the watermark step counted.
+    async fn write(
+        &mut self,
+        batch_id: u64,
+        with_origin: Vec<RecordBatch>,
+        watermark: i64,
+        expected: u64,
+    ) -> anyhow::Result<Option<String>> {
+        let rows = self.finder.find(with_origin, watermark).await?;
+        self.sink.write(batch_id, self.topic.as_deref(), &rows)?;
+        let found: u64 = rows.iter().map(|b| b.num_rows() as u64).sum();
+        Ok((found != expected).then(|| {
+            format!(
+                "[sluice] warning: batch {batch_id}: the watermark dropped {expected} late row(s) \
+                 but {found} were found for the late-data file"
+            )
+        }))
+    }
 }

@@ -11,9 +11,7 @@ use arrow::datatypes::SchemaRef;
 use super::plan::{OutputMode, PlanKind, StreamPlan};
 use super::watermark::{WatermarkTracker, NO_WATERMARK};
 use crate::checkpoint::Commit;
-use crate::error::Result;
 use crate::metrics::BatchProgress;
-use crate::sink::aside::LateSink;
 use crate::state::window::WindowedState;
 use crate::state::ShardedState;
 
@@ -86,6 +84,9 @@ impl StreamState {
                 (rows, state.emit(plan.mode == OutputMode::Update)?)
             }
             StreamState::Windows(state, tracker) => {
+                if let Some(t) = tracker {
+                    p.late_rows = t.take_late();
+                }
                 let rows = state.merge(&partials)?;
                 let watermark = match tracker {
                     Some(t) if close_all => {
@@ -114,13 +115,8 @@ impl StreamState {
         Ok(out)
     }
 
-    /// Fills in the state figures of `p`; hands late rows to `late`.
-    pub fn describe(
-        &self,
-        p: &mut BatchProgress,
-        batch_id: u64,
-        late: Option<&mut LateSink>,
-    ) -> Result<()> {
+    /// Fills in the state figures of `p`.
+    pub fn describe(&self, p: &mut BatchProgress) {
         match self {
             StreamState::Stateless => {}
             StreamState::Groups(s) => {
@@ -134,16 +130,10 @@ impl StreamState {
                 p.state_bytes = s.size();
                 p.open_panes = Some(s.panes());
                 if let Some(t) = tracker {
-                    let (n, rows) = t.take_late();
-                    p.late_rows = n;
                     p.watermark = Some(t.watermark());
-                    if let Some(sink) = late {
-                        sink.write(batch_id, &rows)?;
-                    }
                 }
             }
         }
-        Ok(())
     }
 
     /// The state to checkpoint: its schema and rows (DataFusion's Partial schema).

@@ -14,7 +14,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arrow::array::{BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
@@ -46,19 +46,16 @@ pub struct WatermarkTracker {
     late: AtomicU64,
     /// How far the watermark trails the largest event time.
     pub delay_ms: i64,
-    /// Late rows kept aside for a late-data sink (when enabled).
-    late_rows: Option<Mutex<Vec<RecordBatch>>>,
 }
 
 impl WatermarkTracker {
-    /// A tracker with `delay_ms`; `keep_late` keeps late rows for a late-data sink.
-    pub fn new(delay_ms: i64, keep_late: bool) -> Self {
+    /// A tracker with `delay_ms`.
+    pub fn new(delay_ms: i64) -> Self {
         Self {
             watermark: AtomicI64::new(NO_WATERMARK),
             max_event: AtomicI64::new(NO_WATERMARK),
             late: AtomicU64::new(0),
             delay_ms,
-            late_rows: keep_late.then(|| Mutex::new(Vec::new())),
         }
     }
 
@@ -93,17 +90,10 @@ impl WatermarkTracker {
         self.watermark.store(i64::MAX, Ordering::SeqCst);
     }
 
-    /// Late rows dropped since the last call, and the rows themselves when kept.
-    pub fn take_late(&self) -> (u64, Vec<RecordBatch>) {
-        let n = self.late.swap(0, Ordering::SeqCst);
-        let rows = match &self.late_rows {
-            Some(m) => m
-                .lock()
-                .map(|mut v| std::mem::take(&mut *v))
-                .unwrap_or_default(),
-            None => Vec::new(),
-        };
-        (n, rows)
+    /// Late rows dropped since the last call (the late-data sink finds the rows
+    /// themselves with their offsets: `exec::late`).
+    pub fn take_late(&self) -> u64 {
+        self.late.swap(0, Ordering::SeqCst)
     }
 
     fn observe(&self, batch: &RecordBatch, ts: &Arc<dyn PhysicalExpr>) -> Result<RecordBatch> {
@@ -129,13 +119,6 @@ impl WatermarkTracker {
             return Ok(batch.clone());
         }
         self.late.fetch_add(dropped as u64, Ordering::SeqCst);
-        if let Some(m) = &self.late_rows {
-            let late = arrow::compute::not(&keep)?;
-            let rows = filter_record_batch(batch, &late)?;
-            if let Ok(mut v) = m.lock() {
-                v.push(rows);
-            }
-        }
         Ok(filter_record_batch(batch, &keep)?)
     }
 }

@@ -9,12 +9,11 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 
 use super::{OffsetRange, PartitionReader};
 use crate::decode::prefilter::Prefilter;
-use crate::decode::{JsonDecoder, Malformed, Payloads};
+use crate::decode::{Decoded, JsonDecoder, Payloads};
 use crate::error::{Error, Result};
 
 /// Payloads decoded at a time: large enough for vectorized decoding, small enough to
@@ -26,10 +25,9 @@ pub const DECODE_CHUNK: usize = 16 * 1024;
 pub struct PartitionData {
     /// The offsets actually read: `start` as requested, `end` the next offset to read.
     pub range: OffsetRange,
-    /// Decoded rows, in offset order.
-    pub batches: Vec<RecordBatch>,
-    /// Records that did not decode.
-    pub malformed: Vec<Malformed>,
+    /// Decoded rows in offset order, each row's offset, and the records that did not
+    /// decode.
+    pub decoded: Decoded,
     /// Records read (good, malformed and screened out).
     pub records: u64,
     /// Records the prefilter proved cannot match, so they were not decoded.
@@ -186,8 +184,7 @@ fn read_partition(
     let p = job.range.partition;
     let mut data = PartitionData {
         range: job.range,
-        batches: Vec::new(),
-        malformed: Vec::new(),
+        decoded: Decoded::default(),
         records: 0,
         screened: 0,
         bytes: 0,
@@ -213,7 +210,7 @@ fn read_partition(
         data.screened += screened;
         let decode_started = Instant::now();
         data.read_time += decode_started.duration_since(read_started);
-        decoder.decode(p, payloads, &mut data.batches, &mut data.malformed);
+        decoder.decode(p, payloads, &mut data.decoded);
         data.decode_time += decode_started.elapsed();
         if read == 0 {
             break; // the reader reached the end of what exists
