@@ -97,9 +97,15 @@ pub fn ensure_topic(brokers: &str, topic: &str, partitions: usize) -> Result<usi
     }
 }
 
-/// Consumer settings for reading assigned partitions fast: large fetches, a deep local
-/// queue, no group offset commits (Sluice keeps offsets itself, design.md), and an
-/// end-of-partition event so bounded reads know when they are done.
+/// Consumer settings for reading assigned partitions fast with little memory: a shallow
+/// local queue that is refilled at once (`fetch.queue.backoff.ms` = 1; librdkafka's
+/// default waits 1 s before fetching again once the queue is full, which is what made
+/// deep queues look necessary), no group offset commits (Sluice keeps offsets itself,
+/// design.md), and an end-of-partition event so bounded reads know when they are done.
+///
+/// Measured here (10 M records, 2 partitions, one client per partition, bare consumer):
+/// the old deep queue (1 M messages / 128 MB per partition, 16 MB fetches) read
+/// 2.06–2.16 M rec/s at 687 MB RSS; these settings read 3.0–3.5 M rec/s at 90–150 MB.
 pub fn consumer_config(brokers: &str) -> ClientConfig {
     let mut cfg = client_config(brokers);
     cfg.set("group.id", "sluice")
@@ -108,9 +114,10 @@ pub fn consumer_config(brokers: &str) -> ClientConfig {
         .set("enable.partition.eof", "true")
         .set("allow.auto.create.topics", "false")
         .set("fetch.max.bytes", "52428800")
-        .set("max.partition.fetch.bytes", "16777216")
-        .set("queued.min.messages", "1000000")
-        .set("queued.max.messages.kbytes", "131072")
+        .set("max.partition.fetch.bytes", "4194304")
+        .set("queued.min.messages", "50000")
+        .set("queued.max.messages.kbytes", "16384")
+        .set("fetch.queue.backoff.ms", "1")
         .set("fetch.wait.max.ms", "50")
         .set("check.crcs", "false");
     cfg
