@@ -15,6 +15,7 @@
 //! The fast path costs nothing extra for clean input; a bad payload costs
 //! O(log chunk) extra decodes of halves of its chunk.
 
+pub mod fold;
 pub mod prefilter;
 
 use std::sync::Arc;

@@ -24,13 +24,14 @@ use datafusion::physical_expr::expressions::{Column, LikeExpr, Literal};
 use datafusion::physical_expr::{split_conjunction, PhysicalExpr, ScalarFunctionExpr};
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::ExecutionPlan;
-use memchr::memmem::Finder;
+
+use super::fold::FoldedLiteral;
 
 /// Literals every matching record must contain.
 #[derive(Debug, Clone)]
 pub struct Prefilter {
-    /// Lower-cased required literals (ASCII).
-    literals: Vec<Finder<'static>>,
+    /// Required literals (ASCII), case-folded.
+    literals: Vec<FoldedLiteral>,
     /// For messages: the literals as written.
     shown: Vec<String>,
 }
@@ -49,7 +50,7 @@ impl Prefilter {
         Some(Self {
             literals: literals
                 .iter()
-                .map(|l| Finder::new(l.as_bytes()).into_owned())
+                .map(|l| FoldedLiteral::new(l.as_bytes()))
                 .collect(),
             shown: literals,
         })
@@ -60,18 +61,20 @@ impl Prefilter {
         &self.shown
     }
 
-    /// Whether `payload` must be decoded. `scratch` is reused for the lower-cased copy.
-    pub fn must_decode(&self, payload: &[u8], scratch: &mut Vec<u8>) -> bool {
-        if !payload.is_ascii()
-            || memchr::memchr(b'\\', payload).is_some()
-            || !looks_like_object(payload)
-        {
+    /// Whether `payload` must be decoded: it has every literal, or it lacks one but is
+    /// not clean (non-ASCII or a backslash), or it is not an object at its edges. One
+    /// pass per literal over the bytes (`decode::fold`), no copy.
+    pub fn must_decode(&self, payload: &[u8]) -> bool {
+        if !looks_like_object(payload) {
             return true;
         }
-        scratch.clear();
-        scratch.extend_from_slice(payload);
-        scratch.make_ascii_lowercase();
-        self.literals.iter().all(|f| f.find(scratch).is_some())
+        for literal in &self.literals {
+            let scan = literal.scan(payload);
+            if !scan.found {
+                return !scan.clean;
+            }
+        }
+        true
     }
 
     /// The screen for a planned stage 1 (or stateless) plan, if its filter allows one.
@@ -154,25 +157,23 @@ mod tests {
     #[test]
     fn skips_only_records_that_cannot_match() {
         let s = screen(&["crash"]);
-        let mut scratch = Vec::new();
-        assert!(s.must_decode(br#"{"content":"a CRASH here"}"#, &mut scratch));
-        assert!(s.must_decode(br#"{"content":"crashed"}"#, &mut scratch));
-        assert!(!s.must_decode(br#"{"content":"all good"}"#, &mut scratch));
+        assert!(s.must_decode(br#"{"content":"a CRASH here"}"#));
+        assert!(s.must_decode(br#"{"content":"crashed"}"#));
+        assert!(!s.must_decode(br#"{"content":"all good"}"#));
         // An escape can hide a letter: always decode.
-        assert!(s.must_decode(br#"{"content":"\u0063rash"}"#, &mut scratch));
+        assert!(s.must_decode(br#"{"content":"\u0063rash"}"#));
         // Non-ASCII can case-map to ASCII: always decode.
-        assert!(s.must_decode("{\"content\":\"caf\u{e9}\"}".as_bytes(), &mut scratch));
+        assert!(s.must_decode("{\"content\":\"caf\u{e9}\"}".as_bytes()));
         // Not an object at its edges: decode, so it is counted as malformed.
-        assert!(s.must_decode(b"", &mut scratch));
-        assert!(s.must_decode(br#"{"content":"trunc"#, &mut scratch));
+        assert!(s.must_decode(b""));
+        assert!(s.must_decode(br#"{"content":"trunc"#));
     }
 
     #[test]
     fn every_required_literal_must_be_present() {
         let s = screen(&["crash", "High"]);
-        let mut scratch = Vec::new();
-        assert!(!s.must_decode(br#"{"severity":"High","content":"ok"}"#, &mut scratch));
-        assert!(s.must_decode(br#"{"severity":"high","content":"crash"}"#, &mut scratch));
+        assert!(!s.must_decode(br#"{"severity":"High","content":"ok"}"#));
+        assert!(s.must_decode(br#"{"severity":"high","content":"crash"}"#));
         assert!(Prefilter::new(vec![String::new()]).is_none());
     }
 }

@@ -150,7 +150,6 @@ fn worker(
     results: Sender<Result<PartitionData>>,
 ) {
     let mut payloads = Payloads::default();
-    let mut scratch = Vec::new();
     while let Ok(job) = jobs.recv() {
         let reader = readers.iter_mut().find(|(p, _)| *p == job.range.partition);
         let result = match reader {
@@ -160,7 +159,6 @@ fn worker(
                 prefilter.as_ref(),
                 &job,
                 &mut payloads,
-                &mut scratch,
             ),
             None => Err(Error::option(
                 "source",
@@ -179,7 +177,6 @@ fn read_partition(
     prefilter: Option<&Prefilter>,
     job: &Job,
     payloads: &mut Payloads,
-    scratch: &mut Vec<u8>,
 ) -> Result<PartitionData> {
     let p = job.range.partition;
     let mut data = PartitionData {
@@ -201,7 +198,7 @@ fn read_partition(
             read += 1;
             bytes += payload.len() as u64;
             match prefilter {
-                Some(f) if !f.must_decode(payload, scratch) => screened += 1,
+                Some(f) if !f.must_decode(payload) => screened += 1,
                 _ => payloads.push(offset, payload),
             }
         })?;
