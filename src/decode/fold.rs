@@ -57,7 +57,7 @@ impl FoldedLiteral {
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            self.scan_scalar(hay, 0, true)
+            self.scan_scalar(hay)
         }
     }
 
@@ -68,12 +68,11 @@ impl FoldedLiteral {
             .all(|(&h, &n)| fold(h) == n)
     }
 
-    /// Scalar scan of candidate positions from `from`, and of bytes from `from` for
-    /// cleanliness; `clean` is what earlier bytes said.
-    fn scan_scalar(&self, hay: &[u8], from: usize, clean: bool) -> Scan {
+    /// Byte by byte: candidates and cleanliness.
+    fn scan_scalar(&self, hay: &[u8]) -> Scan {
         let m = self.folded.len();
-        let mut clean = clean;
-        for (i, &b) in hay.iter().enumerate().skip(from) {
+        let mut clean = true;
+        for (i, &b) in hay.iter().enumerate() {
             if b >= 0x80 || b == b'\\' {
                 clean = false;
             }
@@ -87,101 +86,101 @@ impl FoldedLiteral {
         }
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "sse2")]
-    unsafe fn scan_sse2(&self, hay: &[u8]) -> Scan {
-        use std::arch::x86_64::*;
-        let m = self.folded.len();
-        let k = m - 1;
-        let n = hay.len();
-        let first = _mm_set1_epi8(self.folded[0] as i8);
-        let last = _mm_set1_epi8(self.folded[k] as i8);
-        let bit = _mm_set1_epi8(0x20);
-        let backslash = _mm_set1_epi8(b'\\' as i8);
-        let mut dirty = _mm_setzero_si128();
-        let mut i = 0;
-        while i + k + 16 <= n {
-            let p = hay.as_ptr().add(i);
-            let a = _mm_loadu_si128(p as *const __m128i);
-            let b = _mm_loadu_si128(p.add(k) as *const __m128i);
-            // High bit set: non-ASCII; 0xFF where a backslash is.
-            dirty = _mm_or_si128(dirty, _mm_or_si128(a, _mm_cmpeq_epi8(a, backslash)));
-            let eq = _mm_and_si128(
-                _mm_cmpeq_epi8(_mm_or_si128(a, bit), first),
-                _mm_cmpeq_epi8(_mm_or_si128(b, bit), last),
-            );
-            let mut mask = _mm_movemask_epi8(eq) as u32;
-            while mask != 0 {
-                let pos = i + mask.trailing_zeros() as usize;
-                if self.matches_at(hay, pos) {
-                    return Scan {
-                        found: true,
-                        clean: false,
-                    };
-                }
-                mask &= mask - 1;
+    /// Whether a candidate of `mask` (bit j: position `at + j`) is a match.
+    fn any_match(&self, hay: &[u8], at: usize, mut mask: u32) -> bool {
+        while mask != 0 {
+            if self.matches_at(hay, at + mask.trailing_zeros() as usize) {
+                return true;
             }
-            i += 16;
+            mask &= mask - 1;
         }
-        let clean = _mm_movemask_epi8(dirty) == 0;
-        self.scan_scalar(hay, i, clean)
+        false
     }
 }
 
-impl FoldedLiteral {
-    /// 32 positions per step; the last step overlaps the one before it so that no
-    /// record of 32 + k bytes or more needs a slower tail.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn scan_avx2(&self, hay: &[u8]) -> Scan {
-        use std::arch::x86_64::*;
-        let m = self.folded.len();
-        let k = m - 1;
-        let n = hay.len();
-        if n < k + 32 {
-            return self.scan_sse2(hay);
-        }
-        let first = _mm256_set1_epi8(self.folded[0] as i8);
-        let last = _mm256_set1_epi8(self.folded[k] as i8);
-        let bit = _mm256_set1_epi8(0x20);
-        let backslash = _mm256_set1_epi8(b'\\' as i8);
-        let mut dirty = _mm256_setzero_si256();
-        let final_step = n - k - 32;
-        let mut i = 0;
-        loop {
-            let p = hay.as_ptr().add(i);
-            let a = _mm256_loadu_si256(p as *const __m256i);
-            let b = _mm256_loadu_si256(p.add(k) as *const __m256i);
-            // High bit set: non-ASCII; 0xFF where a backslash is. `b` covers the last
-            // k bytes, which no `a` reaches.
-            dirty = _mm256_or_si256(dirty, _mm256_or_si256(a, _mm256_cmpeq_epi8(a, backslash)));
-            dirty = _mm256_or_si256(dirty, _mm256_or_si256(b, _mm256_cmpeq_epi8(b, backslash)));
-            let eq = _mm256_and_si256(
-                _mm256_cmpeq_epi8(_mm256_or_si256(a, bit), first),
-                _mm256_cmpeq_epi8(_mm256_or_si256(b, bit), last),
-            );
-            let mut mask = _mm256_movemask_epi8(eq) as u32;
-            while mask != 0 {
-                let pos = i + mask.trailing_zeros() as usize;
-                if self.matches_at(hay, pos) {
-                    return Scan {
-                        found: true,
-                        clean: false,
-                    };
+/// The packed-pair scan for one vector width: `$width` candidate positions per step,
+/// the last step overlapping the one before it so no record of `$width + k` bytes or
+/// more needs a tail; shorter records go to `$shorter`.
+#[cfg(target_arch = "x86_64")]
+macro_rules! packed_pair_scan {
+    ($name:ident, $feature:literal, $width:literal, $vec:ty, $shorter:ident,
+     $set1:ident, $zero:ident, $loadu:ident, $or:ident, $and:ident, $cmpeq:ident,
+     $movemask:ident) => {
+        impl FoldedLiteral {
+            #[target_feature(enable = $feature)]
+            unsafe fn $name(&self, hay: &[u8]) -> Scan {
+                use std::arch::x86_64::*;
+                let k = self.folded.len() - 1;
+                let n = hay.len();
+                if n < k + $width {
+                    return self.$shorter(hay);
                 }
-                mask &= mask - 1;
+                let first = $set1(self.folded[0] as i8);
+                let last = $set1(self.folded[k] as i8);
+                let bit = $set1(0x20);
+                let backslash = $set1(b'\\' as i8);
+                let mut dirty = $zero();
+                let final_step = n - k - $width;
+                let mut i = 0;
+                loop {
+                    let p = hay.as_ptr().add(i);
+                    let a = $loadu(p as *const $vec);
+                    let b = $loadu(p.add(k) as *const $vec);
+                    // High bit set: non-ASCII; 0xFF where a backslash is. `b` covers the
+                    // last k bytes, which no `a` reaches.
+                    dirty = $or(dirty, $or(a, $cmpeq(a, backslash)));
+                    dirty = $or(dirty, $or(b, $cmpeq(b, backslash)));
+                    let eq = $and($cmpeq($or(a, bit), first), $cmpeq($or(b, bit), last));
+                    if self.any_match(hay, i, $movemask(eq) as u32) {
+                        return Scan {
+                            found: true,
+                            clean: false,
+                        };
+                    }
+                    if i == final_step {
+                        break;
+                    }
+                    i = (i + $width).min(final_step);
+                }
+                Scan {
+                    found: false,
+                    clean: $movemask(dirty) == 0,
+                }
             }
-            if i == final_step {
-                break;
-            }
-            i = (i + 32).min(final_step);
         }
-        Scan {
-            found: false,
-            clean: _mm256_movemask_epi8(dirty) == 0,
-        }
-    }
+    };
 }
+
+#[cfg(target_arch = "x86_64")]
+packed_pair_scan!(
+    scan_sse2,
+    "sse2",
+    16,
+    __m128i,
+    scan_scalar,
+    _mm_set1_epi8,
+    _mm_setzero_si128,
+    _mm_loadu_si128,
+    _mm_or_si128,
+    _mm_and_si128,
+    _mm_cmpeq_epi8,
+    _mm_movemask_epi8
+);
+#[cfg(target_arch = "x86_64")]
+packed_pair_scan!(
+    scan_avx2,
+    "avx2",
+    32,
+    __m256i,
+    scan_sse2,
+    _mm256_set1_epi8,
+    _mm256_setzero_si256,
+    _mm256_loadu_si256,
+    _mm256_or_si256,
+    _mm256_and_si256,
+    _mm256_cmpeq_epi8,
+    _mm256_movemask_epi8
+);
 
 #[cfg(test)]
 mod tests {
@@ -209,7 +208,7 @@ mod tests {
             for lit in [&b"crash"[..], b"c", b"sH", b"a@"] {
                 let want = reference(&hay, lit);
                 let fast = FoldedLiteral::new(lit);
-                let mut scans = vec![fast.scan(&hay), fast.scan_scalar(&hay, 0, true)];
+                let mut scans = vec![fast.scan(&hay), fast.scan_scalar(&hay)];
                 #[cfg(target_arch = "x86_64")]
                 {
                     // SAFETY: SSE2 is baseline on x86_64; AVX2 only when detected.
