@@ -22,7 +22,11 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::SetExpr;
 
+use std::path::PathBuf;
+
+use super::plan::StreamPlan;
 use super::watermark::NO_WATERMARK;
+use crate::sink::aside::LateSink;
 use crate::sql::{QueryFile, TableDef};
 
 /// Column names of a late row's origin.
@@ -115,5 +119,54 @@ impl LateFinder {
             .await?
             .collect()
             .await
+    }
+}
+
+/// Where late rows go: found with their origin, appended to the late-data file.
+pub struct LateOutput {
+    /// Finds a batch's late rows with their origin.
+    pub finder: LateFinder,
+    sink: LateSink,
+    /// The Kafka topic, named in each late row.
+    topic: Option<String>,
+}
+
+impl LateOutput {
+    /// The finder and the file for `file`'s query over `def`.
+    pub fn open(
+        path: &PathBuf,
+        file: &QueryFile,
+        def: &TableDef,
+        plan: &StreamPlan,
+    ) -> anyhow::Result<Self> {
+        let finder = LateFinder::new(file, def, &plan.input_schema)
+            .map_err(|e| anyhow::anyhow!("{}", e.strip_backtrace()))?;
+        Ok(Self {
+            finder,
+            sink: LateSink::open(path)?,
+            topic: (def.connector() == "kafka")
+                .then(|| def.options.get("topic").cloned())
+                .flatten(),
+        })
+    }
+
+    /// Finds the `expected` late rows of a batch that ran at `watermark` and writes them;
+    /// returns a warning if the rows found differ from the rows the watermark step counted.
+    pub async fn write(
+        &mut self,
+        batch_id: u64,
+        with_origin: Vec<RecordBatch>,
+        watermark: i64,
+        expected: u64,
+    ) -> anyhow::Result<Option<String>> {
+        let rows = self.finder.find(with_origin, watermark).await?;
+        self.sink.write(batch_id, self.topic.as_deref(), &rows)?;
+        let found: u64 = rows.iter().map(|b| b.num_rows() as u64).sum();
+        Ok((found != expected).then(|| {
+            format!(
+                "[sluice] warning: batch {batch_id}: the watermark dropped {expected} late row(s) \
+                 but {found} were found for the late-data file"
+            )
+        }))
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod analyze;
 pub mod explain;
+pub mod gather;
 pub mod input;
 pub mod late;
 pub mod plan;

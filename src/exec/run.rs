@@ -13,20 +13,19 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 
 use super::analyze::Analysis;
-use super::late::LateFinder;
+use super::gather::{gather, Gathered};
+use super::late::LateOutput;
 use super::stateful::StreamState;
 use super::{open_sink, plan_ranges, source_table, RunOptions, StreamPlan};
 use crate::checkpoint::{fingerprint, Checkpoint, Commit, Metadata, OffsetLog};
-use crate::decode::Malformed;
 use crate::error::Error;
 use crate::metrics::http::Published;
 use crate::metrics::status::Status;
 use crate::metrics::BatchProgress;
-use crate::sink::aside::{DeadLetter, LateSink};
+use crate::sink::aside::DeadLetter;
 use crate::sink::{Discard, Sink};
-use crate::source::{self, Fetcher, OffsetRange, PartitionData, Source, SourceSettings};
-use crate::sql::{QueryFile, TableDef};
-use std::path::PathBuf;
+use crate::source::{self, Fetcher, OffsetRange, Source, SourceSettings};
+use crate::sql::QueryFile;
 use std::sync::Arc;
 
 /// Runs the query in `opts.file` until the source is exhausted (`--available-now`) or
@@ -445,115 +444,5 @@ impl Outputs {
         p.phases.push(("checkpoint", commit_started.elapsed()));
         state.describe(p);
         Ok(())
-    }
-}
-
-/// One batch's decoded input, gathered from the source threads.
-struct Gathered {
-    /// Batches dealt round-robin over the plan's input partitions.
-    input: Vec<Vec<RecordBatch>>,
-    malformed: Vec<Malformed>,
-    /// The same rows with partition and offset, when late rows are kept aside.
-    with_origin: Vec<RecordBatch>,
-    progress: BatchProgress,
-}
-
-/// Deals the decoded batches round-robin over the plan's input partitions; the source
-/// threads' read and decode times are those of the busiest of `workers` threads.
-fn gather(
-    batch_id: u64,
-    data: Vec<PartitionData>,
-    partitions: usize,
-    workers: usize,
-    late: Option<&LateFinder>,
-) -> anyhow::Result<Gathered> {
-    let mut progress = BatchProgress {
-        batch_id,
-        ..Default::default()
-    };
-    let workers = workers.max(1);
-    let mut busy = vec![(Duration::ZERO, Duration::ZERO); workers];
-    for d in &data {
-        let w = &mut busy[d.range.partition % workers];
-        w.0 += d.read_time;
-        w.1 += d.decode_time;
-    }
-    if let Some(&(read, decode)) = busy.iter().max_by_key(|(r, d)| *r + *d) {
-        progress.source_phases = vec![("read", read), ("decode", decode)];
-    }
-    let mut input: Vec<Vec<RecordBatch>> = (0..partitions).map(|_| Vec::new()).collect();
-    let mut malformed = Vec::new();
-    let mut with_origin = Vec::new();
-    let mut i = 0;
-    for d in data {
-        progress.input_rows += d.records;
-        progress.screened_rows += d.screened;
-        progress
-            .offsets
-            .push((d.range.partition, d.range.start, d.range.end));
-        let decoded = d.decoded;
-        if let Some(f) = late {
-            for (b, offsets) in decoded.batches.iter().zip(&decoded.offsets) {
-                with_origin.push(f.with_origin(b, d.range.partition, offsets)?);
-            }
-        }
-        for b in decoded.batches {
-            input[i % partitions].push(b);
-            i += 1;
-        }
-        malformed.extend(decoded.malformed);
-    }
-    Ok(Gathered {
-        input,
-        malformed,
-        with_origin,
-        progress,
-    })
-}
-
-/// Where late rows go: found with their origin, appended to the late-data file.
-struct LateOutput {
-    finder: LateFinder,
-    sink: LateSink,
-    /// The Kafka topic, named in each late row.
-    topic: Option<String>,
-}
-
-impl LateOutput {
-    fn open(
-        path: &PathBuf,
-        file: &QueryFile,
-        def: &TableDef,
-        plan: &StreamPlan,
-    ) -> anyhow::Result<Self> {
-        let finder = LateFinder::new(file, def, &plan.input_schema)
-            .map_err(|e| anyhow::anyhow!("{}", e.strip_backtrace()))?;
-        Ok(Self {
-            finder,
-            sink: LateSink::open(path)?,
-            topic: (def.connector() == "kafka")
-                .then(|| def.options.get("topic").cloned())
-                .flatten(),
-        })
-    }
-
-    /// Finds the `expected` late rows of a batch that ran at `watermark` and writes them;
-    /// returns a warning if the rows found differ from the rows the watermark step counted.
-    async fn write(
-        &mut self,
-        batch_id: u64,
-        with_origin: Vec<RecordBatch>,
-        watermark: i64,
-        expected: u64,
-    ) -> anyhow::Result<Option<String>> {
-        let rows = self.finder.find(with_origin, watermark).await?;
-        self.sink.write(batch_id, self.topic.as_deref(), &rows)?;
-        let found: u64 = rows.iter().map(|b| b.num_rows() as u64).sum();
-        Ok((found != expected).then(|| {
-            format!(
-                "[sluice] warning: batch {batch_id}: the watermark dropped {expected} late row(s) \
-                 but {found} were found for the late-data file"
-            )
-        }))
     }
 }
