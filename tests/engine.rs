@@ -434,6 +434,36 @@ fn bad_sql_options_and_connections_give_one_clear_message() {
         &["run", missing.to_str().unwrap()],
         &["does not exist", "create it"],
     );
+
+    // A Kafka sink: a missing output topic, and a key that is not a result column.
+    let sink_query = |out_topic: &str, key: &str| {
+        let path = dir.join(format!("sink-{key}.sql"));
+        std::fs::write(
+            &path,
+            format!(
+                "CREATE TABLE logs (source_ip VARCHAR) WITH (connector = 'generator');
+                 CREATE TABLE out WITH (connector = 'kafka', topic = '{out_topic}',                  bootstrap_servers = '{broker}', key = '{key}');
+                 INSERT INTO out SELECT source_ip, count(*) AS n FROM logs GROUP BY source_ip;
+"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let absent = unique_topic("no-sink");
+    check(
+        &["run", sink_query(&absent, "source_ip").to_str().unwrap()],
+        &[
+            &format!("Kafka topic '{absent}' does not exist"),
+            "create it",
+        ],
+    );
+    let present = unique_topic("sink");
+    sluice::kafka::ensure_topic(&broker, &present, 1).unwrap();
+    check(
+        &["run", sink_query(&present, "ip").to_str().unwrap()],
+        &["'key' of table out", "'ip' is not a column", "source_ip, n"],
+    );
 }
 
 #[test]

@@ -369,3 +369,129 @@ fn a_checkpoint_of_another_query_is_refused_unless_forced() {
     ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("warning: --force"));
 }
+
+/// Every committed message of `topic` (read_committed: what downstream consumers see).
+fn committed_messages(broker: &str, topic: &str) -> Vec<serde_json::Value> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::error::KafkaError;
+    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .set("group.id", "sluice-tests-committed")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let parts = sluice::kafka::topic_partitions(broker, topic)
+        .unwrap()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..parts as i32 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut at_end = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    while at_end.len() < parts {
+        match consumer.poll(Duration::from_secs(10)) {
+            Some(Ok(m)) => out.push(serde_json::from_slice(m.payload().unwrap()).unwrap()),
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => panic!("consume {topic}: {e}"),
+            None => panic!("nothing from {topic} within 10 s"),
+        }
+    }
+    out
+}
+
+#[test]
+fn query2_into_kafka_is_exactly_once_after_repeated_sigkill() {
+    let (broker, topic) = event_time_topic("killk", 30000, 21, 400, "crash", 1);
+    let mut counts: BTreeMap<(i64, String), i64> = BTreeMap::new();
+    for c in consume_all(&broker, &topic) {
+        let r = parse_record(&c.payload).unwrap();
+        if r.content.to_lowercase().contains("crash")
+            && (r.severity == "High" || r.severity == "Critical")
+        {
+            *counts
+                .entry((floor(r.timestamp, 10_000), r.user_id))
+                .or_insert(0) += 1;
+        }
+    }
+    let expected: Vec<(i64, String, i64)> = counts
+        .into_iter()
+        .filter(|(_, n)| *n > 2)
+        .map(|((w, u), n)| (w, u, n))
+        .collect();
+    assert!(expected.len() > 50);
+
+    let out_topic = unique_topic("killk-out");
+    sluice::kafka::ensure_topic(&broker, &out_topic, 2).unwrap();
+    let dir = temp_dir("killk");
+    let q = dir.join("q.sql");
+    std::fs::write(
+        &q,
+        format!(
+            "CREATE TABLE logs (timestamp BIGINT, status VARCHAR, severity VARCHAR, source_ip VARCHAR, \
+             user_id VARCHAR, content VARCHAR) WITH (connector = 'kafka', topic = '{topic}', \
+             bootstrap_servers = '{broker}', event_time = 'to_timestamp_millis(\"timestamp\")', \
+             watermark_delay = '30 seconds');\n\
+             CREATE TABLE out WITH (connector = 'kafka', topic = '{out_topic}', \
+             bootstrap_servers = '{broker}', key = 'user_id');\nINSERT INTO out {Q2}\n"
+        ),
+    )
+    .unwrap();
+    let ckpt = dir.join("ckpt");
+    let args = [
+        "run",
+        q.to_str().unwrap(),
+        "--available-now",
+        "--max-records-per-batch",
+        "200",
+        "--trigger",
+        "50ms",
+        "--close-windows-at-end",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+    ];
+    // The narrowest window first: the sink committed a batch, the checkpoint did not.
+    let crashed = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .env("SLUICE_CRASH_AFTER_SINK", "5")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success());
+    let said = String::from_utf8_lossy(&crashed.stderr);
+    assert!(
+        said.contains("aborting after the sink wrote batch"),
+        "{said}"
+    );
+    let killed = kill_and_restart(&args, &delays(14, 9, 200, 900));
+    assert!(killed >= 8, "only {killed} runs were killed mid-stream");
+    let start_ms = |v: &serde_json::Value| {
+        chrono::NaiveDateTime::parse_from_str(v.as_str().unwrap(), "%Y-%m-%dT%H:%M:%S%.f")
+            .unwrap()
+            .and_utc()
+            .timestamp_millis()
+    };
+    let mut got: Vec<(i64, String, i64)> = committed_messages(&broker, &out_topic)
+        .iter()
+        .map(|v| {
+            (
+                start_ms(&v["interval"]["start"]),
+                v["user_id"].as_str().unwrap().to_string(),
+                v["crash_count"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want = expected;
+    want.sort();
+    assert_eq!(
+        got, want,
+        "after {killed} kills: nothing missing, nothing twice"
+    );
+}

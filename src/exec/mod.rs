@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::metrics::status::StatusMode;
 use crate::sink::console::ConsoleSink;
 use crate::sink::file::FileSink;
+use crate::sink::kafka::KafkaSink;
 use crate::sink::Sink;
 use crate::source::OffsetRange;
 use crate::sql::{QueryFile, TableDef};
@@ -145,7 +146,9 @@ fn source_table(file: &QueryFile, opts: &RunOptions) -> Result<TableDef> {
     let mut sources = file
         .tables
         .iter()
-        .filter(|t| matches!(t.connector(), "kafka" | "generator" | "file"));
+        .filter(|t| matches!(t.connector(), "kafka" | "generator" | "file"))
+        // A Kafka table the query writes into is a sink, not a source.
+        .filter(|t| file.insert_into.as_deref() != Some(t.name.as_str()));
     let def = sources.next().ok_or_else(|| {
         Error::option(
             "query file",
@@ -215,9 +218,18 @@ fn open_sink(file: &QueryFile, opts: &RunOptions, schema: SchemaRef) -> Result<B
                 def.ok_or_else(|| Error::option("sink", "internal: file sink without a table"))?;
             Ok(Box::new(FileSink::from_table(def, schema)?))
         }
+        "kafka" => {
+            let def =
+                def.ok_or_else(|| Error::option("sink", "internal: Kafka sink without a table"))?;
+            Ok(Box::new(KafkaSink::from_table(
+                def,
+                schema,
+                &file.query.to_string(),
+            )?))
+        }
         other => Err(Error::option(
             "sink connector",
-            format!("'{other}' is not a sink; use 'console', 'parquet' or 'jsonl'"),
+            format!("'{other}' is not a sink; use 'console', 'parquet', 'jsonl' or 'kafka'"),
         )),
     }
 }

@@ -426,6 +426,7 @@ impl Outputs {
         p.output_rows = output.iter().map(|b| b.num_rows() as u64).sum();
         let sink_started = Instant::now();
         self.sink.write_batch(batch_id, output).await?;
+        crash_point(batch_id, p.output_rows);
         p.phases.push(("sink", sink_started.elapsed()));
         let commit_started = Instant::now();
         if let Some(c) = &self.checkpoint {
@@ -444,5 +445,25 @@ impl Outputs {
         p.phases.push(("checkpoint", commit_started.elapsed()));
         state.describe(p);
         Ok(())
+    }
+}
+
+/// Test hook: with `SLUICE_CRASH_AFTER_SINK=N`, the process aborts right after the sink
+/// wrote the first batch with rows whose id is N or more, before the checkpoint commits
+/// it: the crash window that exactly-once sinks must survive (tests/recovery.rs).
+fn crash_point(batch_id: u64, rows: u64) {
+    let Some(at) = std::env::var_os("SLUICE_CRASH_AFTER_SINK") else {
+        return;
+    };
+    if rows > 0
+        && at
+            .to_str()
+            .and_then(|a| a.parse().ok())
+            .is_some_and(|a: u64| batch_id >= a)
+    {
+        eprintln!(
+            "[sluice] SLUICE_CRASH_AFTER_SINK: aborting after the sink wrote batch {batch_id}"
+        );
+        std::process::abort();
     }
 }

@@ -6,6 +6,7 @@
 pub mod aside;
 pub mod console;
 pub mod file;
+pub mod kafka;
 
 use arrow::array::RecordBatch;
 use async_trait::async_trait;

@@ -1,0 +1,235 @@
+//! The Kafka sink: each batch's rows as JSON messages to a topic, exactly once.
+//!
+//! ```text
+//!  batch N ─► begin transaction ─► one message per row (key column, header sluice.batch=N)
+//!          ─► group offset "next batch = N + 1" in the same transaction ─► commit
+//! ```
+//! A transactional producer (one `transactional.id` per query and topic, so a restarted
+//! process fences its predecessor) makes a batch's messages visible all at once, to
+//! `read_committed` readers. The group offset stored inside the transaction says which
+//! batch was written last: a batch replayed after a crash that already committed here
+//! (the crash came between this commit and the checkpoint's) is skipped, not written
+//! twice. Without a checkpoint nothing is replayed and the transactions still keep
+//! half-written batches out of sight.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, SchemaRef};
+use async_trait::async_trait;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::Sink;
+use crate::error::{Error, Result};
+use crate::sql::TableDef;
+
+/// How long a transaction step may take.
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Writes each batch's rows to a Kafka topic in one transaction.
+pub struct KafkaSink {
+    topic: String,
+    key: Option<usize>,
+    producer: ThreadedProducer<DefaultProducerContext>,
+    /// Reads and writes the "last batch written" offset of the sink's group.
+    group: BaseConsumer,
+    /// The last batch id written, once the transactions are initialised.
+    written: Option<Option<u64>>,
+}
+
+impl KafkaSink {
+    /// The sink `CREATE TABLE … WITH (connector = 'kafka', topic = 'T',
+    /// bootstrap_servers = 'H:P', key = 'column')` declares. `query` names the
+    /// transactional id, so two different queries never fence each other.
+    pub fn from_table(def: &TableDef, schema: SchemaRef, query: &str) -> Result<Self> {
+        let opt = |key: &str| format!("'{key}' of table {}", def.name);
+        for key in def.options.keys() {
+            let known = ["connector", "topic", "bootstrap_servers", "key", "format"];
+            if !known.contains(&key.as_str()) {
+                return Err(Error::option(
+                    opt(key),
+                    "unknown option for a Kafka sink; valid options: topic, bootstrap_servers, key, format",
+                ));
+            }
+        }
+        if let Some(f) = def.options.get("format").filter(|f| f.as_str() != "json") {
+            return Err(Error::option(
+                opt("format"),
+                format!("'{f}' is not supported; the Kafka sink writes 'json'"),
+            ));
+        }
+        let topic = def
+            .options
+            .get("topic")
+            .cloned()
+            .unwrap_or_else(|| def.name.clone());
+        let brokers = def
+            .options
+            .get("bootstrap_servers")
+            .cloned()
+            .unwrap_or_else(|| "localhost:9092".into());
+        let key = match def.options.get("key") {
+            None => None,
+            Some(k) => Some(schema.index_of(k).map_err(|_| {
+                let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                Error::option(
+                    opt("key"),
+                    format!(
+                        "'{k}' is not a column of the result; columns: {}",
+                        names.join(", ")
+                    ),
+                )
+            })?),
+        };
+        if crate::kafka::topic_partitions(&brokers, &topic)?.is_none() {
+            return Err(Error::TopicMissing { topic, brokers });
+        }
+        let id = format!(
+            "sluice-{topic}-{}",
+            crate::checkpoint::fingerprint(&[query, &topic])
+        );
+        let producer = crate::kafka::client_config(&brokers)
+            .set("transactional.id", &id)
+            .set("linger.ms", "5")
+            .create()
+            .map_err(|e| Error::kafka("creating the sink's producer", e))?;
+        let group = crate::kafka::client_config(&brokers)
+            .set("group.id", &id)
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .create()
+            .map_err(|e| Error::kafka("creating the sink's group client", e))?;
+        Ok(Self {
+            topic,
+            key,
+            producer,
+            group,
+            written: None,
+        })
+    }
+
+    /// The group's position on partition 0 of the topic: one past the last batch id.
+    fn position(&self, batch_id: Option<u64>) -> Result<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::new();
+        let offset = match batch_id {
+            Some(b) => Offset::Offset(b as i64 + 1),
+            None => Offset::Invalid,
+        };
+        tpl.add_partition_offset(&self.topic, 0, offset)
+            .map_err(|e| Error::kafka("naming the sink's position", e))?;
+        Ok(tpl)
+    }
+
+    /// Initialises the transactions (fencing an older instance) and reads which batch
+    /// was committed last.
+    fn start(&mut self) -> Result<Option<u64>> {
+        if let Some(w) = self.written {
+            return Ok(w);
+        }
+        self.producer
+            .init_transactions(TXN_TIMEOUT)
+            .map_err(|e| Error::kafka(format!("starting transactions on {}", self.topic), e))?;
+        let committed = self
+            .group
+            .committed_offsets(self.position(None)?, TXN_TIMEOUT)
+            .map_err(|e| Error::kafka("reading the sink's last batch", e))?;
+        let written = committed.elements().first().and_then(|e| match e.offset() {
+            Offset::Offset(o) if o > 0 => Some(o as u64 - 1),
+            _ => None,
+        });
+        self.written = Some(written);
+        Ok(written)
+    }
+
+    /// Sends every row of `batches` as a JSON message.
+    fn send_rows(&self, batch_id: u64, batches: &[RecordBatch]) -> Result<()> {
+        let id = batch_id.to_string();
+        for b in batches.iter().filter(|b| b.num_rows() > 0) {
+            let keys: Option<Arc<dyn Array>> = match self.key {
+                Some(k) => Some(
+                    arrow::compute::cast(b.column(k), &DataType::Utf8)
+                        .map_err(|e| Error::option("sink key", e.to_string()))?,
+                ),
+                None => None,
+            };
+            let keys = keys
+                .as_ref()
+                .and_then(|k| k.as_any().downcast_ref::<StringArray>());
+            let mut w = arrow::json::LineDelimitedWriter::new(Vec::new());
+            w.write(b)
+                .map_err(|e| Error::option("Kafka sink", e.to_string()))?;
+            w.finish()
+                .map_err(|e| Error::option("Kafka sink", e.to_string()))?;
+            let text = w.into_inner();
+            // JSON strings escape line breaks, so each line is one row.
+            for (row, line) in text
+                .split(|c| *c == b'\n')
+                .filter(|l| !l.is_empty())
+                .enumerate()
+            {
+                let headers = OwnedHeaders::new().insert(Header {
+                    key: "sluice.batch",
+                    value: Some(id.as_str()),
+                });
+                let mut record = BaseRecord::<str, [u8]>::to(&self.topic)
+                    .payload(line)
+                    .headers(headers);
+                if let Some(k) = keys.filter(|k| k.is_valid(row)) {
+                    record = record.key(k.value(row));
+                }
+                let mut record = record;
+                loop {
+                    match self.producer.send(record) {
+                        Ok(()) => break,
+                        Err((e, r)) => {
+                            if e.rdkafka_error_code()
+                                != Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                            {
+                                return Err(Error::kafka(format!("sending to {}", self.topic), e));
+                            }
+                            record = r;
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write_blocking(&mut self, batch_id: u64, batches: &[RecordBatch]) -> Result<()> {
+        if self.start()?.is_some_and(|w| batch_id <= w) {
+            return Ok(()); // committed before a crash: a replay must not write it again
+        }
+        let txn = |e| Error::kafka(format!("a transaction on {}", self.topic), e);
+        self.producer.begin_transaction().map_err(txn)?;
+        let result = self.send_rows(batch_id, batches).and_then(|()| {
+            let meta = self
+                .group
+                .group_metadata()
+                .ok_or_else(|| Error::option("Kafka sink", "no consumer group metadata"))?;
+            self.producer
+                .send_offsets_to_transaction(&self.position(Some(batch_id))?, &meta, TXN_TIMEOUT)
+                .map_err(txn)?;
+            self.producer.commit_transaction(TXN_TIMEOUT).map_err(txn)
+        });
+        if let Err(e) = result {
+            let _ = self.producer.abort_transaction(TXN_TIMEOUT);
+            return Err(e);
+        }
+        self.written = Some(Some(batch_id));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Sink for KafkaSink {
+    async fn write_batch(&mut self, batch_id: u64, batches: &[RecordBatch]) -> Result<()> {
+        // librdkafka's transaction calls block; let the runtime move other tasks away.
+        tokio::task::block_in_place(|| self.write_blocking(batch_id, batches))
+    }
+}
