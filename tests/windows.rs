@@ -574,3 +574,119 @@ fn every_late_record_lands_in_the_late_file_with_its_offset() {
         .sum();
     assert_eq!(counted, want.len() as u64);
 }
+
+/// Epoch ms of a JSON timestamp string as the JSON-lines sink writes it.
+fn json_ms(v: &serde_json::Value) -> i64 {
+    chrono::NaiveDateTime::parse_from_str(v.as_str().unwrap(), "%Y-%m-%dT%H:%M:%S%.f")
+        .unwrap()
+        .and_utc()
+        .timestamp_millis()
+}
+
+#[test]
+fn session_windows_equal_the_batch_computation() {
+    let (broker, topic) = event_time_topic("sess", 20_000, 31, 400, "crash", 3);
+    // Independently: per user, matching events in time order; a gap of 5 s or more
+    // starts a new session [first, last + 5 s).
+    let mut by_user: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for c in consume_all(&broker, &topic) {
+        let r = parse_record(&c.payload).unwrap();
+        if r.content.to_lowercase().contains("crash") {
+            by_user.entry(r.user_id).or_default().push(r.timestamp);
+        }
+    }
+    let gap = 5_000;
+    let mut expected = BTreeSet::new();
+    for (user, mut ts) in by_user {
+        ts.sort_unstable();
+        let (mut start, mut last, mut n) = (ts[0], ts[0], 0);
+        for t in ts {
+            if t >= last + gap {
+                expected.insert((start, last + gap, user.clone(), n));
+                (start, n) = (t, 0);
+            }
+            last = last.max(t);
+            n += 1;
+        }
+        expected.insert((start, last + gap, user, n));
+    }
+    assert!(
+        expected.iter().any(|(_, _, _, n)| *n > 2),
+        "some sessions should join several events"
+    );
+
+    // (target partitions, batch size, stop and resume from a checkpoint half-way)
+    for (tp, batch, resume) in [
+        ("1", "700", false),
+        ("2", "3000", false),
+        ("2", "1000", true),
+    ] {
+        let dir = temp_dir("sess");
+        let out = dir.join("out");
+        let q = dir.join("q.sql");
+        std::fs::write(
+            &q,
+            format!(
+                "CREATE TABLE logs (timestamp BIGINT, status VARCHAR, severity VARCHAR, source_ip VARCHAR, \
+                 user_id VARCHAR, content VARCHAR) WITH (connector = 'kafka', topic = '{topic}', \
+                 bootstrap_servers = '{broker}', {TABLE_OPTS});\n\
+                 CREATE TABLE out WITH (connector = 'jsonl', path = '{}');\n\
+                 INSERT INTO out SELECT session(event_time, INTERVAL '5 seconds') AS s, user_id, count(*) AS n \
+                 FROM logs WHERE lower(content) LIKE '%crash%' \
+                 GROUP BY session(event_time, INTERVAL '5 seconds'), user_id;\n",
+                out.display()
+            ),
+        )
+        .unwrap();
+        let ckpt = dir.join("ckpt");
+        let mut args = vec![
+            "run",
+            q.to_str().unwrap(),
+            "--available-now",
+            "--max-records-per-batch",
+            batch,
+            "--target-partitions",
+            tp,
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+        ];
+        if resume {
+            // First run: open sessions stay in the checkpoint's snapshot.
+            run_ok(&args);
+        }
+        args.push("--close-windows-at-end");
+        let (_, stderr) = run_ok(&args);
+        assert_eq!(
+            resume,
+            stderr.contains("resuming after committed batch"),
+            "{stderr}"
+        );
+        let mut got = BTreeSet::new();
+        for f in std::fs::read_dir(&out).unwrap() {
+            for line in std::fs::read_to_string(f.unwrap().path()).unwrap().lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                let row = (
+                    json_ms(&v["s"]["start"]),
+                    json_ms(&v["s"]["end"]),
+                    v["user_id"].as_str().unwrap().to_string(),
+                    v["n"].as_i64().unwrap(),
+                );
+                assert!(got.insert(row.clone()), "session emitted twice: {row:?}");
+            }
+        }
+        assert_eq!(got, expected, "tp {tp} batch {batch} resume {resume}");
+    }
+    // Sessions are emitted once, when closed: other output modes are refused.
+    let dir = temp_dir("sess-mode");
+    let q = windowed_query(
+        &dir,
+        &broker,
+        &topic,
+        "SELECT session(event_time, INTERVAL '5 seconds') AS s, user_id, count(*) AS n FROM logs \
+         GROUP BY session(event_time, INTERVAL '5 seconds'), user_id;",
+    );
+    let out = sluice(&["run", q.to_str().unwrap(), "--output-mode", "update"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("not supported for session windows"), "{said}");
+}

@@ -17,6 +17,7 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use super::analyze::{preorder, Analysis};
 use super::plan::{PlanKind, StreamPlan};
+use super::window::WindowKind;
 use super::{source_table, RunOptions};
 use crate::sql::{QueryFile, TableDef};
 
@@ -198,11 +199,14 @@ pub fn describe(
                     .as_ref()
                     .map(|t| format!("{} ms", t.delay_ms))
                     .unwrap_or_else(|| "none".into());
+                let state = match w.spec.kind {
+                    WindowKind::Session { .. } => "per-event rows until a session closes".into(),
+                    kind => format!("panes of {} ms", kind.pane()),
+                };
                 let _ = writeln!(
                     out,
-                    "  window: {:?} (panes of {} ms), watermark delay {delay}{}",
+                    "  window: {:?} ({state}), watermark delay {delay}{}",
                     w.spec.kind,
-                    w.spec.kind.pane(),
                     note(Analysis::window)
                 );
             }

@@ -465,6 +465,11 @@ fn split_aggregate(
                     ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
                 )?;
             }
+            if matches!(spec.kind, WindowKind::Session { .. }) && mode != OutputMode::Append {
+                return Err(plan_err(format!(
+                    "{mode} output mode is not supported for session windows; use append (each session is emitted once, when the watermark passes its end)"
+                )));
+            }
             if matches!(spec.kind, WindowKind::Hop { .. }) && mode == OutputMode::Update {
                 return Err(plan_err("update output mode is not supported for hop windows yet; use append or complete"));
             }

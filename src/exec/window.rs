@@ -3,7 +3,8 @@
 //! `tumble(ts, size)` returns the row's window `{start, end}`; `hop(ts, slide, size)`
 //! returns the row's *pane* of gcd(slide, size), and the state assembles each hop
 //! window from its panes at emit time, so every row is aggregated once, not once per
-//! window. Windows are aligned to the epoch; all arithmetic is in i64 milliseconds with
+//! window. `session(ts, gap)` returns each row's own `{ts, ts + gap}`; the state merges
+//! a key's overlapping ones into sessions (`state::session`). Windows are aligned to the epoch; all arithmetic is in i64 milliseconds with
 //! floor division, so timestamps at or before 0 land in the right window.
 
 use std::sync::Arc;
@@ -25,6 +26,8 @@ pub enum WindowKind {
     Tumble { size: i64 },
     /// Windows of `size` ms starting every `slide` ms.
     Hop { slide: i64, size: i64 },
+    /// Per key, events less than `gap` ms apart form one session `[first, last + gap)`.
+    Session { gap: i64 },
 }
 
 impl WindowKind {
@@ -33,6 +36,7 @@ impl WindowKind {
         match *self {
             WindowKind::Tumble { size } => size,
             WindowKind::Hop { slide, size } => gcd(slide, size),
+            WindowKind::Session { gap } => gap,
         }
     }
 
@@ -40,6 +44,7 @@ impl WindowKind {
     pub fn size(&self) -> i64 {
         match *self {
             WindowKind::Tumble { size } | WindowKind::Hop { size, .. } => size,
+            WindowKind::Session { gap } => gap,
         }
     }
 
@@ -48,6 +53,7 @@ impl WindowKind {
         match *self {
             WindowKind::Tumble { size } => size,
             WindowKind::Hop { slide, .. } => slide,
+            WindowKind::Session { gap } => gap,
         }
     }
 
@@ -80,6 +86,7 @@ impl WindowKind {
             ("hop", 3) => {
                 lit(1).and_then(|slide| lit(2).map(|size| WindowKind::Hop { slide, size }))
             }
+            ("session", 2) => lit(1).map(|gap| WindowKind::Session { gap }),
             _ => return None,
         };
         Some(kind.map(|k| (k, Arc::clone(&args[0]))))
@@ -142,7 +149,7 @@ pub fn window_array(starts: &TimestampMillisecondArray, size: i64) -> Result<Arr
     )?))
 }
 
-/// `tumble(ts, size)` / `hop(ts, slide, size)`.
+/// `tumble(ts, size)` / `hop(ts, slide, size)` / `session(ts, gap)`.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct WindowUdf {
     name: &'static str,
@@ -175,6 +182,7 @@ impl ScalarUDFImpl for WindowUdf {
         };
         let kind = match self.name {
             "tumble" => WindowKind::Tumble { size: scalar(1)? },
+            "session" => WindowKind::Session { gap: scalar(1)? },
             _ => WindowKind::Hop {
                 slide: scalar(1)?,
                 size: scalar(2)?,
@@ -182,6 +190,10 @@ impl ScalarUDFImpl for WindowUdf {
         };
         let ts = args.args[0].to_array(args.number_rows)?;
         let ms = event_time_ms(&ts)?;
+        if let WindowKind::Session { gap } = kind {
+            // Each event is its own session until the state merges it with its neighbours.
+            return Ok(ColumnarValue::Array(window_array(&ms, gap)?));
+        }
         let pane = kind.pane();
         let starts: TimestampMillisecondArray = ms.unary(|t| floor(t, pane));
         Ok(ColumnarValue::Array(window_array(&starts, pane)?))
@@ -199,7 +211,7 @@ pub fn event_time_ms(ts: &ArrayRef) -> Result<TimestampMillisecondArray> {
 
 /// The window functions, to register with a session.
 pub fn udfs() -> Vec<ScalarUDF> {
-    [("tumble", 2), ("hop", 3)]
+    [("tumble", 2), ("hop", 3), ("session", 2)]
         .into_iter()
         .map(|(name, n)| {
             ScalarUDF::new_from_impl(WindowUdf {

@@ -16,6 +16,7 @@
 //! `GroupsAccumulatorAdapter`. A shard's snapshot is the stock Partial schema, so it can
 //! be checked against a plain batch query and written to a checkpoint.
 
+pub mod session;
 pub mod window;
 
 use std::sync::Arc;

@@ -36,6 +36,8 @@ pub struct WindowedState {
     panes: BTreeMap<i64, ShardedState>,
     /// Windows starting at or before this were emitted (append mode) and are closed.
     emitted_through: Option<i64>,
+    /// Session windows: the partial rows of sessions still open (see `state::session`).
+    sessions: Vec<RecordBatch>,
 }
 
 impl WindowedState {
@@ -47,6 +49,7 @@ impl WindowedState {
             shards,
             panes: BTreeMap::new(),
             emitted_through: None,
+            sessions: Vec::new(),
         }
     }
 
@@ -63,6 +66,9 @@ impl WindowedState {
     /// Every pane's groups as keys + state columns (the Partial schema; the window
     /// column holds each pane). The state is kept.
     pub fn snapshot(&mut self) -> Result<Vec<RecordBatch>> {
+        if self.is_session() {
+            return Ok(self.sessions.clone());
+        }
         let mut out = Vec::new();
         for pane in self.panes.values_mut() {
             out.extend(pane.snapshot()?);
@@ -80,18 +86,39 @@ impl WindowedState {
         Ok(())
     }
 
-    /// Open panes.
+    fn is_session(&self) -> bool {
+        matches!(self.window.kind, WindowKind::Session { .. })
+    }
+
+    fn session_rows(&self) -> usize {
+        self.sessions.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    /// Open panes (session windows: open per-event mini-sessions).
     pub fn panes(&self) -> usize {
+        if self.is_session() {
+            return self.session_rows();
+        }
         self.panes.len()
     }
 
     /// Groups over all panes.
     pub fn groups(&self) -> usize {
+        if self.is_session() {
+            return self.session_rows();
+        }
         self.panes.values().map(ShardedState::groups).sum()
     }
 
     /// Bytes over all panes.
     pub fn size(&self) -> usize {
+        if self.is_session() {
+            return self
+                .sessions
+                .iter()
+                .map(RecordBatch::get_array_memory_size)
+                .sum();
+        }
         self.panes.values().map(ShardedState::size).sum()
     }
 
@@ -111,6 +138,10 @@ impl WindowedState {
     /// Groups held by each shard, over all panes.
     pub fn shard_groups(&self) -> Vec<usize> {
         let mut out = vec![0; self.shards.max(1)];
+        if self.is_session() {
+            out[0] = self.session_rows(); // sessions are kept unsharded
+            return out;
+        }
         for pane in self.panes.values() {
             for (o, g) in out.iter_mut().zip(pane.shard_groups()) {
                 *o += g;
@@ -122,6 +153,14 @@ impl WindowedState {
     /// Routes partial rows to their panes and merges them. Returns the rows routed to
     /// each shard, over all panes.
     pub fn merge(&mut self, partials: &[RecordBatch]) -> Result<Vec<u64>> {
+        if self.is_session() {
+            let mut counts = vec![0; self.shards.max(1)];
+            for b in partials.iter().filter(|b| b.num_rows() > 0) {
+                counts[0] += b.num_rows() as u64;
+                self.sessions.push(b.clone());
+            }
+            return Ok(counts);
+        }
         let mut by_pane: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
         let mut routed: BTreeMap<i64, Vec<RecordBatch>> = BTreeMap::new();
         for b in partials.iter().filter(|b| b.num_rows() > 0) {
@@ -174,6 +213,16 @@ impl WindowedState {
     /// Append mode: the windows whose end the watermark has reached and that were not
     /// emitted yet, then frees the panes no open window needs.
     pub fn emit_closed(&mut self, watermark: i64) -> Result<Vec<RecordBatch>> {
+        if self.is_session() {
+            let (closed, open) = super::session::close_sessions(
+                &self.spec,
+                self.window.key_index,
+                &self.sessions,
+                watermark,
+            )?;
+            self.sessions = open;
+            return Ok(closed);
+        }
         let kind = self.window.kind;
         let (slide, size) = (kind.slide(), kind.size());
         // Window starts with end <= watermark, not emitted before, that have a pane.
