@@ -181,7 +181,7 @@ impl KafkaSink {
                 if let Some(k) = keys.filter(|k| k.is_valid(row)) {
                     record = record.key(k.value(row));
                 }
-                let mut record = record;
+                // A full local queue is back-pressure: wait for deliveries, then retry.
                 loop {
                     match self.producer.send(record) {
                         Ok(()) => break,
