@@ -193,7 +193,13 @@ fn source_table(file: &QueryFile, opts: &RunOptions) -> Result<TableDef> {
 }
 
 /// The sink the query writes to: the INSERT INTO target, or the console.
-fn open_sink(file: &QueryFile, opts: &RunOptions, schema: SchemaRef) -> Result<Box<dyn Sink>> {
+/// `replay` is the batch a restart replays from the checkpoint's log, if any.
+fn open_sink(
+    file: &QueryFile,
+    opts: &RunOptions,
+    schema: SchemaRef,
+    replay: Option<u64>,
+) -> Result<Box<dyn Sink>> {
     let def = file
         .insert_into
         .as_ref()
@@ -221,10 +227,12 @@ fn open_sink(file: &QueryFile, opts: &RunOptions, schema: SchemaRef) -> Result<B
         "kafka" => {
             let def =
                 def.ok_or_else(|| Error::option("sink", "internal: Kafka sink without a table"))?;
+            let checkpoint = opts.checkpoint.as_deref().unwrap_or("");
             Ok(Box::new(KafkaSink::from_table(
                 def,
                 schema,
-                &file.query.to_string(),
+                &[&file.query.to_string(), checkpoint],
+                replay,
             )?))
         }
         other => Err(Error::option(

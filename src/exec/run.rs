@@ -150,7 +150,12 @@ pub async fn run_with(
     let mut outputs = Outputs {
         sink: match analysis {
             Some(_) => Box::new(Discard),
-            None => open_sink(&file, opts, plan.output_schema.clone())?,
+            None => open_sink(
+                &file,
+                opts,
+                plan.output_schema.clone(),
+                pending.as_ref().map(|l| l.batch_id),
+            )?,
         },
         checkpoint,
     };

@@ -4,13 +4,14 @@
 //!  batch N ─► begin transaction ─► one message per row (key column, header sluice.batch=N)
 //!          ─► group offset "next batch = N + 1" in the same transaction ─► commit
 //! ```
-//! A transactional producer (one `transactional.id` per query and topic, so a restarted
-//! process fences its predecessor) makes a batch's messages visible all at once, to
-//! `read_committed` readers. The group offset stored inside the transaction says which
-//! batch was written last: a batch replayed after a crash that already committed here
-//! (the crash came between this commit and the checkpoint's) is skipped, not written
-//! twice. Without a checkpoint nothing is replayed and the transactions still keep
-//! half-written batches out of sight.
+//! A transactional producer (one `transactional.id` per query, checkpoint location and
+//! topic, so a restarted process fences its predecessor) makes a batch's messages
+//! visible all at once, to `read_committed` readers. The group offset stored inside the
+//! transaction says which batch was written last: when a restart replays the batch its
+//! checkpoint logged but did not commit, and that batch already committed here (the
+//! crash came between this commit and the checkpoint's), it is skipped, not written
+//! twice. Only that replayed batch is ever skipped: a run that starts again from batch
+//! 0 (no or a new checkpoint) writes everything.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,13 +40,21 @@ pub struct KafkaSink {
     group: BaseConsumer,
     /// The last batch id written, once the transactions are initialised.
     written: Option<Option<u64>>,
+    /// The batch this run replays from the checkpoint's log, if any.
+    replay: Option<u64>,
 }
 
 impl KafkaSink {
     /// The sink `CREATE TABLE … WITH (connector = 'kafka', topic = 'T',
-    /// bootstrap_servers = 'H:P', key = 'column')` declares. `query` names the
-    /// transactional id, so two different queries never fence each other.
-    pub fn from_table(def: &TableDef, schema: SchemaRef, query: &str) -> Result<Self> {
+    /// bootstrap_servers = 'H:P', key = 'column')` declares. `identity` (the query and
+    /// the checkpoint location) names the transactional id, so two different queries or
+    /// checkpoints never fence each other; `replay` is the batch a restart replays.
+    pub fn from_table(
+        def: &TableDef,
+        schema: SchemaRef,
+        identity: &[&str],
+        replay: Option<u64>,
+    ) -> Result<Self> {
         let opt = |key: &str| format!("'{key}' of table {}", def.name);
         for key in def.options.keys() {
             let known = ["connector", "topic", "bootstrap_servers", "key", "format"];
@@ -88,10 +97,9 @@ impl KafkaSink {
         if crate::kafka::topic_partitions(&brokers, &topic)?.is_none() {
             return Err(Error::TopicMissing { topic, brokers });
         }
-        let id = format!(
-            "sluice-{topic}-{}",
-            crate::checkpoint::fingerprint(&[query, &topic])
-        );
+        let mut parts = identity.to_vec();
+        parts.push(&topic);
+        let id = format!("sluice-{topic}-{}", crate::checkpoint::fingerprint(&parts));
         let producer = crate::kafka::client_config(&brokers)
             .set("transactional.id", &id)
             .set("linger.ms", "5")
@@ -109,6 +117,7 @@ impl KafkaSink {
             producer,
             group,
             written: None,
+            replay,
         })
     }
 
@@ -202,8 +211,9 @@ impl KafkaSink {
     }
 
     fn write_blocking(&mut self, batch_id: u64, batches: &[RecordBatch]) -> Result<()> {
-        if self.start()?.is_some_and(|w| batch_id <= w) {
-            return Ok(()); // committed before a crash: a replay must not write it again
+        let written = self.start()?;
+        if self.replay == Some(batch_id) && written.is_some_and(|w| batch_id <= w) {
+            return Ok(()); // committed before a crash: the replay must not write it again
         }
         let txn = |e| Error::kafka(format!("a transaction on {}", self.topic), e);
         self.producer.begin_transaction().map_err(txn)?;
