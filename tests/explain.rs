@@ -34,6 +34,11 @@ fn explain_query2_shows_the_watermark_and_window() {
     check("queries/crash_alerts.sql", "explain_crash_alerts.txt");
 }
 
+#[test]
+fn explain_sessions_shows_the_session_window() {
+    check("queries/crash_sessions.sql", "explain_crash_sessions.txt");
+}
+
 /// The `[k=v, …]` note at the end of the first line starting with `prefix`
 /// (after indentation), as text.
 fn note<'a>(text: &'a str, prefix: &str) -> &'a str {

@@ -178,21 +178,40 @@ pub fn describe(
                 .iter()
                 .map(|f| f.name().as_str())
                 .collect();
-            let _ = writeln!(
-                out,
-                "Exchange: hash({}) → {} state shards{}",
-                keys.join(", "),
-                plan.partitions,
-                note(Analysis::exchange)
-            );
-            let _ = writeln!(out, "Stage 2, one task per state shard:");
             let aggs: Vec<&str> = spec.aggregates.iter().map(|a| a.name()).collect();
-            let _ = writeln!(
-                out,
-                "  state merge: GroupValues + GroupsAccumulator for {}{}",
-                aggs.join(", "),
-                note(Analysis::state)
-            );
+            let sessions = window
+                .as_ref()
+                .is_some_and(|w| matches!(w.spec.kind, WindowKind::Session { .. }));
+            if sessions {
+                let _ = writeln!(
+                    out,
+                    "Exchange: none: open sessions' partial rows are kept together{}",
+                    note(Analysis::exchange)
+                );
+                let _ = writeln!(out, "Stage 2, one task:");
+                let _ = writeln!(
+                    out,
+                    "  state: open sessions' partial rows, joined per key in start order; a closed \
+                     session merged with GroupsAccumulator for {}{}",
+                    aggs.join(", "),
+                    note(Analysis::state)
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "Exchange: hash({}) → {} state shards{}",
+                    keys.join(", "),
+                    plan.partitions,
+                    note(Analysis::exchange)
+                );
+                let _ = writeln!(out, "Stage 2, one task per state shard:");
+                let _ = writeln!(
+                    out,
+                    "  state merge: GroupValues + GroupsAccumulator for {}{}",
+                    aggs.join(", "),
+                    note(Analysis::state)
+                );
+            }
             if let Some(w) = window {
                 let delay = w
                     .tracker
