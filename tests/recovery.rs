@@ -121,11 +121,10 @@ const Q2: &str = "SELECT tumble(event_time, INTERVAL '10 seconds') AS \"interval
                   FROM logs WHERE lower(content) LIKE '%crash%' AND severity IN ('High', 'Critical') \
                   GROUP BY tumble(event_time, INTERVAL '10 seconds'), user_id HAVING count(*) > 2;";
 
-#[test]
-fn query2_into_parquet_is_exact_after_repeated_sigkill() {
-    let (broker, topic) = event_time_topic("kill2", 40000, 21, 400, "crash", 1);
+/// Query 2 computed independently over `topic`: (window start, user, count), sorted.
+fn q2_expected(broker: &str, topic: &str) -> Vec<(i64, String, i64)> {
     let mut counts: BTreeMap<(i64, String), i64> = BTreeMap::new();
-    for c in consume_all(&broker, &topic) {
+    for c in consume_all(broker, topic) {
         let r = parse_record(&c.payload).unwrap();
         if r.content.to_lowercase().contains("crash")
             && (r.severity == "High" || r.severity == "Critical")
@@ -135,11 +134,17 @@ fn query2_into_parquet_is_exact_after_repeated_sigkill() {
                 .or_insert(0) += 1;
         }
     }
-    let expected: Vec<(i64, String, i64)> = counts
+    counts
         .into_iter()
         .filter(|(_, n)| *n > 2)
         .map(|((w, u), n)| (w, u, n))
-        .collect();
+        .collect()
+}
+
+#[test]
+fn query2_into_parquet_is_exact_after_repeated_sigkill() {
+    let (broker, topic) = event_time_topic("kill2", 40000, 21, 400, "crash", 1);
+    let expected = q2_expected(&broker, &topic);
     assert!(expected.len() > 100);
 
     let dir = temp_dir("kill2");
@@ -410,22 +415,7 @@ fn committed_messages(broker: &str, topic: &str) -> Vec<serde_json::Value> {
 #[test]
 fn query2_into_kafka_is_exactly_once_after_repeated_sigkill() {
     let (broker, topic) = event_time_topic("killk", 30000, 21, 400, "crash", 1);
-    let mut counts: BTreeMap<(i64, String), i64> = BTreeMap::new();
-    for c in consume_all(&broker, &topic) {
-        let r = parse_record(&c.payload).unwrap();
-        if r.content.to_lowercase().contains("crash")
-            && (r.severity == "High" || r.severity == "Critical")
-        {
-            *counts
-                .entry((floor(r.timestamp, 10_000), r.user_id))
-                .or_insert(0) += 1;
-        }
-    }
-    let expected: Vec<(i64, String, i64)> = counts
-        .into_iter()
-        .filter(|(_, n)| *n > 2)
-        .map(|((w, u), n)| (w, u, n))
-        .collect();
+    let expected = q2_expected(&broker, &topic);
     assert!(expected.len() > 50);
 
     let out_topic = unique_topic("killk-out");
@@ -488,8 +478,7 @@ fn query2_into_kafka_is_exactly_once_after_repeated_sigkill() {
         })
         .collect();
     got.sort();
-    let mut want = expected;
-    want.sort();
+    let want = expected; // sorted, as q2_expected returns it
     assert_eq!(
         got, want,
         "after {killed} kills: nothing missing, nothing twice"

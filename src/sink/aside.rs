@@ -53,12 +53,8 @@ impl LateSink {
             let partitions = b.column(p).as_primitive::<Int32Type>();
             let offsets = b.column(o).as_primitive::<Int64Type>();
             let keep: Vec<usize> = (0..b.num_columns()).filter(|&i| i != p && i != o).collect();
-            let mut w = arrow::json::LineDelimitedWriter::new(Vec::new());
-            w.write(&b.project(&keep).map_err(bad)?).map_err(bad)?;
-            w.finish().map_err(bad)?;
-            let text = w.into_inner();
-            let lines = text.split(|c| *c == b'\n').filter(|l| !l.is_empty());
-            for (row, line) in lines.enumerate() {
+            let text = super::json_lines(&[&b.project(&keep).map_err(bad)?]).map_err(bad)?;
+            for (row, line) in super::json_rows(&text).enumerate() {
                 let row_json = std::str::from_utf8(line).unwrap_or("{}");
                 let body = row_json.strip_prefix('{').unwrap_or(row_json);
                 let sep = if body == "}" { "" } else { "," };

@@ -271,12 +271,7 @@ impl FileSink {
                 w.into_inner().map_err(|e| err(&e))
             }
             FileFormat::JsonLines => {
-                let mut w = arrow::json::LineDelimitedWriter::new(Vec::new());
-                for b in batches {
-                    w.write(b).map_err(|e| err(&e))?;
-                }
-                w.finish().map_err(|e| err(&e))?;
-                Ok(w.into_inner())
+                super::json_lines(&batches.iter().collect::<Vec<_>>()).map_err(|e| err(&e))
             }
         }
     }

@@ -168,18 +168,9 @@ impl KafkaSink {
             let keys = keys
                 .as_ref()
                 .and_then(|k| k.as_any().downcast_ref::<StringArray>());
-            let mut w = arrow::json::LineDelimitedWriter::new(Vec::new());
-            w.write(b)
-                .map_err(|e| Error::option("Kafka sink", e.to_string()))?;
-            w.finish()
-                .map_err(|e| Error::option("Kafka sink", e.to_string()))?;
-            let text = w.into_inner();
-            // JSON strings escape line breaks, so each line is one row.
-            for (row, line) in text
-                .split(|c| *c == b'\n')
-                .filter(|l| !l.is_empty())
-                .enumerate()
-            {
+            let text =
+                super::json_lines(&[b]).map_err(|e| Error::option("Kafka sink", e.to_string()))?;
+            for (row, line) in super::json_rows(&text).enumerate() {
                 let headers = OwnedHeaders::new().insert(Header {
                     key: "sluice.batch",
                     value: Some(id.as_str()),

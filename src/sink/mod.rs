@@ -9,9 +9,26 @@ pub mod file;
 pub mod kafka;
 
 use arrow::array::RecordBatch;
+use arrow::error::ArrowError;
 use async_trait::async_trait;
 
 use crate::error::Result;
+
+/// `batches` as JSON lines (arrow-json), one line per row.
+pub fn json_lines(batches: &[&RecordBatch]) -> std::result::Result<Vec<u8>, ArrowError> {
+    let mut w = arrow::json::LineDelimitedWriter::new(Vec::new());
+    for b in batches {
+        w.write(b)?;
+    }
+    w.finish()?;
+    Ok(w.into_inner())
+}
+
+/// The rows of a [`json_lines`] buffer: JSON escapes line breaks inside strings, so
+/// each line is one row.
+pub fn json_rows(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    text.split(|c| *c == b'\n').filter(|l| !l.is_empty())
+}
 
 /// A destination for result rows.
 #[async_trait]
