@@ -64,6 +64,9 @@ pub struct Commit {
     pub emitted_through: Option<i64>,
     /// State snapshot file, relative to the checkpoint root.
     pub state_file: Option<String>,
+    /// Rows a query with a global `LIMIT` has emitted so far.
+    #[serde(default)]
+    pub limit_emitted: u64,
 }
 
 /// What recovery found.

@@ -5,7 +5,8 @@
 //! ```text
 //!  engine: slot.set(batches per partition) ─► reset_plan_states(plan) ─► execute
 //!                                                      │
-//!                      BatchInputExec::execute(p) ◄────┘ takes partition p's batches
+//!                      BatchInputExec::execute(p) ◄────┘ reads partition p's batches
+//!  engine: slot.clear() once the run is over
 //! ```
 
 use std::fmt;
@@ -43,12 +44,19 @@ impl InputSlot {
         }
     }
 
-    fn take(&self, partition: usize) -> Vec<RecordBatch> {
+    /// Empties the slot once a run is over, so its batches are freed.
+    pub fn clear(&self) {
+        if let Ok(mut slot) = self.partitions.lock() {
+            slot.clear();
+        }
+    }
+
+    /// Partition `partition`'s batches. They stay in the slot: a table the query reads
+    /// twice (a union of two filters, a self-join) has one scan per reference, and each
+    /// scan sees the whole batch.
+    fn get(&self, partition: usize) -> Vec<RecordBatch> {
         match self.partitions.lock() {
-            Ok(mut slot) => slot
-                .get_mut(partition)
-                .map(std::mem::take)
-                .unwrap_or_default(),
+            Ok(slot) => slot.get(partition).cloned().unwrap_or_default(),
             Err(_) => Vec::new(),
         }
     }
@@ -150,7 +158,12 @@ impl ExecutionPlan for BatchInputExec {
                 self.partitions
             )));
         }
-        let batches = self.slot.take(partition);
+        let batches = self
+            .slot
+            .get(partition)
+            .iter()
+            .map(|b| project_to(b, &self.schema))
+            .collect::<Result<Vec<_>>>()?;
         BaselineMetrics::new(&self.metrics, partition)
             .record_output(batches.iter().map(RecordBatch::num_rows).sum());
         Ok(Box::pin(MemoryStream::try_new(
@@ -161,6 +174,21 @@ impl ExecutionPlan for BatchInputExec {
     }
 }
 
+/// `batch` with the columns of `schema`, by name: the slot holds the columns every scan
+/// of the table needs, each scan takes its own.
+fn project_to(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch.clone());
+    }
+    let indices = schema
+        .fields()
+        .iter()
+        .map(|f| batch.schema().index_of(f.name()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let projected = batch.project(&indices)?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), projected.columns().to_vec())?)
+}
+
 /// The streaming source as a table. Scanning records which columns the plan reads, so
 /// the decoder decodes only those.
 #[derive(Debug)]
@@ -168,7 +196,8 @@ pub struct StreamTable {
     schema: SchemaRef,
     slot: Arc<InputSlot>,
     partitions: usize,
-    projection: Mutex<Option<SchemaRef>>,
+    /// The columns any scan of the query reads (indices into `schema`).
+    projection: Mutex<Option<std::collections::BTreeSet<usize>>>,
 }
 
 impl StreamTable {
@@ -182,9 +211,12 @@ impl StreamTable {
         }
     }
 
-    /// The columns the planned query reads (set by planning).
+    /// The columns the planned query reads, over all its scans of this table (set by
+    /// planning), in the table's order: what the decoder produces.
     pub fn projected_schema(&self) -> Option<SchemaRef> {
-        self.projection.lock().ok().and_then(|p| p.clone())
+        let p = self.projection.lock().ok()?;
+        let indices: Vec<usize> = p.as_ref()?.iter().copied().collect();
+        self.schema.project(&indices).ok().map(Arc::new)
     }
 }
 
@@ -205,22 +237,14 @@ impl TableProvider for StreamTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let schema = match projection {
-            Some(p) => Arc::new(self.schema.project(p)?),
-            None => Arc::clone(&self.schema),
-        };
-        let mut recorded = self
-            .projection
+        let all: Vec<usize> = (0..self.schema.fields().len()).collect();
+        let projection = projection.unwrap_or(&all);
+        let schema = Arc::new(self.schema.project(projection)?);
+        self.projection
             .lock()
-            .map_err(|_| DataFusionError::Internal("projection lock poisoned".into()))?;
-        if recorded.as_ref().is_some_and(|s| s != &schema) {
-            return Err(DataFusionError::Plan(
-                "the source table is read twice with different columns (a self-join or a subquery); \
-                 Sluice runs queries that read their source once"
-                    .into(),
-            ));
-        }
-        *recorded = Some(Arc::clone(&schema));
+            .map_err(|_| DataFusionError::Internal("projection lock poisoned".into()))?
+            .get_or_insert_with(Default::default)
+            .extend(projection.iter().copied());
         Ok(Arc::new(BatchInputExec::new(
             Arc::clone(&self.slot),
             schema,

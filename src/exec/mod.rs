@@ -49,9 +49,14 @@ pub struct RunOptions {
     /// needed, then exit.
     #[arg(long)]
     pub available_now: bool,
-    /// Most records per batch, over all partitions (Spark's maxOffsetsPerTrigger).
-    #[arg(long)]
-    pub max_records_per_batch: Option<u64>,
+    /// Most records per batch, over all partitions (Spark's maxOffsetsPerTrigger). A
+    /// bound always applies, so a backlog or an unbounded source cannot fill memory.
+    #[arg(long, default_value_t = DEFAULT_MAX_RECORDS)]
+    pub max_records_per_batch: u64,
+    /// Most payload bytes per batch, over all partitions (e.g. `64MB`, `1GB`): bounds
+    /// memory when records are large. A batch stops at the first decode chunk past it.
+    #[arg(long, default_value = "256MB", value_parser = parse_bytes)]
+    pub max_bytes_per_batch: u64,
     /// Kafka bootstrap servers (overrides the table's).
     #[arg(long)]
     pub bootstrap_servers: Option<String>,
@@ -108,6 +113,29 @@ pub struct RunOptions {
     /// Committed batches kept in the checkpoint; older ones are deleted.
     #[arg(long, default_value_t = 10)]
     pub keep_checkpoints: u64,
+}
+
+/// Records per batch unless `--max-records-per-batch` says otherwise.
+pub const DEFAULT_MAX_RECORDS: u64 = 1_000_000;
+
+/// Parses `1048576`, `64KB`, `256MB`, `1GB` (powers of 1024; `KiB` etc. also accepted).
+pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size like 64MB or 1GB"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("'{s}': unknown unit; use B, KB, MB or GB")),
+    };
+    n.checked_mul(scale)
+        .filter(|b| *b > 0)
+        .ok_or_else(|| format!("'{s}' is not a size between 1 byte and 16 EB"))
 }
 
 fn default_parallelism() -> usize {
@@ -197,6 +225,7 @@ fn source_table(file: &QueryFile, opts: &RunOptions) -> Result<TableDef> {
 fn open_sink(
     file: &QueryFile,
     opts: &RunOptions,
+    mode: OutputMode,
     schema: SchemaRef,
     replay: Option<u64>,
 ) -> Result<Box<dyn Sink>> {
@@ -222,7 +251,14 @@ fn open_sink(
         "parquet" | "jsonl" => {
             let def =
                 def.ok_or_else(|| Error::option("sink", "internal: file sink without a table"))?;
-            Ok(Box::new(FileSink::from_table(def, schema)?))
+            let sink = FileSink::from_table(def, schema)?;
+            // Complete mode: each batch's whole result replaces the previous one, so the
+            // directory always holds one copy of the result (never duplicates).
+            Ok(Box::new(if mode == OutputMode::Complete {
+                sink.replacing()
+            } else {
+                sink
+            }))
         }
         "kafka" => {
             let def =
@@ -252,13 +288,14 @@ pub fn plan_ranges(
     let backlog: Vec<u64> = next
         .iter()
         .zip(ends)
-        .map(|(n, e)| (e - n).max(0) as u64)
+        .map(|(n, e)| e.saturating_sub(*n).max(0) as u64)
         .collect();
-    let total: u64 = backlog.iter().sum();
+    // u128: an unbounded source reports i64::MAX as its end.
+    let total: u128 = backlog.iter().map(|b| *b as u128).sum();
     let quota = |b: u64| -> u64 {
         match max_records {
-            Some(max) if total > max => {
-                ((b as u128 * max as u128 / total as u128) as u64).max(u64::from(b > 0))
+            Some(max) if total > max as u128 => {
+                ((b as u128 * max as u128 / total) as u64).max(u64::from(b > 0))
             }
             _ => u64::MAX,
         }
@@ -295,6 +332,20 @@ mod tests {
         let r = plan_ranges(&[0], &[5], Some(40));
         assert_eq!(r[0].1, u64::MAX);
         assert!(plan_ranges(&[5], &[5], None).is_empty());
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_bytes("256MB").unwrap(), 256 << 20);
+        assert_eq!(parse_bytes("1gib").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("4096").unwrap(), 4096);
+        assert!(parse_bytes("0").is_err() && parse_bytes("lots").is_err());
+    }
+
+    #[test]
+    fn an_unbounded_source_gets_a_share_of_the_bound() {
+        let r = plan_ranges(&[0, 0, 0], &[i64::MAX; 3], Some(900));
+        assert_eq!(r.iter().map(|(_, q)| *q).collect::<Vec<_>>(), [300, 300, 300]);
     }
 
     #[test]

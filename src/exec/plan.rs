@@ -19,10 +19,12 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{FetchType, LogicalPlan, SkipType};
 use datafusion::optimizer::Optimizer;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::ExecutionPlanProperties;
 use datafusion::physical_plan::{
     collect, execute_stream, ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions,
 };
@@ -128,6 +130,8 @@ pub struct StreamPlan {
     pub mode: OutputMode,
     /// Schema of the rows sinks receive.
     pub output_schema: SchemaRef,
+    /// `LIMIT n` of a query without aggregation: n rows in all, over every batch.
+    pub limit: Option<usize>,
     task_ctx: Arc<TaskContext>,
     /// The trees the last batch executed (stage 1 or the stateless plan, stage 2): each
     /// batch runs a fresh copy, and its operator metrics are read from here
@@ -161,12 +165,17 @@ fn session(partitions: usize) -> SessionContext {
         .into_iter()
         .filter(|r| r.name() != "CombinePartialFinalAggregate")
         .collect();
-    let state = SessionStateBuilder::new()
+    let mut state = SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
         .with_optimizer_rules(logical_rules)
         .with_physical_optimizer_rules(physical_rules)
         .build();
+    // json_get / json_get_str / `->` / `->>` over JSON held in a string column. Only
+    // fails on a name clash, which the crate's own names cannot have with DataFusion's.
+    if let Err(e) = datafusion_functions_json::register_all(&mut state) {
+        tracing::warn!("JSON functions not registered: {e}");
+    }
     let ctx = SessionContext::new_with_state(state);
     for udf in super::window::udfs() {
         ctx.register_udf(udf);
@@ -225,9 +234,11 @@ impl StreamPlan {
         let task_ctx = ctx.task_ctx();
 
         let aggregates = count_aggregates(&physical)?;
+        let mut limit = None;
         let (kind, mode) = if aggregates == 0 {
             let mode = mode.unwrap_or(OutputMode::Append);
-            check_stateless(&physical, mode)?;
+            limit = global_limit(&logical)?;
+            check_stateless(&physical, mode, limit.is_some())?;
             (PlanKind::Stateless { plan: physical }, mode)
         } else {
             split_aggregate(physical, mode, &event_time)?
@@ -239,6 +250,7 @@ impl StreamPlan {
             kind,
             mode,
             output_schema,
+            limit,
             task_ctx,
             executed: Mutex::default(),
         })
@@ -267,7 +279,10 @@ impl StreamPlan {
         self.input.set(input);
         let plan = reset_plan_states(Arc::clone(plan))?;
         self.keep_executed(0, &plan);
-        collect(plan, Arc::clone(&self.task_ctx)).await
+        // `collect` runs every output partition (a union has more than its inputs).
+        let out = collect(plan, Arc::clone(&self.task_ctx)).await;
+        self.input.clear();
+        out
     }
 
     fn keep_executed(&self, stage: usize, plan: &Arc<dyn ExecutionPlan>) {
@@ -290,7 +305,9 @@ impl StreamPlan {
         self.input.set(input);
         let plan = reset_plan_states(Arc::clone(partial))?;
         self.keep_executed(0, &plan);
-        let tasks: Vec<_> = (0..self.partitions)
+        // Every output partition: a union below the aggregate has more than the input.
+        let outputs = plan.output_partitioning().partition_count();
+        let tasks: Vec<_> = (0..outputs)
             .map(|p| {
                 let plan = Arc::clone(&plan);
                 let ctx = Arc::clone(&self.task_ctx);
@@ -307,6 +324,7 @@ impl StreamPlan {
                 .map_err(|e| DataFusionError::External(Box::new(e)))??;
             out.extend(batches);
         }
+        self.input.clear();
         Ok(out)
     }
 
@@ -321,7 +339,9 @@ impl StreamPlan {
         let plan = reset_plan_states(Arc::clone(upper))?;
         self.keep_executed(1, &plan);
         let stream = execute_stream(plan, Arc::clone(&self.task_ctx))?;
-        stream.try_collect().await
+        let out = stream.try_collect().await;
+        slot.clear();
+        out
     }
 }
 
@@ -356,17 +376,58 @@ const SORT_OR_LIMIT: &[&str] = &[
     "LocalLimitExec",
 ];
 
-fn check_stateless(plan: &Arc<dyn ExecutionPlan>, mode: OutputMode) -> Result<()> {
+/// The `n` of a `LIMIT n` on the outermost query (under projections only). Each batch
+/// runs the plan with its limit, which bounds the batch's rows; the engine keeps the
+/// first n rows over all batches (Spark's streaming LIMIT). A LIMIT deeper in the
+/// query, or an OFFSET, would need state across batches: refused.
+fn global_limit(logical: &LogicalPlan) -> Result<Option<usize>> {
+    let mut node = logical;
+    loop {
+        match node {
+            LogicalPlan::Projection(p) => node = p.input.as_ref(),
+            LogicalPlan::SubqueryAlias(a) => node = a.input.as_ref(),
+            LogicalPlan::Limit(l) => {
+                if !matches!(l.get_skip_type()?, SkipType::Literal(0)) {
+                    return Err(plan_err(
+                        "OFFSET is not supported on streams (the rows to skip would span batches); remove it",
+                    ));
+                }
+                let FetchType::Literal(fetch) = l.get_fetch_type()? else {
+                    return Err(plan_err("LIMIT on a stream needs a constant row count"));
+                };
+                let nested = l.input.exists(|n| Ok(matches!(n, LogicalPlan::Limit(_))))?;
+                if nested {
+                    return Err(plan_err(
+                        "LIMIT inside a subquery is not supported on streams; put the LIMIT on the outermost query",
+                    ));
+                }
+                return Ok(fetch);
+            }
+            _ => return Ok(None),
+        }
+    }
+}
+
+fn check_stateless(
+    plan: &Arc<dyn ExecutionPlan>,
+    mode: OutputMode,
+    global_limit: bool,
+) -> Result<()> {
     if mode == OutputMode::Complete {
         return Err(plan_err(
             "complete output mode needs an aggregation (GROUP BY or an aggregate function); \
              use --output-mode append for a query that only filters and projects",
         ));
     }
-    if has_node(plan, SORT_OR_LIMIT)? {
+    if has_node(plan, &["SortExec", "SortPreservingMergeExec"])? {
         return Err(plan_err(
-            "ORDER BY and LIMIT over a stream need an aggregation in complete output mode; \
-             remove them or aggregate the stream",
+            "ORDER BY over a stream needs an aggregation in complete output mode; \
+             remove it or aggregate the stream",
+        ));
+    }
+    if !global_limit && has_node(plan, &["GlobalLimitExec", "LocalLimitExec"])? {
+        return Err(plan_err(
+            "LIMIT inside a subquery is not supported on streams; put the LIMIT on the outermost query",
         ));
     }
     if has_node(

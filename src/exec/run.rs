@@ -153,6 +153,7 @@ pub async fn run_with(
             None => open_sink(
                 &file,
                 opts,
+                plan.mode,
                 plan.output_schema.clone(),
                 pending.as_ref().map(|l| l.batch_id),
             )?,
@@ -195,7 +196,8 @@ pub async fn run_with(
         }
         None => None,
     };
-    let limit = opts.max_records_per_batch;
+    let limit = Some(opts.max_records_per_batch);
+    let max_bytes = opts.max_bytes_per_batch;
     let console = file.insert_into.is_none();
     let mut previous_start: Option<Instant> = None;
     let mut behind = crate::metrics::FallingBehind::default();
@@ -217,8 +219,16 @@ pub async fn run_with(
         if stop() || analysis.as_ref().is_some_and(|a| a.done()) {
             break;
         }
+        if state.limit_reached() {
+            status.say(
+                progress,
+                &format!("[sluice] LIMIT {} reached: the query is done", plan.limit.unwrap_or(0)),
+            );
+            break;
+        }
         let started = Instant::now();
         if !requested {
+            let replay = pending.is_some();
             let ranges = match pending.take() {
                 Some(log) if log.close_all => {
                     closing_replay = true;
@@ -259,10 +269,13 @@ pub async fn run_with(
                 .await;
                 continue;
             }
-            fetcher.request(&ranges)?;
+            // A replay reads its logged ranges whole: no byte bound.
+            fetcher.request(&ranges, if replay { u64::MAX } else { max_bytes })?;
         }
         let fetch_started = Instant::now();
-        let data = fetcher.collect()?;
+        let Some(data) = fetcher.collect(stop)? else {
+            break; // stopped mid-fetch: the batch was not logged, nothing is lost
+        };
         let fetch_wait = fetch_started.elapsed();
         for d in &data {
             next[d.range.partition] = d.range.end;
@@ -287,8 +300,8 @@ pub async fn run_with(
         requested = false;
         if opts.trigger.is_none() && !stop() {
             let ranges = plan_ranges(&next, &ends, limit);
-            if !ranges.is_empty() {
-                fetcher.request(&ranges)?;
+            if !ranges.is_empty() && !state.limit_reached() {
+                fetcher.request(&ranges, max_bytes)?;
                 requested = true;
             }
         }
@@ -444,6 +457,7 @@ impl Outputs {
                 max_event,
                 emitted_through,
                 state_file: None,
+                limit_emitted: state.limit_emitted(),
             };
             c.commit(commit, schema.as_ref(), &rows).await?;
         }

@@ -15,10 +15,36 @@ use crate::metrics::BatchProgress;
 use crate::state::window::WindowedState;
 use crate::state::ShardedState;
 
+/// A streaming `LIMIT n`: n rows in all, over every batch (Spark's semantics).
+#[derive(Debug, Clone, Copy)]
+pub struct RowLimit {
+    /// Rows the query may emit in all.
+    pub n: u64,
+    /// Rows emitted so far (checkpointed).
+    pub emitted: u64,
+}
+
+impl RowLimit {
+    /// Keeps the rows of `out` that still fit under the limit.
+    fn cut(&mut self, out: Vec<RecordBatch>) -> Vec<RecordBatch> {
+        let mut kept = Vec::with_capacity(out.len());
+        for b in out {
+            let room = self.n.saturating_sub(self.emitted) as usize;
+            if room == 0 {
+                break;
+            }
+            let b = if b.num_rows() > room { b.slice(0, room) } else { b };
+            self.emitted += b.num_rows() as u64;
+            kept.push(b);
+        }
+        kept
+    }
+}
+
 /// What the query keeps between batches.
 pub enum StreamState {
-    /// Filter/project only.
-    Stateless,
+    /// Filter/project only, with the rows a global LIMIT has let through.
+    Stateless(Option<RowLimit>),
     /// GROUP BY without windows.
     Groups(ShardedState),
     /// GROUP BY with an event-time window, and its watermark.
@@ -29,7 +55,10 @@ impl StreamState {
     /// Empty state for `plan`.
     pub fn new(plan: &StreamPlan) -> anyhow::Result<Self> {
         Ok(match &plan.kind {
-            PlanKind::Stateless { .. } => StreamState::Stateless,
+            PlanKind::Stateless { .. } => StreamState::Stateless(plan.limit.map(|n| RowLimit {
+                n: n as u64,
+                emitted: 0,
+            })),
             PlanKind::Aggregate {
                 spec, window: None, ..
             } => StreamState::Groups(ShardedState::new(spec.clone(), plan.partitions)?),
@@ -42,6 +71,19 @@ impl StreamState {
                 w.tracker.clone(),
             ),
         })
+    }
+
+    /// Rows a global LIMIT has let through so far (0 without one).
+    pub fn limit_emitted(&self) -> u64 {
+        match self {
+            StreamState::Stateless(Some(l)) => l.emitted,
+            _ => 0,
+        }
+    }
+
+    /// Whether a global LIMIT has emitted all its rows: the query is done.
+    pub fn limit_reached(&self) -> bool {
+        matches!(self, StreamState::Stateless(Some(l)) if l.emitted >= l.n)
     }
 
     /// Whether windows are still open.
@@ -63,7 +105,10 @@ impl StreamState {
         let started = Instant::now();
         let (partial, upper, upper_input) = match &plan.kind {
             PlanKind::Stateless { plan: stateless } => {
-                let out = plan.run_stateless(stateless, input).await?;
+                let mut out = plan.run_stateless(stateless, input).await?;
+                if let StreamState::Stateless(Some(limit)) = self {
+                    out = limit.cut(out);
+                }
                 p.phases.push(("execute", started.elapsed()));
                 return Ok(out);
             }
@@ -78,7 +123,7 @@ impl StreamState {
         let stage1 = started.elapsed();
         let merge_started = Instant::now();
         let (rows, emitted) = match self {
-            StreamState::Stateless => anyhow::bail!("internal: aggregate without state"),
+            StreamState::Stateless(_) => anyhow::bail!("internal: aggregate without state"),
             StreamState::Groups(state) => {
                 let rows = state.merge(&partials)?;
                 (rows, state.emit(plan.mode == OutputMode::Update)?)
@@ -118,7 +163,7 @@ impl StreamState {
     /// Fills in the state figures of `p`.
     pub fn describe(&self, p: &mut BatchProgress) {
         match self {
-            StreamState::Stateless => {}
+            StreamState::Stateless(_) => {}
             StreamState::Groups(s) => {
                 p.state_groups = s.groups();
                 p.state_bytes = s.size();
@@ -139,7 +184,7 @@ impl StreamState {
     /// The state to checkpoint: its schema and rows (DataFusion's Partial schema).
     pub fn snapshot(&mut self) -> anyhow::Result<(Option<SchemaRef>, Vec<RecordBatch>)> {
         Ok(match self {
-            StreamState::Stateless => (None, Vec::new()),
+            StreamState::Stateless(_) => (None, Vec::new()),
             StreamState::Groups(s) => (Some(s.spec().partial_schema.clone()), s.snapshot()?),
             StreamState::Windows(w, _) => (Some(w.spec().partial_schema.clone()), w.snapshot()?),
         })
@@ -157,7 +202,11 @@ impl StreamState {
     /// Restores a checkpointed snapshot into empty state.
     pub fn restore(&mut self, rows: &[RecordBatch], commit: &Commit) -> anyhow::Result<()> {
         match self {
-            StreamState::Stateless => {}
+            StreamState::Stateless(limit) => {
+                if let Some(l) = limit {
+                    l.emitted = commit.limit_emitted;
+                }
+            }
             StreamState::Groups(s) => s.restore(rows)?,
             StreamState::Windows(w, tracker) => {
                 w.restore(rows, commit.emitted_through)?;

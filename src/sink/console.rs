@@ -110,7 +110,7 @@ impl<'a> CellFormatter<'a> {
     fn new(c: &'a ArrayRef) -> Result<Self> {
         let opts = FormatOptions::default()
             .with_null("null")
-            .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S"));
+            .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.f"));
         if let Some(st) = c.as_struct_opt() {
             let children = st
                 .columns()
@@ -180,5 +180,28 @@ mod tests {
             empty.ends_with("+-------+-----------+\n|user_id|crash_count|\n+-------+-----------+\n+-------+-----------+\n\n"),
             "{empty}"
         );
+    }
+
+    /// Defect 6 of issue 18: the console dropped milliseconds (09:10:08.895 printed
+    /// 09:10:08). A whole second prints without a fraction, as Spark does.
+    #[test]
+    fn console_keeps_milliseconds() {
+        use arrow::array::{StructArray, TimestampMillisecondArray};
+        let ts = |v: Vec<i64>| Arc::new(TimestampMillisecondArray::from(v)) as ArrayRef;
+        // 2026-01-14 09:10:08.895 and 09:10:08.000 UTC
+        let at = 1_768_381_808_895i64;
+        let whole = at - 895;
+        let window = StructArray::from(vec![
+            (Arc::new(Field::new("start", ts(vec![]).data_type().clone(), true)), ts(vec![at, whole])),
+            (Arc::new(Field::new("end", ts(vec![]).data_type().clone(), true)), ts(vec![at + 10_000, whole + 10_000])),
+        ]);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("t", ts(vec![]).data_type().clone(), true),
+            Field::new("w", window.data_type().clone(), true),
+        ]));
+        let b = RecordBatch::try_new(schema, vec![ts(vec![at, whole]), Arc::new(window)]).unwrap();
+        let s = render(0, &b.schema(), std::slice::from_ref(&b), 0).unwrap();
+        assert!(s.contains("|2026-01-14 09:10:08.895|{2026-01-14 09:10:08.895, 2026-01-14 09:10:18.895}|"), "{s}");
+        assert!(s.contains("|2026-01-14 09:10:08    |{2026-01-14 09:10:08, 2026-01-14 09:10:18}"), "{s}");
     }
 }

@@ -6,6 +6,11 @@
 //! rename). A batch replayed after a crash has the same id and the same rows, so it
 //! overwrites its file instead of adding a duplicate.
 //!
+//! Complete output mode ([`FileSink::replacing`]): every batch carries the whole result,
+//! so batch N's file replaces all earlier ones (written first, then the older files
+//! deleted; a replay after a crash in between rewrites N and deletes them). The
+//! directory holds one copy of the result, never duplicates; no rollover.
+//!
 //! Rollover: so that a slow stream does not leave thousands of tiny files, the
 //! per-batch files of committed batches are merged into one
 //! (`part-00000003-00000012.parquet`) once they add up to `rollover_bytes` or the
@@ -44,6 +49,8 @@ pub struct FileSink {
     schema: SchemaRef,
     location: String,
     rollover: Rollover,
+    /// Complete mode: each batch's file replaces the earlier ones.
+    replace: bool,
 }
 
 /// When per-batch files are merged.
@@ -151,7 +158,26 @@ impl FileSink {
             schema,
             location: path.to_string(),
             rollover,
+            replace: false,
         })
+    }
+
+    /// The sink for complete output mode: each batch's result replaces the previous
+    /// one, so the directory always holds exactly the latest whole result.
+    pub fn replacing(mut self) -> Self {
+        self.replace = true;
+        self
+    }
+
+    /// Deletes every file of batches before `batch_id` (complete mode, once batch
+    /// `batch_id`'s result is written).
+    async fn delete_before(&self, batch_id: u64) -> Result<()> {
+        for p in self.parts().await? {
+            if p.last < batch_id {
+                self.store.delete(&p.path).await.map_err(|e| self.err(e))?;
+            }
+        }
+        Ok(())
     }
 
     fn ext(&self) -> &'static str {
@@ -280,8 +306,13 @@ impl FileSink {
 #[async_trait]
 impl Sink for FileSink {
     async fn write_batch(&mut self, batch_id: u64, batches: &[RecordBatch]) -> Result<()> {
-        self.roll_over(batch_id).await?;
+        if !self.replace {
+            self.roll_over(batch_id).await?;
+        }
         if batches.iter().all(|b| b.num_rows() == 0) {
+            if self.replace {
+                self.delete_before(batch_id).await?; // the whole result is empty now
+            }
             return Ok(());
         }
         let bytes = self.encode(batches)?;
@@ -289,7 +320,10 @@ impl Sink for FileSink {
         self.store
             .put(&path, PutPayload::from(bytes))
             .await
-            .map(|_| ())
-            .map_err(|e| Error::option(format!("sink {}", self.location), e.to_string()))
+            .map_err(|e| Error::option(format!("sink {}", self.location), e.to_string()))?;
+        if self.replace {
+            self.delete_before(batch_id).await?;
+        }
+        Ok(())
     }
 }

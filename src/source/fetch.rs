@@ -5,7 +5,9 @@
 //! previous one executes. Each worker owns the readers of its partitions and one
 //! decoder; payloads are copied once, from the client's buffer into the decoder's.
 
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -43,6 +45,7 @@ pub struct PartitionData {
 struct Job {
     range: OffsetRange,
     max_records: u64,
+    max_bytes: u64,
 }
 
 /// Worker threads reading partitions on request.
@@ -51,6 +54,8 @@ pub struct Fetcher {
     results: Receiver<Result<PartitionData>>,
     outstanding: usize,
     handles: Vec<JoinHandle<()>>,
+    /// Set when the run stops mid-fetch: workers end their ranges at the next chunk.
+    cancel: Arc<AtomicBool>,
 }
 
 impl Fetcher {
@@ -69,6 +74,7 @@ impl Fetcher {
             per_worker[p % workers].push((p, r));
         }
         let (res_tx, results) = channel();
+        let cancel = Arc::new(AtomicBool::new(false));
         let mut jobs = Vec::new();
         let mut handles = Vec::new();
         for (w, readers) in per_worker.into_iter().enumerate() {
@@ -76,9 +82,10 @@ impl Fetcher {
             let res_tx = res_tx.clone();
             let decoder = JsonDecoder::new(schema.clone());
             let prefilter = prefilter.clone();
+            let cancel = Arc::clone(&cancel);
             let handle = std::thread::Builder::new()
                 .name(format!("sluice-fetch-{w}"))
-                .spawn(move || worker(readers, decoder, prefilter, rx, res_tx))
+                .spawn(move || worker(readers, decoder, prefilter, rx, res_tx, cancel))
                 .map_err(|e| Error::io("cannot start a fetch thread", "", e))?;
             jobs.push(tx);
             handles.push(handle);
@@ -88,15 +95,26 @@ impl Fetcher {
             results,
             outstanding: 0,
             handles,
+            cancel,
         })
     }
 
-    /// Asks the workers to read `ranges`, at most `max_records[i]` records from range `i`.
-    pub fn request(&mut self, ranges: &[(OffsetRange, u64)]) -> Result<()> {
+    /// Asks the workers to read `ranges`, at most `max_records[i]` records from range
+    /// `i`, and about `max_bytes` payload bytes over all ranges (each range gets an
+    /// equal share; `u64::MAX` reads the ranges whole, as a replay must).
+    pub fn request(&mut self, ranges: &[(OffsetRange, u64)], max_bytes: u64) -> Result<()> {
         let n = self.jobs.len();
+        let share = match max_bytes {
+            u64::MAX => u64::MAX,
+            b => (b / ranges.len().max(1) as u64).max(1),
+        };
         for &(range, max_records) in ranges {
             self.jobs[range.partition % n]
-                .send(Job { range, max_records })
+                .send(Job {
+                    range,
+                    max_records,
+                    max_bytes: share,
+                })
                 .map_err(|_| Error::option("source", "a fetch thread stopped unexpectedly"))?;
             self.outstanding += 1;
         }
@@ -108,15 +126,24 @@ impl Fetcher {
         self.jobs.len()
     }
 
-    /// Waits for everything requested so far; results are in partition order.
-    pub fn collect(&mut self) -> Result<Vec<PartitionData>> {
+    /// Waits for everything requested so far; results are in partition order. When
+    /// `stop` turns true meanwhile, the workers are told to cut their ranges short and
+    /// `None` is returned once they have: the batch is abandoned (nothing of it was
+    /// logged or committed), and the fetcher cannot be used again.
+    pub fn collect(&mut self, stop: &dyn Fn() -> bool) -> Result<Option<Vec<PartitionData>>> {
         let mut out = Vec::with_capacity(self.outstanding);
         let mut first_err = None;
         while self.outstanding > 0 {
-            let r = self
-                .results
-                .recv()
-                .map_err(|_| Error::option("source", "a fetch thread stopped unexpectedly"))?;
+            if stop() {
+                self.cancel.store(true, Ordering::Relaxed);
+            }
+            let r = match self.results.recv_timeout(Duration::from_millis(50)) {
+                Ok(r) => r,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Error::option("source", "a fetch thread stopped unexpectedly"))
+                }
+            };
             self.outstanding -= 1;
             match r {
                 Ok(d) => out.push(d),
@@ -125,16 +152,20 @@ impl Fetcher {
                 }
             }
         }
+        if self.cancel.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         if let Some(e) = first_err {
             return Err(e);
         }
         out.sort_by_key(|d| d.range.partition);
-        Ok(out)
+        Ok(Some(out))
     }
 }
 
 impl Drop for Fetcher {
     fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed); // a range in flight ends at its next chunk
         self.jobs.clear(); // closes the channels: workers exit
         for h in self.handles.drain(..) {
             let _ = h.join();
@@ -148,6 +179,7 @@ fn worker(
     prefilter: Option<Prefilter>,
     jobs: Receiver<Job>,
     results: Sender<Result<PartitionData>>,
+    cancel: Arc<AtomicBool>,
 ) {
     let mut payloads = Payloads::default();
     while let Ok(job) = jobs.recv() {
@@ -159,6 +191,7 @@ fn worker(
                 prefilter.as_ref(),
                 &job,
                 &mut payloads,
+                &cancel,
             ),
             None => Err(Error::option(
                 "source",
@@ -177,6 +210,7 @@ fn read_partition(
     prefilter: Option<&Prefilter>,
     job: &Job,
     payloads: &mut Payloads,
+    cancel: &AtomicBool,
 ) -> Result<PartitionData> {
     let p = job.range.partition;
     let mut data = PartitionData {
@@ -190,7 +224,11 @@ fn read_partition(
     };
     payloads.clear();
     let mut next = job.range.start;
-    while next < job.range.end && data.records < job.max_records {
+    while next < job.range.end
+        && data.records < job.max_records
+        && data.bytes < job.max_bytes
+        && !cancel.load(Ordering::Relaxed)
+    {
         let want = (job.max_records - data.records).min(DECODE_CHUNK as u64);
         let (mut read, mut bytes, mut screened) = (0u64, 0u64, 0u64);
         let read_started = Instant::now();

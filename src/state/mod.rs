@@ -81,9 +81,71 @@ impl AggregateSpec {
     }
 }
 
+/// The group keys of a shard: DataFusion's `GroupValues`, or the one group of an
+/// aggregate without GROUP BY (`GroupValues` needs at least one key column).
+enum GroupKeys {
+    Columns(Box<dyn GroupValues>),
+    Global { exists: bool },
+}
+
+impl GroupKeys {
+    fn new(key_schema: &SchemaRef) -> Result<Self> {
+        Ok(if key_schema.fields().is_empty() {
+            GroupKeys::Global { exists: false }
+        } else {
+            GroupKeys::Columns(new_group_values(
+                Arc::clone(key_schema),
+                &GroupOrdering::None,
+            )?)
+        })
+    }
+
+    /// Group ids of `rows` rows with key columns `keys`, new keys added.
+    fn intern(&mut self, keys: &[ArrayRef], rows: usize, ids: &mut Vec<usize>) -> Result<()> {
+        match self {
+            GroupKeys::Columns(g) => g.intern(keys, ids),
+            GroupKeys::Global { exists } => {
+                *exists |= rows > 0;
+                ids.clear();
+                ids.resize(rows, 0);
+                Ok(())
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            GroupKeys::Columns(g) => g.len(),
+            GroupKeys::Global { exists } => usize::from(*exists),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn size(&self) -> usize {
+        match self {
+            GroupKeys::Columns(g) => g.size(),
+            GroupKeys::Global { .. } => 0,
+        }
+    }
+
+    /// Every key, in group id order; the keys are gone afterwards.
+    fn emit_all(&mut self) -> Result<Vec<ArrayRef>> {
+        match self {
+            GroupKeys::Columns(g) => g.emit(EmitTo::All),
+            GroupKeys::Global { exists } => {
+                *exists = false;
+                Ok(Vec::new())
+            }
+        }
+    }
+}
+
 /// One shard of the state: the groups whose key hashes to it.
 pub struct StateShard {
-    groups: Box<dyn GroupValues>,
+    groups: GroupKeys,
     accs: Vec<Box<dyn GroupsAccumulator>>,
     /// Group ids merged into since the last emit (for update mode).
     touched: Vec<bool>,
@@ -93,7 +155,7 @@ pub struct StateShard {
 impl StateShard {
     fn new(spec: &AggregateSpec) -> Result<Self> {
         Ok(Self {
-            groups: new_group_values(Arc::clone(&spec.key_schema), &GroupOrdering::None)?,
+            groups: GroupKeys::new(&spec.key_schema)?,
             accs: spec.accumulators()?,
             touched: Vec::new(),
             ids: Vec::new(),
@@ -103,7 +165,8 @@ impl StateShard {
     /// Merges a partial batch (keys + state columns) into this shard.
     fn merge(&mut self, spec: &AggregateSpec, cols: &[ArrayRef]) -> Result<()> {
         let (keys, states) = spec.split(cols);
-        self.groups.intern(keys, &mut self.ids)?;
+        let rows = cols.first().map_or(0, |c| c.len());
+        self.groups.intern(keys, rows, &mut self.ids)?;
         let n = self.groups.len();
         self.touched.resize(n, false);
         for &id in &self.ids {
@@ -119,15 +182,15 @@ impl StateShard {
     /// out of DataFusion's accumulators empties them, so it is merged straight back.
     pub fn snapshot(&mut self, spec: &AggregateSpec) -> Result<Vec<ArrayRef>> {
         let n = self.groups.len();
-        let mut cols = self.groups.emit(EmitTo::All)?;
+        let mut cols = self.groups.emit_all()?;
         // A fresh key table: re-interning into an emptied one is not supported by every
         // GroupValues implementation.
-        self.groups = new_group_values(Arc::clone(&spec.key_schema), &GroupOrdering::None)?;
+        self.groups = GroupKeys::new(&spec.key_schema)?;
         let mut states = Vec::with_capacity(self.accs.len());
         for acc in &mut self.accs {
             states.push(acc.state(EmitTo::All)?);
         }
-        self.groups.intern(&cols, &mut self.ids)?;
+        self.groups.intern(&cols, n, &mut self.ids)?;
         debug_assert!(self.ids.iter().copied().eq(0..n));
         for (acc, st) in self.accs.iter_mut().zip(&states) {
             acc.merge_batch(st, &self.ids, n)?;
@@ -223,7 +286,8 @@ impl ShardedState {
         let k = self.spec.key_schema.fields().len();
         let mut hashes = Vec::new();
         for b in partials.iter().filter(|b| b.num_rows() > 0) {
-            if n == 1 {
+            if n == 1 || k == 0 {
+                // One shard, or no keys: an aggregate without GROUP BY is one group.
                 routed[0].push(b.columns().to_vec());
                 continue;
             }
