@@ -271,19 +271,7 @@ fn unbounded_source_batches_are_bounded_and_sigterm_stops_mid_fetch() {
     let dir = temp_dir("unbounded");
     let progress = dir.join("progress.jsonl");
     // 1. The default bound: batches of at most 1 M records from an endless generator.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args([
-            "run",
-            "queries/crash_alerts.sql",
-            "--source",
-            "generator",
-            "--status",
-            "plain",
-            "--progress-json",
-            progress.to_str().unwrap(),
-        ])
-        .current_dir(repo())
-        .stdout(Stdio::null())
+    let mut child = endless_query(&["--progress-json", progress.to_str().unwrap()])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -309,24 +297,15 @@ fn unbounded_source_batches_are_bounded_and_sigterm_stops_mid_fetch() {
     assert!(stopped < Duration::from_secs(3), "took {stopped:?} to stop after SIGTERM");
 
     // 2. SIGTERM while a huge batch is being read: the fetch is cut short.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args([
-            "run",
-            "queries/crash_alerts.sql",
-            "--source",
-            "generator",
-            "--status",
-            "plain",
-            "--max-records-per-batch",
-            "1000000000",
-            "--max-bytes-per-batch",
-            "1000GB",
-        ])
-        .current_dir(repo())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = endless_query(&[
+        "--max-records-per-batch",
+        "1000000000",
+        "--max-bytes-per-batch",
+        "1000GB",
+    ])
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let started = lines
         .by_ref()
@@ -340,6 +319,16 @@ fn unbounded_source_batches_are_bounded_and_sigterm_stops_mid_fetch() {
         !rest.iter().any(|l| l.starts_with("[sluice] batch 0")),
         "the abandoned batch was reported: {rest:?}"
     );
+}
+
+/// Query 2 over the endless generator, with `extra` flags; stdout discarded.
+fn endless_query(extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    c.args(["run", "queries/crash_alerts.sql", "--source", "generator", "--status", "plain"])
+        .args(extra)
+        .current_dir(repo())
+        .stdout(Stdio::null());
+    c
 }
 
 /// Sends SIGTERM and waits for the process to exit; returns how long that took.
