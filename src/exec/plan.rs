@@ -223,6 +223,14 @@ impl StreamPlan {
                 ctx.register_table(source.name.as_str(), table.clone())?;
             }
         }
+        // Views, in file order: each is planned over what was registered before it and
+        // inlined wherever the query uses it (a view used twice reads the batch once).
+        for view in &file.views {
+            let df = ctx.sql(&view.query.to_string()).await.map_err(|e| {
+                plan_err(format!("view {}: {}", view.name, e.strip_backtrace()))
+            })?;
+            ctx.register_table(view.name.as_str(), df.into_view())?;
+        }
         let stmt = DFStatement::Statement(Box::new(SqlStatement::Query(file.query.clone())));
         let state = ctx.state();
         let logical = state.statement_to_plan(stmt).await?;

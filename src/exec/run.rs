@@ -73,7 +73,12 @@ pub async fn run_with(
     };
     let mut pending: Option<OffsetLog> = None;
     if let Some(c) = &checkpoint {
-        let sql = file.query.to_string();
+        // The query and, when there are any, the views it may use: a changed view
+        // changes what the state means.
+        let mut sql = file.query.to_string();
+        for v in &file.views {
+            sql.push_str(&format!("\nCREATE VIEW {} AS {}", v.name, v.query));
+        }
         let meta = Metadata {
             version: 1,
             query: fingerprint(&[

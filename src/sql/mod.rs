@@ -52,11 +52,23 @@ impl TableDef {
     }
 }
 
+/// A view declared with `CREATE VIEW name AS SELECT …`: a named query over the file's
+/// tables (and earlier views), planned into the query wherever it is used.
+#[derive(Debug, Clone)]
+pub struct ViewDef {
+    /// View name as written.
+    pub name: String,
+    /// Its query.
+    pub query: Box<Query>,
+}
+
 /// A parsed query file.
 #[derive(Debug, Clone)]
 pub struct QueryFile {
     /// All `CREATE TABLE`s in file order.
     pub tables: Vec<TableDef>,
+    /// All `CREATE VIEW`s in file order (a view may use the ones before it).
+    pub views: Vec<ViewDef>,
     /// The query, ready for DataFusion's planner.
     pub query: Box<Query>,
     /// `INSERT INTO` target, if the query writes to a declared sink.
@@ -76,6 +88,7 @@ impl QueryFile {
                 message: e.to_string(),
             })?;
         let mut tables = Vec::new();
+        let mut views = Vec::new();
         let mut query: Option<(Box<Query>, Option<String>)> = None;
         for st in statements {
             match st {
@@ -99,6 +112,19 @@ impl QueryFile {
                         options,
                     });
                 }
+                Statement::CreateView(v) => {
+                    let name = v.name.to_string();
+                    if v.materialized {
+                        return Err(shape(format!("view {name}: materialized views are not supported; use CREATE VIEW")));
+                    }
+                    if !v.columns.is_empty() {
+                        return Err(shape(format!("view {name}: a column list is not supported; name the columns with AS in its SELECT")));
+                    }
+                    if tables.iter().any(|t: &TableDef| t.name == name) || views.iter().any(|w: &ViewDef| w.name == name) {
+                        return Err(shape(format!("view {name}: the name is already declared")));
+                    }
+                    views.push(ViewDef { name, query: v.query });
+                }
                 Statement::Query(q) => {
                     if query.is_some() {
                         return Err(shape("more than one query: a file runs exactly one SELECT or INSERT INTO".into()));
@@ -117,7 +143,7 @@ impl QueryFile {
                 }
                 other => {
                     return Err(shape(format!(
-                        "unsupported statement (only CREATE TABLE, SELECT and INSERT INTO … SELECT): {}",
+                        "unsupported statement (only CREATE TABLE, CREATE VIEW, SELECT and INSERT INTO … SELECT): {}",
                         first_words(&other.to_string())
                     )))
                 }
@@ -132,6 +158,7 @@ impl QueryFile {
         }
         Ok(Self {
             tables,
+            views,
             query,
             insert_into,
         })
@@ -220,6 +247,27 @@ mod tests {
         assert_eq!(f.tables[0].schema.field(0).data_type(), &DataType::Int64);
         assert_eq!(f.tables[1].connector(), "console");
         assert_eq!(f.insert_into.as_deref(), Some("out"));
+    }
+
+    #[test]
+    fn views_parse_in_order() {
+        let f = QueryFile::parse(
+            "q.sql",
+            "CREATE TABLE logs (a BIGINT) WITH (connector = 'kafka');\n\
+             CREATE VIEW big AS SELECT a FROM logs WHERE a > 5;\n\
+             CREATE VIEW bigger AS SELECT a FROM big WHERE a > 9;\n\
+             SELECT * FROM bigger;",
+        )
+        .unwrap();
+        let names: Vec<&str> = f.views.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["big", "bigger"]);
+        let e = QueryFile::parse(
+            "q.sql",
+            "CREATE TABLE logs (a BIGINT) WITH (connector = 'kafka');\n\
+             CREATE VIEW logs AS SELECT 1;\nSELECT 1;",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("already declared"), "{e}");
     }
 
     #[test]
