@@ -10,14 +10,15 @@ use common::*;
 #[test]
 fn views_over_the_stream_may_be_used_several_times() {
     let (broker, topic) = seeded_topic("views", 12_000, 2, "crash", 20);
-    let mut expected: Vec<Vec<String>> = consume_all(&broker, &topic)
-        .iter()
-        .map(|c| parse_record(&c.payload).expect("a well-formed record"))
-        .filter(|r| r.severity == "High" || r.severity == "Critical")
-        .filter(|r| r.source_ip == "192.168.1.5" || r.source_ip == "192.168.1.6")
-        .map(|r| vec![r.user_id, r.source_ip])
-        .collect();
-    expected.sort();
+    let expected: Vec<Vec<String>> = sorted(
+        consume_all(&broker, &topic)
+            .iter()
+            .map(|c| parse_record(&c.payload).expect("a well-formed record"))
+            .filter(|r| r.severity == "High" || r.severity == "Critical")
+            .filter(|r| r.source_ip == "192.168.1.5" || r.source_ip == "192.168.1.6")
+            .map(|r| vec![r.user_id, r.source_ip])
+            .collect(),
+    );
     assert!(expected.len() > 50);
     let dir = temp_dir("views");
     let q = query_file(
@@ -31,24 +32,15 @@ fn views_over_the_stream_may_be_used_several_times() {
          UNION ALL SELECT user_id, source_ip FROM serious WHERE source_ip = '192.168.1.6';",
     );
     for batch in ["900", "5000"] {
-        let (stdout, _) = run_ok(&[
-            "run",
-            q.to_str().unwrap(),
-            "--available-now",
-            "--max-records-per-batch",
-            batch,
-            "--num-rows",
-            "0",
-        ]);
-        let mut got: Vec<Vec<String>> = parse_console(&stdout)
-            .into_iter()
-            .flat_map(|b| b.rows)
-            .collect();
-        got.sort();
-        assert_eq!(got, expected, "batches of {batch}");
+        assert_eq!(all_rows_sorted(&q, batch), expected, "batches of {batch}");
     }
     // A view whose SQL is wrong names the view.
-    let q = query_file(&dir, &broker, &topic, "CREATE VIEW v AS SELECT nope FROM logs;\nSELECT * FROM v;");
+    let q = query_file(
+        &dir,
+        &broker,
+        &topic,
+        "CREATE VIEW v AS SELECT nope FROM logs;\nSELECT * FROM v;",
+    );
     let out = sluice(&["run", q.to_str().unwrap(), "--available-now"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -19,19 +19,6 @@ fn records(broker: &str, topic: &str) -> Vec<LogRecord> {
         .collect()
 }
 
-/// Every row the console printed, over all batches.
-fn printed_rows(stdout: &str) -> Vec<Vec<String>> {
-    parse_console(stdout)
-        .into_iter()
-        .flat_map(|b| b.rows)
-        .collect()
-}
-
-fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
-    v.sort();
-    v
-}
-
 /// Defect 1: a UNION ALL of two filters of the same table returned about half its rows
 /// (both scans took the batch from one slot; only the first got it).
 #[test]
@@ -47,7 +34,11 @@ fn union_all_of_one_table_keeps_every_row() {
             .map(|r| vec![r.user_id.clone(), r.source_ip.clone()])
             .collect(),
     );
-    assert!(expected.len() > 50, "too few matches to test: {}", expected.len());
+    assert!(
+        expected.len() > 50,
+        "too few matches to test: {}",
+        expected.len()
+    );
     let dir = temp_dir("union");
     let q = query_file(
         &dir,
@@ -58,16 +49,7 @@ fn union_all_of_one_table_keeps_every_row() {
          SELECT user_id, source_ip FROM logs WHERE source_ip = '192.168.1.6' AND severity = 'Low';",
     );
     for batch in ["1500", "7000"] {
-        let (stdout, _) = run_ok(&[
-            "run",
-            q.to_str().unwrap(),
-            "--available-now",
-            "--max-records-per-batch",
-            batch,
-            "--num-rows",
-            "0",
-        ]);
-        assert_eq!(sorted(printed_rows(&stdout)), expected, "batches of {batch}");
+        assert_eq!(all_rows_sorted(&q, batch), expected, "batches of {batch}");
     }
     // Under an aggregate too: a union below the partial aggregate has twice the
     // partitions of the input.
@@ -136,7 +118,11 @@ fn global_aggregate_without_group_by_is_exact_across_a_restart() {
         let ips: std::collections::BTreeSet<&str> =
             high.iter().map(|r| r.source_ip.as_str()).collect();
         let last = high.iter().map(|r| r.timestamp).max().unwrap();
-        vec![high.len().to_string(), ips.len().to_string(), last.to_string()]
+        vec![
+            high.len().to_string(),
+            ips.len().to_string(),
+            last.to_string(),
+        ]
     };
     let first = expect(&records(&broker, &topic));
     for mode in ["complete", "update"] {
@@ -148,8 +134,18 @@ fn global_aggregate_without_group_by_is_exact_across_a_restart() {
     // With a checkpoint: run to the end, add records, run again from the checkpoint.
     assert_eq!(run("complete", true).last().unwrap().rows, [first]);
     sluice_ok(&[
-        "gen", "--broker", &broker, "--topic", &topic, "--target-rps", "0", "--quiet",
-        "--max-records", "3000", "--seed", "99",
+        "gen",
+        "--broker",
+        &broker,
+        "--topic",
+        &topic,
+        "--target-rps",
+        "0",
+        "--quiet",
+        "--max-records",
+        "3000",
+        "--seed",
+        "99",
     ]);
     let resumed = run("complete", true);
     assert_eq!(
@@ -191,11 +187,21 @@ fn limit_yields_n_rows_in_all_and_stops() {
     let rows = printed_rows(&stdout);
     assert_eq!(rows.len(), 40, "{stdout}");
     for r in &rows {
-        assert!(high.contains(&(r[0].clone(), r[1].clone())), "{r:?} is not a High record");
+        assert!(
+            high.contains(&(r[0].clone(), r[1].clone())),
+            "{r:?} is not a High record"
+        );
     }
     assert!(stderr.contains("LIMIT 40 reached"), "{stderr}");
-    let read: i64 = parse_offsets(&stderr).iter().flatten().map(|(_, s, e)| e - s).sum();
-    assert!(read < 1_000, "read {read} records for 40 rows: reading did not stop");
+    let read: i64 = parse_offsets(&stderr)
+        .iter()
+        .flatten()
+        .map(|(_, s, e)| e - s)
+        .sum();
+    assert!(
+        read < 1_000,
+        "read {read} records for 40 rows: reading did not stop"
+    );
     // The checkpoint remembers the rows already emitted.
     let (stdout, stderr) = run_ok(&args);
     assert!(printed_rows(&stdout).is_empty(), "{stdout}");
@@ -218,7 +224,10 @@ fn limit_yields_n_rows_in_all_and_stops() {
 fn complete_mode_into_a_file_sink_leaves_no_duplicates() {
     let (broker, topic) = seeded_topic("complete-file", 10_000, 2, "crash", 10);
     let mut expected: BTreeMap<String, i64> = BTreeMap::new();
-    for r in records(&broker, &topic).into_iter().filter(|r| r.severity == "Critical") {
+    for r in records(&broker, &topic)
+        .into_iter()
+        .filter(|r| r.severity == "Critical")
+    {
         *expected.entry(r.user_id).or_insert(0) += 1;
     }
     let dir = temp_dir("complete-file");
@@ -242,7 +251,10 @@ fn complete_mode_into_a_file_sink_leaves_no_duplicates() {
         "--max-records-per-batch",
         "500",
     ]);
-    assert!(stderr.contains("batch 19:"), "fewer than 20 batches: {stderr}");
+    assert!(
+        stderr.contains("batch 19:"),
+        "fewer than 20 batches: {stderr}"
+    );
     let mut got: BTreeMap<String, i64> = BTreeMap::new();
     for f in std::fs::read_dir(&out).unwrap() {
         let file = std::fs::File::open(f.unwrap().path()).unwrap();
@@ -256,7 +268,11 @@ fn complete_mode_into_a_file_sink_leaves_no_duplicates() {
             let n = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(b.column(1));
             for i in 0..b.num_rows() {
                 let prev = got.insert(users.value(i).to_string(), n.value(i));
-                assert!(prev.is_none(), "{} appears twice in the sink", users.value(i));
+                assert!(
+                    prev.is_none(),
+                    "{} appears twice in the sink",
+                    users.value(i)
+                );
             }
         }
     }
@@ -294,7 +310,10 @@ fn unbounded_source_batches_are_bounded_and_sigterm_stops_mid_fetch() {
         assert!(n > 0 && n <= 1_000_000, "batch of {n} records");
     }
     let stopped = terminate(&mut child);
-    assert!(stopped < Duration::from_secs(3), "took {stopped:?} to stop after SIGTERM");
+    assert!(
+        stopped < Duration::from_secs(3),
+        "took {stopped:?} to stop after SIGTERM"
+    );
 
     // 2. SIGTERM while a huge batch is being read: the fetch is cut short.
     let mut child = endless_query(&[
@@ -314,7 +333,10 @@ fn unbounded_source_batches_are_bounded_and_sigterm_stops_mid_fetch() {
     assert!(started, "sluice did not start reading");
     let stopped = terminate(&mut child);
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(stopped < Duration::from_secs(3), "took {stopped:?} to stop mid-fetch");
+    assert!(
+        stopped < Duration::from_secs(3),
+        "took {stopped:?} to stop mid-fetch"
+    );
     assert!(
         !rest.iter().any(|l| l.starts_with("[sluice] batch 0")),
         "the abandoned batch was reported: {rest:?}"
@@ -324,10 +346,17 @@ fn unbounded_source_batches_are_bounded_and_sigterm_stops_mid_fetch() {
 /// Query 2 over the endless generator, with `extra` flags; stdout discarded.
 fn endless_query(extra: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    c.args(["run", "queries/crash_alerts.sql", "--source", "generator", "--status", "plain"])
-        .args(extra)
-        .current_dir(repo())
-        .stdout(Stdio::null());
+    c.args([
+        "run",
+        "queries/crash_alerts.sql",
+        "--source",
+        "generator",
+        "--status",
+        "plain",
+    ])
+    .args(extra)
+    .current_dir(repo())
+    .stdout(Stdio::null());
     c
 }
 
@@ -375,14 +404,5 @@ fn list_and_struct_field_access_is_planned() {
          FROM (SELECT user_id, named_struct('octet', split_part(source_ip, '.', 4), 'sev', severity) AS s \
                FROM logs WHERE severity = 'Low');",
     );
-    let (stdout, _) = run_ok(&[
-        "run",
-        q.to_str().unwrap(),
-        "--available-now",
-        "--max-records-per-batch",
-        "700",
-        "--num-rows",
-        "0",
-    ]);
-    assert_eq!(sorted(printed_rows(&stdout)), expected);
+    assert_eq!(all_rows_sorted(&q, "700"), expected);
 }

@@ -185,8 +185,7 @@ fn project_to(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
         .iter()
         .map(|f| batch.schema().index_of(f.name()))
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    let projected = batch.project(&indices)?;
-    Ok(RecordBatch::try_new(Arc::clone(schema), projected.columns().to_vec())?)
+    Ok(batch.project(&indices)?)
 }
 
 /// The streaming source as a table. Scanning records which columns the plan reads, so

@@ -279,12 +279,9 @@ fn open_sink(
 }
 
 /// Splits what is available into this batch's ranges: everything from `next` to
-/// `ends`, or, with a limit, a share of it proportional to each partition's backlog.
-pub fn plan_ranges(
-    next: &[i64],
-    ends: &[i64],
-    max_records: Option<u64>,
-) -> Vec<(OffsetRange, u64)> {
+/// `ends`, or, when that is more than `max_records`, a share of it proportional to
+/// each partition's backlog.
+pub fn plan_ranges(next: &[i64], ends: &[i64], max_records: u64) -> Vec<(OffsetRange, u64)> {
     let backlog: Vec<u64> = next
         .iter()
         .zip(ends)
@@ -293,11 +290,10 @@ pub fn plan_ranges(
     // u128: an unbounded source reports i64::MAX as its end.
     let total: u128 = backlog.iter().map(|b| *b as u128).sum();
     let quota = |b: u64| -> u64 {
-        match max_records {
-            Some(max) if total > max as u128 => {
-                ((b as u128 * max as u128 / total) as u64).max(u64::from(b > 0))
-            }
-            _ => u64::MAX,
+        if total > max_records as u128 {
+            ((b as u128 * max_records as u128 / total) as u64).max(u64::from(b > 0))
+        } else {
+            u64::MAX
         }
     };
     backlog
@@ -323,15 +319,15 @@ mod tests {
 
     #[test]
     fn ranges_split_a_limit_by_backlog() {
-        let r = plan_ranges(&[0, 10, 5], &[100, 10, 305], Some(40));
+        let r = plan_ranges(&[0, 10, 5], &[100, 10, 305], 40);
         let got: Vec<(usize, i64, i64, u64)> = r
             .iter()
             .map(|(o, q)| (o.partition, o.start, o.end, *q))
             .collect();
         assert_eq!(got, [(0, 0, 100, 10), (2, 5, 305, 30)]);
-        let r = plan_ranges(&[0], &[5], Some(40));
+        let r = plan_ranges(&[0], &[5], 40);
         assert_eq!(r[0].1, u64::MAX);
-        assert!(plan_ranges(&[5], &[5], None).is_empty());
+        assert!(plan_ranges(&[5], &[5], u64::MAX).is_empty());
     }
 
     #[test]
@@ -344,8 +340,11 @@ mod tests {
 
     #[test]
     fn an_unbounded_source_gets_a_share_of_the_bound() {
-        let r = plan_ranges(&[0, 0, 0], &[i64::MAX; 3], Some(900));
-        assert_eq!(r.iter().map(|(_, q)| *q).collect::<Vec<_>>(), [300, 300, 300]);
+        let r = plan_ranges(&[0, 0, 0], &[i64::MAX; 3], 900);
+        assert_eq!(
+            r.iter().map(|(_, q)| *q).collect::<Vec<_>>(),
+            [300, 300, 300]
+        );
     }
 
     #[test]

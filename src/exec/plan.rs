@@ -226,9 +226,10 @@ impl StreamPlan {
         // Views, in file order: each is planned over what was registered before it and
         // inlined wherever the query uses it (a view used twice reads the batch once).
         for view in &file.views {
-            let df = ctx.sql(&view.query.to_string()).await.map_err(|e| {
-                plan_err(format!("view {}: {}", view.name, e.strip_backtrace()))
-            })?;
+            let df = ctx
+                .sql(&view.query.to_string())
+                .await
+                .map_err(|e| plan_err(format!("view {}: {}", view.name, e.strip_backtrace())))?;
             ctx.register_table(view.name.as_str(), df.into_view())?;
         }
         let stmt = DFStatement::Statement(Box::new(SqlStatement::Query(file.query.clone())));
@@ -246,7 +247,7 @@ impl StreamPlan {
         let (kind, mode) = if aggregates == 0 {
             let mode = mode.unwrap_or(OutputMode::Append);
             limit = global_limit(&logical)?;
-            check_stateless(&physical, mode, limit.is_some())?;
+            check_stateless(&physical, mode)?;
             (PlanKind::Stateless { plan: physical }, mode)
         } else {
             split_aggregate(physical, mode, &event_time)?
@@ -386,11 +387,11 @@ const SORT_OR_LIMIT: &[&str] = &[
 
 /// The `n` of a `LIMIT n` on the outermost query (under projections only). Each batch
 /// runs the plan with its limit, which bounds the batch's rows; the engine keeps the
-/// first n rows over all batches (Spark's streaming LIMIT). A LIMIT deeper in the
+/// first n rows over all batches (Spark's streaming LIMIT). Any other LIMIT in the
 /// query, or an OFFSET, would need state across batches: refused.
 fn global_limit(logical: &LogicalPlan) -> Result<Option<usize>> {
     let mut node = logical;
-    loop {
+    let fetch = loop {
         match node {
             LogicalPlan::Projection(p) => node = p.input.as_ref(),
             LogicalPlan::SubqueryAlias(a) => node = a.input.as_ref(),
@@ -403,24 +404,21 @@ fn global_limit(logical: &LogicalPlan) -> Result<Option<usize>> {
                 let FetchType::Literal(fetch) = l.get_fetch_type()? else {
                     return Err(plan_err("LIMIT on a stream needs a constant row count"));
                 };
-                let nested = l.input.exists(|n| Ok(matches!(n, LogicalPlan::Limit(_))))?;
-                if nested {
-                    return Err(plan_err(
-                        "LIMIT inside a subquery is not supported on streams; put the LIMIT on the outermost query",
-                    ));
-                }
-                return Ok(fetch);
+                node = l.input.as_ref();
+                break fetch;
             }
-            _ => return Ok(None),
+            _ => break None,
         }
+    };
+    if node.exists(|n| Ok(matches!(n, LogicalPlan::Limit(_))))? {
+        return Err(plan_err(
+            "LIMIT inside a subquery is not supported on streams; put the LIMIT on the outermost query",
+        ));
     }
+    Ok(fetch)
 }
 
-fn check_stateless(
-    plan: &Arc<dyn ExecutionPlan>,
-    mode: OutputMode,
-    global_limit: bool,
-) -> Result<()> {
+fn check_stateless(plan: &Arc<dyn ExecutionPlan>, mode: OutputMode) -> Result<()> {
     if mode == OutputMode::Complete {
         return Err(plan_err(
             "complete output mode needs an aggregation (GROUP BY or an aggregate function); \
@@ -431,11 +429,6 @@ fn check_stateless(
         return Err(plan_err(
             "ORDER BY over a stream needs an aggregation in complete output mode; \
              remove it or aggregate the stream",
-        ));
-    }
-    if !global_limit && has_node(plan, &["GlobalLimitExec", "LocalLimitExec"])? {
-        return Err(plan_err(
-            "LIMIT inside a subquery is not supported on streams; put the LIMIT on the outermost query",
         ));
     }
     if has_node(

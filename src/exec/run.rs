@@ -201,7 +201,7 @@ pub async fn run_with(
         }
         None => None,
     };
-    let limit = Some(opts.max_records_per_batch);
+    let limit = opts.max_records_per_batch;
     let max_bytes = opts.max_bytes_per_batch;
     let console = file.insert_into.is_none();
     let mut previous_start: Option<Instant> = None;
@@ -227,7 +227,10 @@ pub async fn run_with(
         if state.limit_reached() {
             status.say(
                 progress,
-                &format!("[sluice] LIMIT {} reached: the query is done", plan.limit.unwrap_or(0)),
+                &format!(
+                    "[sluice] LIMIT {} reached: the query is done",
+                    plan.limit.unwrap_or(0)
+                ),
             );
             break;
         }

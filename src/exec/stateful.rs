@@ -33,7 +33,11 @@ impl RowLimit {
             if room == 0 {
                 break;
             }
-            let b = if b.num_rows() > room { b.slice(0, room) } else { b };
+            let b = if b.num_rows() > room {
+                b.slice(0, room)
+            } else {
+                b
+            };
             self.emitted += b.num_rows() as u64;
             kept.push(b);
         }

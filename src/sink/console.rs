@@ -192,8 +192,14 @@ mod tests {
         let at = 1_768_381_808_895i64;
         let whole = at - 895;
         let window = StructArray::from(vec![
-            (Arc::new(Field::new("start", ts(vec![]).data_type().clone(), true)), ts(vec![at, whole])),
-            (Arc::new(Field::new("end", ts(vec![]).data_type().clone(), true)), ts(vec![at + 10_000, whole + 10_000])),
+            (
+                Arc::new(Field::new("start", ts(vec![]).data_type().clone(), true)),
+                ts(vec![at, whole]),
+            ),
+            (
+                Arc::new(Field::new("end", ts(vec![]).data_type().clone(), true)),
+                ts(vec![at + 10_000, whole + 10_000]),
+            ),
         ]);
         let schema = Arc::new(Schema::new(vec![
             Field::new("t", ts(vec![]).data_type().clone(), true),
@@ -201,7 +207,15 @@ mod tests {
         ]));
         let b = RecordBatch::try_new(schema, vec![ts(vec![at, whole]), Arc::new(window)]).unwrap();
         let s = render(0, &b.schema(), std::slice::from_ref(&b), 0).unwrap();
-        assert!(s.contains("|2026-01-14 09:10:08.895|{2026-01-14 09:10:08.895, 2026-01-14 09:10:18.895}|"), "{s}");
-        assert!(s.contains("|2026-01-14 09:10:08    |{2026-01-14 09:10:08, 2026-01-14 09:10:18}"), "{s}");
+        assert!(
+            s.contains(
+                "|2026-01-14 09:10:08.895|{2026-01-14 09:10:08.895, 2026-01-14 09:10:18.895}|"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains("|2026-01-14 09:10:08    |{2026-01-14 09:10:08, 2026-01-14 09:10:18}"),
+            "{s}"
+        );
     }
 }

@@ -309,19 +309,16 @@ impl Sink for FileSink {
         if !self.replace {
             self.roll_over(batch_id).await?;
         }
-        if batches.iter().all(|b| b.num_rows() == 0) {
-            if self.replace {
-                self.delete_before(batch_id).await?; // the whole result is empty now
-            }
-            return Ok(());
+        if batches.iter().any(|b| b.num_rows() > 0) {
+            let bytes = self.encode(batches)?;
+            let path = Path::from(format!("part-{batch_id:08}.{}", self.ext()));
+            self.store
+                .put(&path, PutPayload::from(bytes))
+                .await
+                .map_err(|e| self.err(e))?;
         }
-        let bytes = self.encode(batches)?;
-        let path = Path::from(format!("part-{batch_id:08}.{}", self.ext()));
-        self.store
-            .put(&path, PutPayload::from(bytes))
-            .await
-            .map_err(|e| Error::option(format!("sink {}", self.location), e.to_string()))?;
         if self.replace {
+            // After the new result is written (an empty result: no file at all).
             self.delete_before(batch_id).await?;
         }
         Ok(())

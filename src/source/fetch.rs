@@ -141,7 +141,10 @@ impl Fetcher {
                 Ok(r) => r,
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => {
-                    return Err(Error::option("source", "a fetch thread stopped unexpectedly"))
+                    return Err(Error::option(
+                        "source",
+                        "a fetch thread stopped unexpectedly",
+                    ))
                 }
             };
             self.outstanding -= 1;

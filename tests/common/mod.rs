@@ -361,3 +361,32 @@ pub fn records_in_files(dir: &std::path::Path) -> Vec<LogRecord> {
     }
     out
 }
+
+/// Every row the console printed, over all batches.
+pub fn printed_rows(stdout: &str) -> Vec<Vec<String>> {
+    parse_console(stdout)
+        .into_iter()
+        .flat_map(|b| b.rows)
+        .collect()
+}
+
+/// `v`, sorted.
+pub fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
+
+/// Runs `query` with `--available-now` in batches of `batch` records and returns every
+/// row the console printed, sorted.
+pub fn all_rows_sorted(query: &std::path::Path, batch: &str) -> Vec<Vec<String>> {
+    let (stdout, _) = run_ok(&[
+        "run",
+        query.to_str().unwrap(),
+        "--available-now",
+        "--max-records-per-batch",
+        batch,
+        "--num-rows",
+        "0",
+    ]);
+    sorted(printed_rows(&stdout))
+}
