@@ -6,8 +6,8 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Int64Type, TimestampMillisecondType};
@@ -52,43 +52,6 @@ fn write_query_with(
     )
     .unwrap();
     path
-}
-
-/// Starts `sluice run ARGS`, kills it with SIGKILL after `delays[i]` unless it ended,
-/// restarts, and finally lets one run finish. Returns how many runs were killed.
-fn kill_and_restart(args: &[&str], delays: &[u64]) -> usize {
-    let mut killed = 0;
-    for &ms in delays {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_millis(ms);
-        // Poll for an early exit; the kill time itself is the random part of the test.
-        while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
-            killed += 1;
-        }
-        child.wait().unwrap();
-    }
-    let out = sluice(args);
-    assert!(
-        out.status.success(),
-        "final run failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    killed
-}
-
-/// Kill delays from a fixed-seed generator: reproducible, spread over a run.
-fn delays(n: usize, seed: u64, lo: u64, hi: u64) -> Vec<u64> {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    (0..n).map(|_| rng.u64(lo..hi)).collect()
 }
 
 fn parquet_rows(dir: &Path) -> Vec<(i64, String, i64)> {

@@ -13,6 +13,7 @@
 //! Sinks name their output after the batch id, so a replay overwrites instead of
 //! duplicating. Only the last `keep` batches are kept.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -37,13 +38,21 @@ pub struct Metadata {
     pub sql: String,
 }
 
+/// `(partition, start, end)` ranges of one source table.
+pub type Ranges = Vec<(usize, i64, i64)>;
+
 /// The offsets of one batch, logged before it runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OffsetLog {
     /// The batch id.
     pub batch_id: u64,
-    /// `(partition, start, end)` read by the batch.
-    pub ranges: Vec<(usize, i64, i64)>,
+    /// Checkpoints written before queries read several tables: the one source's
+    /// ranges. Read, never written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ranges: Ranges,
+    /// `(partition, start, end)` read by the batch, per source table.
+    #[serde(default)]
+    pub tables: BTreeMap<String, Ranges>,
     /// True for the batch that closes every window at the end of a bounded run.
     #[serde(default)]
     pub close_all: bool,
@@ -54,8 +63,13 @@ pub struct OffsetLog {
 pub struct Commit {
     /// The batch id.
     pub batch_id: u64,
-    /// The next offset to read in each partition.
+    /// Checkpoints written before queries read several tables: the one source's next
+    /// offsets. Read, never written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub next_offsets: Vec<i64>,
+    /// The next offset to read in each partition, per source table.
+    #[serde(default)]
+    pub offsets: BTreeMap<String, Vec<i64>>,
     /// Watermark after the batch (i64::MIN when none).
     pub watermark: i64,
     /// Largest event time seen.
@@ -67,6 +81,29 @@ pub struct Commit {
     /// Rows a query with a global `LIMIT` has emitted so far.
     #[serde(default)]
     pub limit_emitted: u64,
+}
+
+impl OffsetLog {
+    /// The ranges logged for `table`; `sole` says it is the query's only source, which
+    /// an older checkpoint's unnamed ranges belong to.
+    pub fn ranges_of(&self, table: &str, sole: bool) -> Option<&Ranges> {
+        match self.tables.get(table) {
+            Some(r) => Some(r),
+            None if sole && self.tables.is_empty() => Some(&self.ranges),
+            None => None,
+        }
+    }
+}
+
+impl Commit {
+    /// The next offsets committed for `table`; `sole` as in [`OffsetLog::ranges_of`].
+    pub fn offsets_of(&self, table: &str, sole: bool) -> Option<&Vec<i64>> {
+        match self.offsets.get(table) {
+            Some(o) => Some(o),
+            None if sole && self.offsets.is_empty() => Some(&self.next_offsets),
+            None => None,
+        }
+    }
 }
 
 /// What recovery found.

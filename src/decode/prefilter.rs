@@ -78,12 +78,23 @@ impl Prefilter {
     }
 
     /// The screen for a planned stage 1 (or stateless) plan, if its filter allows one.
-    /// `input_types` are the source column types the plan's leaf produces.
-    pub fn from_plan(plan: &Arc<dyn ExecutionPlan>, input_types: &[DataType]) -> Option<Self> {
+    /// `is_leaf` tells the source's scan among the plan's nodes; `input_types` are the
+    /// column types it produces. A screen needs exactly one scan of the source, right
+    /// below a filter: a second scan (a union, a self-join) may pass records the first
+    /// filter rejects.
+    pub fn from_plan(
+        plan: &Arc<dyn ExecutionPlan>,
+        input_types: &[DataType],
+        is_leaf: &dyn Fn(&Arc<dyn ExecutionPlan>) -> bool,
+    ) -> Option<Self> {
+        let mut scans = 0;
         let mut literals = Vec::new();
         let _ = plan.apply(|node| {
+            if is_leaf(node) {
+                scans += 1;
+            }
             if let Some(f) = node.downcast_ref::<FilterExec>() {
-                if reads_source_directly(f.input()) {
+                if reads_source_directly(f.input(), is_leaf) {
                     for c in split_conjunction(f.predicate()) {
                         if let Some(l) = required_literal(c, input_types) {
                             literals.push(l);
@@ -93,6 +104,9 @@ impl Prefilter {
             }
             Ok(TreeNodeRecursion::Continue)
         });
+        if scans != 1 {
+            return None;
+        }
         Self::new(literals)
     }
 }
@@ -105,15 +119,18 @@ fn looks_like_object(p: &[u8]) -> bool {
 
 /// The filter's input is the source leaf itself (maybe behind batch coalescing), so its
 /// column indices are source columns and not computed values.
-fn reads_source_directly(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    match plan.name() {
-        "BatchInputExec" => true,
-        "CoalesceBatchesExec" => plan
+fn reads_source_directly(
+    plan: &Arc<dyn ExecutionPlan>,
+    is_leaf: &dyn Fn(&Arc<dyn ExecutionPlan>) -> bool,
+) -> bool {
+    if is_leaf(plan) {
+        return true;
+    }
+    plan.name() == "CoalesceBatchesExec"
+        && plan
             .children()
             .first()
-            .is_some_and(|c| reads_source_directly(c)),
-        _ => false,
-    }
+            .is_some_and(|c| reads_source_directly(c, is_leaf))
 }
 
 /// `lit` when `e` is `[lower|upper](col) [I]LIKE '%lit%'` on a string source column.

@@ -18,8 +18,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use super::analyze::{preorder, Analysis};
 use super::plan::{PlanKind, StreamPlan};
 use super::window::WindowKind;
-use super::{source_table, RunOptions};
-use crate::sql::{QueryFile, TableDef};
+use super::{source_tables, RunOptions};
+use crate::sql::QueryFile;
 
 /// Options of `sluice explain`.
 #[derive(Debug, Clone, clap::Args)]
@@ -92,18 +92,11 @@ pub async fn explain(
     let file_name = opts.file.display().to_string();
     let text = std::fs::read_to_string(&opts.file)?;
     let file = QueryFile::parse(&file_name, &text)?;
-    let def = source_table(&file, opts)?;
-    let plan = StreamPlan::new(&file, &def, opts.target_partitions, opts.output_mode)
+    let sources = source_tables(&file, opts)?;
+    let plan = StreamPlan::new(&file, &sources, opts.target_partitions, opts.output_mode)
         .await
         .map_err(|e| anyhow::anyhow!("{file_name}: {}", e.strip_backtrace()))?;
-    Ok(describe(
-        &file_name,
-        &file,
-        &def,
-        &plan,
-        opts.no_prefilter,
-        None,
-    ))
+    Ok(describe(&file_name, &file, &plan, opts.no_prefilter, None))
 }
 
 /// The stages of an already planned query (`sluice run --http` shows them too); with
@@ -111,26 +104,12 @@ pub async fn explain(
 pub fn describe(
     file_name: &str,
     file: &QueryFile,
-    def: &TableDef,
     plan: &StreamPlan,
     no_prefilter: bool,
     analysis: Option<&Analysis>,
 ) -> String {
     let note = |f: fn(&Analysis) -> String| analysis.map(f).unwrap_or_default();
     let mut out = String::new();
-    let columns: Vec<&str> = plan
-        .input_schema
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .collect();
-    let (prefilter, screen_note) = match plan.prefilter() {
-        Some(p) if !no_prefilter => (
-            format!("skip records without {:?}", p.literals()),
-            note(Analysis::prefilter),
-        ),
-        _ => ("none".to_string(), String::new()),
-    };
     let sink = file.insert_into.as_deref().unwrap_or("console");
     let _ = writeln!(
         out,
@@ -141,20 +120,40 @@ pub fn describe(
         let _ = writeln!(out, "{}", a.header());
     }
     let _ = writeln!(out, "Stage 1, one task per input partition:");
-    let _ = writeln!(
-        out,
-        "  source: table {} (connector {}){}",
-        def.name,
-        def.connector(),
-        note(Analysis::source)
-    );
-    let _ = writeln!(out, "  raw-byte prefilter: {prefilter}{screen_note}");
-    let _ = writeln!(
-        out,
-        "  decode JSON columns: {}{}",
-        columns.join(", "),
-        note(Analysis::decode)
-    );
+    for (i, input) in plan.inputs.iter().enumerate() {
+        // What the analysis measured covers every source: said once, at the first.
+        let note = |f: fn(&Analysis) -> String| match i {
+            0 => note(f),
+            _ => String::new(),
+        };
+        let columns: Vec<&str> = input
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        let (prefilter, screen_note) = match plan.prefilter(i) {
+            Some(p) if !no_prefilter => (
+                format!("skip records without {:?}", p.literals()),
+                note(Analysis::prefilter),
+            ),
+            _ => ("none".to_string(), String::new()),
+        };
+        let _ = writeln!(
+            out,
+            "  source: table {} (connector {}){}",
+            input.def.name,
+            input.def.connector(),
+            note(Analysis::source)
+        );
+        let _ = writeln!(out, "  raw-byte prefilter: {prefilter}{screen_note}");
+        let _ = writeln!(
+            out,
+            "  decode JSON columns: {}{}",
+            columns.join(", "),
+            note(Analysis::decode)
+        );
+    }
     match &plan.kind {
         PlanKind::Stateless { plan: p } => {
             operators(p, 0, analysis, &mut out);

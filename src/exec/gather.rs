@@ -8,10 +8,10 @@ use arrow::array::RecordBatch;
 
 use super::late::LateFinder;
 use crate::decode::Malformed;
-use crate::metrics::BatchProgress;
+use crate::metrics::{BatchProgress, SourceProgress};
 use crate::source::PartitionData;
 
-/// One batch's decoded input, gathered from the source threads.
+/// One source's share of a batch, gathered from its source threads.
 pub struct Gathered {
     /// Batches dealt round-robin over the plan's input partitions.
     pub input: Vec<Vec<RecordBatch>>,
@@ -19,23 +19,20 @@ pub struct Gathered {
     pub malformed: Vec<Malformed>,
     /// The same rows with partition and offset, when late rows are kept aside.
     pub with_origin: Vec<RecordBatch>,
-    /// Rows, offsets and source-thread times of the batch.
-    pub progress: BatchProgress,
 }
 
-/// Deals the decoded batches round-robin over the plan's input partitions; the source
-/// threads' read and decode times are those of the busiest of `workers` threads.
+/// Deals one source's decoded batches round-robin over the plan's input partitions and
+/// adds its figures to `progress`: rows, offsets (into `source`), and the read and
+/// decode times of the busiest of its `workers` threads (the busiest over all sources
+/// is kept).
 pub fn gather(
-    batch_id: u64,
     data: Vec<PartitionData>,
     partitions: usize,
     workers: usize,
     late: Option<&LateFinder>,
+    progress: &mut BatchProgress,
+    source: &mut SourceProgress,
 ) -> anyhow::Result<Gathered> {
-    let mut progress = BatchProgress {
-        batch_id,
-        ..Default::default()
-    };
     let workers = workers.max(1);
     let mut busy = vec![(Duration::ZERO, Duration::ZERO); workers];
     for d in &data {
@@ -43,8 +40,11 @@ pub fn gather(
         w.0 += d.read_time;
         w.1 += d.decode_time;
     }
+    let total = |p: &[(&'static str, Duration)]| p.iter().map(|(_, d)| *d).sum::<Duration>();
     if let Some(&(read, decode)) = busy.iter().max_by_key(|(r, d)| *r + *d) {
-        progress.source_phases = vec![("read", read), ("decode", decode)];
+        if read + decode >= total(&progress.source_phases) {
+            progress.source_phases = vec![("read", read), ("decode", decode)];
+        }
     }
     let mut input: Vec<Vec<RecordBatch>> = (0..partitions).map(|_| Vec::new()).collect();
     let mut malformed = Vec::new();
@@ -53,7 +53,8 @@ pub fn gather(
     for d in data {
         progress.input_rows += d.records;
         progress.screened_rows += d.screened;
-        progress
+        source.input_rows += d.records;
+        source
             .offsets
             .push((d.range.partition, d.range.start, d.range.end));
         let decoded = d.decoded;
@@ -68,10 +69,10 @@ pub fn gather(
         }
         malformed.extend(decoded.malformed);
     }
+    progress.malformed_rows += malformed.len() as u64;
     Ok(Gathered {
         input,
         malformed,
         with_origin,
-        progress,
     })
 }

@@ -89,6 +89,11 @@ impl BatchInputExec {
             metrics: ExecutionPlanMetricsSet::new(),
         }
     }
+
+    /// Whether this leaf reads `slot` (tells one source table's scans from another's).
+    pub fn reads(&self, slot: &Arc<InputSlot>) -> bool {
+        Arc::ptr_eq(&self.slot, slot)
+    }
 }
 
 impl DisplayAs for BatchInputExec {

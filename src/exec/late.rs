@@ -132,14 +132,16 @@ pub struct LateOutput {
 }
 
 impl LateOutput {
-    /// The finder and the file for `file`'s query over `def`.
-    pub fn open(
-        path: &PathBuf,
-        file: &QueryFile,
-        def: &TableDef,
-        plan: &StreamPlan,
-    ) -> anyhow::Result<Self> {
-        let finder = LateFinder::new(file, def, &plan.input_schema)
+    /// The finder and the file for `file`'s query (over one source table).
+    pub fn open(path: &PathBuf, file: &QueryFile, plan: &StreamPlan) -> anyhow::Result<Self> {
+        let [input] = plan.inputs.as_slice() else {
+            anyhow::bail!(
+                "--late-data works for a query over one source table yet; this one reads {}",
+                plan.inputs.len()
+            );
+        };
+        let def = &input.def;
+        let finder = LateFinder::new(file, def, &input.schema)
             .map_err(|e| anyhow::anyhow!("{}", e.strip_backtrace()))?;
         Ok(Self {
             finder,

@@ -13,6 +13,7 @@ pub mod input;
 pub mod late;
 pub mod plan;
 pub mod run;
+pub mod sources;
 pub mod stateful;
 pub mod watermark;
 pub mod window;
@@ -168,27 +169,36 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// The source table of the query file (the one table whose connector is a source),
-/// with `--source` applied.
-fn source_table(file: &QueryFile, opts: &RunOptions) -> Result<TableDef> {
-    let mut sources = file
+/// The source tables of the query file (every table whose connector is a source and
+/// that the query does not write into), in file order, with `--source` applied.
+pub fn source_tables(file: &QueryFile, opts: &RunOptions) -> Result<Vec<TableDef>> {
+    let sources: Vec<&TableDef> = file
         .tables
         .iter()
-        .filter(|t| matches!(t.connector(), "kafka" | "generator" | "file"))
+        .filter(|t| crate::source::is_source(t.connector()))
         // A Kafka table the query writes into is a sink, not a source.
-        .filter(|t| file.insert_into.as_deref() != Some(t.name.as_str()));
-    let def = sources.next().ok_or_else(|| {
-        Error::option(
+        .filter(|t| file.insert_into.as_deref() != Some(t.name.as_str()))
+        .collect();
+    match sources.as_slice() {
+        [] => Err(Error::option(
             "query file",
             "no source table: declare one WITH (connector = 'kafka' | 'generator' | 'file')",
-        )
-    })?;
-    if sources.next().is_some() {
-        return Err(Error::option(
-            "query file",
-            "more than one source table; a query reads exactly one source",
-        ));
+        )),
+        [def] => Ok(vec![with_source_option(def, opts)?]),
+        several if opts.source.is_some() => Err(Error::option(
+            "--source",
+            format!(
+                "it replaces the query's one source table, but this query declares {} ({}); drop --source",
+                several.len(),
+                several.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        )),
+        several => Ok(several.iter().map(|t| (*t).clone()).collect()),
     }
+}
+
+/// `def`, or the source `--source` names in its place (same name and schema).
+fn with_source_option(def: &TableDef, opts: &RunOptions) -> Result<TableDef> {
     let mut def = def.clone();
     if let Some(s) = &opts.source {
         let mut options = std::collections::BTreeMap::new();

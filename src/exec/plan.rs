@@ -14,7 +14,7 @@
 use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::session_state::SessionStateBuilder;
@@ -116,14 +116,23 @@ impl EventTime {
     }
 }
 
+/// One source table the planned query reads.
+pub struct PlanInput {
+    /// The table as declared.
+    pub def: TableDef,
+    /// Where each batch's decoded records of this table go (one list per partition).
+    pub slot: Arc<InputSlot>,
+    /// The table's columns the query reads: what its decoder produces.
+    pub schema: SchemaRef,
+}
+
 /// A streaming query, planned once.
 pub struct StreamPlan {
-    /// Where each batch's decoded records go (one list per input partition).
-    pub input: Arc<InputSlot>,
+    /// The source tables the query reads, in file order (tables it never scans are
+    /// left out: nothing reads them).
+    pub inputs: Vec<PlanInput>,
     /// Number of input partitions (`--target-partitions`).
     pub partitions: usize,
-    /// The source columns the query reads: what the decoder produces.
-    pub input_schema: SchemaRef,
     /// Stateless or aggregate.
     pub kind: PlanKind,
     /// The output mode in force.
@@ -184,44 +193,27 @@ fn session(partitions: usize) -> SessionContext {
 }
 
 impl StreamPlan {
-    /// Plans `file`'s query over `source` with `partitions` input partitions. `mode` is
-    /// the requested output mode (default: complete for aggregates, append otherwise).
+    /// Plans `file`'s query over its `sources` with `partitions` input partitions.
+    /// `mode` is the requested output mode (default: complete for aggregates, append
+    /// otherwise).
     pub async fn new(
         file: &QueryFile,
-        source: &TableDef,
+        sources: &[TableDef],
         partitions: usize,
         mode: Option<OutputMode>,
     ) -> Result<Self> {
         let partitions = partitions.max(1);
         let ctx = session(partitions);
-        let input = Arc::new(InputSlot::default());
-        let table = Arc::new(StreamTable::new(
-            Arc::clone(&source.schema),
-            Arc::clone(&input),
-            partitions,
-        ));
-        let event_time = EventTime::of(source)
-            .map_err(|e| plan_err(format!("table {}: watermark_delay {e}", source.name)))?;
-        match &event_time.expr {
-            // The source as a view with a virtual `event_time` column.
-            Some(expr) => {
-                let raw = format!("__sluice_raw_{}", source.name);
-                ctx.register_table(raw.as_str(), table.clone())?;
-                let view = ctx
-                    .sql(&format!("SELECT *, {expr} AS event_time FROM \"{raw}\""))
-                    .await
-                    .map_err(|e| {
-                        plan_err(format!(
-                            "table {}: event_time = '{expr}': {}",
-                            source.name,
-                            e.strip_backtrace()
-                        ))
-                    })?;
-                ctx.register_table(source.name.as_str(), view.into_view())?;
-            }
-            None => {
-                ctx.register_table(source.name.as_str(), table.clone())?;
-            }
+        let mut tables = Vec::new();
+        for source in sources {
+            let slot = Arc::new(InputSlot::default());
+            let table = Arc::new(StreamTable::new(
+                Arc::clone(&source.schema),
+                Arc::clone(&slot),
+                partitions,
+            ));
+            register_source(&ctx, source, table.clone()).await?;
+            tables.push((source, slot, table));
         }
         // Views, in file order: each is planned over what was registered before it and
         // inlined wherever the query uses it (a view used twice reads the batch once).
@@ -236,9 +228,23 @@ impl StreamPlan {
         let state = ctx.state();
         let logical = state.statement_to_plan(stmt).await?;
         let physical = state.create_physical_plan(&logical).await?;
-        let input_schema = table
-            .projected_schema()
-            .unwrap_or_else(|| Arc::new(Schema::empty()));
+        // A table the query never scans has no projection: it is not read at all.
+        let inputs: Vec<PlanInput> = tables
+            .into_iter()
+            .filter_map(|(def, slot, table)| {
+                Some(PlanInput {
+                    def: def.clone(),
+                    slot,
+                    schema: table.projected_schema()?,
+                })
+            })
+            .collect();
+        if inputs.is_empty() {
+            return Err(plan_err(
+                "the query reads no source table; select FROM a table declared WITH (connector = 'kafka' | 'generator' | 'file')",
+            ));
+        }
+        let event_time = query_event_time(&inputs)?;
         let output_schema = physical.schema();
         let task_ctx = ctx.task_ctx();
 
@@ -253,9 +259,8 @@ impl StreamPlan {
             split_aggregate(physical, mode, &event_time)?
         };
         Ok(Self {
-            input,
+            inputs,
             partitions,
-            input_schema,
             kind,
             mode,
             output_schema,
@@ -265,17 +270,39 @@ impl StreamPlan {
         })
     }
 
-    /// The raw-byte screen the stage-1 filter allows (see `decode::prefilter`).
-    pub fn prefilter(&self) -> Option<Prefilter> {
-        let types: Vec<_> = self
-            .input_schema
+    /// The raw-byte screen the stage-1 filter allows for input `i` (see
+    /// `decode::prefilter`): only when the query scans that table once, right below a
+    /// filter (two scans would each need their own screen, and a record may pass either).
+    pub fn prefilter(&self, i: usize) -> Option<Prefilter> {
+        let input = self.inputs.get(i)?;
+        let types: Vec<_> = input
+            .schema
             .fields()
             .iter()
             .map(|f| f.data_type().clone())
             .collect();
-        match &self.kind {
-            PlanKind::Stateless { plan } => Prefilter::from_plan(plan, &types),
-            PlanKind::Aggregate { partial, .. } => Prefilter::from_plan(partial, &types),
+        let plan = match &self.kind {
+            PlanKind::Stateless { plan } => plan,
+            PlanKind::Aggregate { partial, .. } => partial,
+        };
+        let is_leaf = |node: &Arc<dyn ExecutionPlan>| {
+            node.downcast_ref::<BatchInputExec>()
+                .is_some_and(|b| b.reads(&input.slot))
+        };
+        Prefilter::from_plan(plan, &types, &is_leaf)
+    }
+
+    /// Puts one batch's input in place: `inputs[i]` (one list per partition) feeds
+    /// `self.inputs[i]`.
+    fn set_inputs(&self, inputs: Vec<Vec<Vec<RecordBatch>>>) {
+        for (input, batches) in self.inputs.iter().zip(inputs) {
+            input.slot.set(batches);
+        }
+    }
+
+    fn clear_inputs(&self) {
+        for input in &self.inputs {
+            input.slot.clear();
         }
     }
 
@@ -283,14 +310,14 @@ impl StreamPlan {
     pub async fn run_stateless(
         &self,
         plan: &Arc<dyn ExecutionPlan>,
-        input: Vec<Vec<RecordBatch>>,
+        inputs: Vec<Vec<Vec<RecordBatch>>>,
     ) -> Result<Vec<RecordBatch>> {
-        self.input.set(input);
+        self.set_inputs(inputs);
         let plan = reset_plan_states(Arc::clone(plan))?;
         self.keep_executed(0, &plan);
         // `collect` runs every output partition (a union has more than its inputs).
         let out = collect(plan, Arc::clone(&self.task_ctx)).await;
-        self.input.clear();
+        self.clear_inputs();
         out
     }
 
@@ -309,9 +336,9 @@ impl StreamPlan {
     pub async fn run_partial(
         &self,
         partial: &Arc<dyn ExecutionPlan>,
-        input: Vec<Vec<RecordBatch>>,
+        inputs: Vec<Vec<Vec<RecordBatch>>>,
     ) -> Result<Vec<RecordBatch>> {
-        self.input.set(input);
+        self.set_inputs(inputs);
         let plan = reset_plan_states(Arc::clone(partial))?;
         self.keep_executed(0, &plan);
         // Every output partition: a union below the aggregate has more than the input.
@@ -333,7 +360,7 @@ impl StreamPlan {
                 .map_err(|e| DataFusionError::External(Box::new(e)))??;
             out.extend(batches);
         }
-        self.input.clear();
+        self.clear_inputs();
         Ok(out)
     }
 
@@ -352,6 +379,57 @@ impl StreamPlan {
         slot.clear();
         out
     }
+}
+
+/// Registers `source` as a table of `ctx`: the stream itself, or, with an `event_time`
+/// option, a view over it with a virtual `event_time` column.
+async fn register_source(
+    ctx: &SessionContext,
+    source: &TableDef,
+    table: Arc<StreamTable>,
+) -> Result<()> {
+    let event_time = EventTime::of(source)
+        .map_err(|e| plan_err(format!("table {}: watermark_delay {e}", source.name)))?;
+    let Some(expr) = &event_time.expr else {
+        ctx.register_table(source.name.as_str(), table)?;
+        return Ok(());
+    };
+    let raw = format!("__sluice_raw_{}", source.name);
+    ctx.register_table(raw.as_str(), table)?;
+    let view = ctx
+        .sql(&format!("SELECT *, {expr} AS event_time FROM \"{raw}\""))
+        .await
+        .map_err(|e| {
+            plan_err(format!(
+                "table {}: event_time = '{expr}': {}",
+                source.name,
+                e.strip_backtrace()
+            ))
+        })?;
+    ctx.register_table(source.name.as_str(), view.into_view())?;
+    Ok(())
+}
+
+/// The watermark delay of the query: the one the sources it reads declare (sources
+/// that declare different delays cannot share one watermark yet).
+fn query_event_time(inputs: &[PlanInput]) -> Result<EventTime> {
+    let mut found: Option<(&str, EventTime)> = None;
+    for input in inputs {
+        let et = EventTime::of(&input.def)
+            .map_err(|e| plan_err(format!("table {}: watermark_delay {e}", input.def.name)))?;
+        let Some(delay) = et.delay_ms else { continue };
+        match &found {
+            Some((name, f)) if f.delay_ms != Some(delay) => {
+                return Err(plan_err(format!(
+                    "tables {name} and {} declare different watermark_delay values; one query keeps one watermark: give them the same delay",
+                    input.def.name
+                )))
+            }
+            Some(_) => {}
+            None => found = Some((input.def.name.as_str(), et)),
+        }
+    }
+    Ok(found.map(|(_, e)| e).unwrap_or_default())
 }
 
 fn count_aggregates(plan: &Arc<dyn ExecutionPlan>) -> Result<usize> {

@@ -1,13 +1,17 @@
 //! The micro-batch loop. Once per batch, top to bottom:
 //!
 //! ```text
-//!  plan offset ranges (or replay a logged batch) ─► fetch + decode on the source workers
-//!    ─► log the exact ranges (checkpoint write-ahead) ─► request the next batch early
-//!    ─► stage 1 ─► state merge ─► emit ─► stage 2 ─► sink ─► commit (state, offsets)
-//!    ─► progress line
+//!  plan offset ranges per table (or replay a logged batch) ─► fetch + decode on each
+//!    table's source workers ─► log the exact ranges (checkpoint write-ahead)
+//!    ─► request the next batch early ─► stage 1 ─► state merge ─► emit ─► stage 2
+//!    ─► sink ─► commit (state, offsets per table) ─► progress line
 //! ```
+//! [`Job::open`] does everything before the first batch (plan, sources, recovery,
+//! sinks); [`Job::run_batch`] is one trip down the picture; [`Job::close_windows`] is the
+//! last batch of a bounded replay.
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
@@ -15,18 +19,18 @@ use arrow::array::RecordBatch;
 use super::analyze::Analysis;
 use super::gather::{gather, Gathered};
 use super::late::LateOutput;
+use super::sources::Sources;
 use super::stateful::StreamState;
-use super::{open_sink, plan_ranges, source_table, RunOptions, StreamPlan};
+use super::{open_sink, source_tables, RunOptions, StreamPlan};
 use crate::checkpoint::{fingerprint, Checkpoint, Commit, Metadata, OffsetLog};
 use crate::error::Error;
 use crate::metrics::http::Published;
 use crate::metrics::status::Status;
-use crate::metrics::BatchProgress;
+use crate::metrics::{BatchProgress, FallingBehind, SourceProgress};
 use crate::sink::aside::DeadLetter;
 use crate::sink::{Discard, Sink};
-use crate::source::{self, Fetcher, OffsetRange, Source, SourceSettings};
+use crate::source::PartitionData;
 use crate::sql::QueryFile;
-use std::sync::Arc;
 
 /// Runs the query in `opts.file` until the source is exhausted (`--available-now`) or
 /// `stop` returns true. Progress lines go to `progress`.
@@ -47,390 +51,484 @@ pub async fn run_with(
     stop: &(dyn Fn() -> bool + Sync),
     mut analysis: Option<&mut Analysis>,
 ) -> anyhow::Result<()> {
-    let file_name = opts.file.display().to_string();
-    let mut status = Status::new(opts.status);
-    let text = std::fs::read_to_string(&opts.file)
-        .map_err(|e| Error::io("cannot read the query file", &opts.file, e))?;
-    let file = QueryFile::parse(&file_name, &text)?;
-    let def = source_table(&file, opts)?;
-    let settings = SourceSettings {
-        bootstrap_servers: opts.bootstrap_servers.clone(),
-        starting_offsets: opts.starting_offsets.clone(),
-        target_partitions: opts.target_partitions,
-    };
-    let plan = StreamPlan::new(&file, &def, opts.target_partitions, opts.output_mode)
-        .await
-        .map_err(|e| anyhow::anyhow!("{file_name}: {}", e.strip_backtrace()))?;
-    let mut source: Box<dyn Source> = source::open(&def, &settings)?;
-    let mut state = StreamState::new(&plan)?;
-    let mut next = source.start_offsets()?;
-    let mut batch_id = 0u64;
-
-    // Recovery: resume after the last committed batch; replay a logged one first.
-    let checkpoint = match &opts.checkpoint {
-        Some(loc) => Some(Checkpoint::open(loc, opts.keep_checkpoints)?),
-        None => None,
-    };
-    let mut pending: Option<OffsetLog> = None;
-    if let Some(c) = &checkpoint {
-        // The query and, when there are any, the views it may use: a changed view
-        // changes what the state means.
-        let mut sql = file.query.to_string();
-        for v in &file.views {
-            sql.push_str(&format!("\nCREATE VIEW {} AS {}", v.name, v.query));
-        }
-        let meta = Metadata {
-            version: 1,
-            query: fingerprint(&[
-                &sql,
-                &format!("{:?}", plan.input_schema),
-                &plan.mode.to_string(),
-                file.insert_into.as_deref().unwrap_or(""),
-            ]),
-            sql,
-        };
-        if let Some(w) = c.check_metadata(&meta, opts.force).await? {
-            status.say(progress, &format!("[sluice] warning: {w}"));
-        }
-        let rec = c.recover().await?;
-        for w in &rec.warnings {
-            status.say(progress, &format!("[sluice] warning: {w}"));
-        }
-        if let Some(commit) = &rec.commit {
-            if commit.next_offsets.len() != next.len() {
-                anyhow::bail!(
-                    "checkpoint {}: it has offsets for {} partitions but the source has {}; use a new checkpoint location",
-                    opts.checkpoint.as_deref().unwrap_or(""),
-                    commit.next_offsets.len(),
-                    next.len()
-                );
-            }
-            state.restore(&rec.state, commit)?;
-            next = commit.next_offsets.clone();
-            batch_id = commit.batch_id + 1;
-            status.say(
-                progress,
-                &format!(
-                    "[sluice] resuming after committed batch {}",
-                    commit.batch_id
-                ),
-            );
-        }
-        pending = rec.pending;
-    }
-
-    let targets = if opts.available_now {
-        let ends = source.available_ends()?;
-        if ends.contains(&i64::MAX) {
-            return Err(Error::option(
-                "--available-now",
-                "the source is unbounded; bound it (e.g. --source generator:1000000) or drop --available-now",
-            )
-            .into());
-        }
-        Some(ends)
-    } else {
-        None
-    };
-    let prefilter = if opts.no_prefilter {
-        None
-    } else {
-        plan.prefilter()
-    };
-    let screen = match &prefilter {
-        Some(p) => format!(", prefilter requires {:?}", p.literals()),
-        None => String::new(),
-    };
-    let mut fetcher = Fetcher::start(
-        source.readers()?,
-        source.workers(),
-        plan.input_schema.clone(),
-        prefilter,
-    )?;
-    let mut dead_letter = opts
-        .dead_letter
-        .as_ref()
-        .map(DeadLetter::open)
-        .transpose()?;
-    let mut outputs = Outputs {
-        sink: match analysis {
-            Some(_) => Box::new(Discard),
-            None => open_sink(
-                &file,
-                opts,
-                plan.mode,
-                plan.output_schema.clone(),
-                pending.as_ref().map(|l| l.batch_id),
-            )?,
-        },
-        checkpoint,
-    };
-    let mut late = match &opts.late_data {
-        Some(path) => Some(LateOutput::open(path, &file, &def, &plan)?),
-        None => None,
-    };
-    status.say(
-        progress,
-        &format!(
-            "[sluice] {file_name}: reading {}, output mode {}{screen}",
-            source.describe(),
-            plan.mode
-        ),
-    );
-
-    let published = match &opts.http {
-        Some(spec) => {
-            let board = Arc::new(Published::new(super::explain::describe(
-                &file_name,
-                &file,
-                &def,
-                &plan,
-                opts.no_prefilter,
-                None,
-            )));
-            let bound = crate::metrics::http::serve(
-                crate::metrics::http::address(spec)?,
-                Arc::clone(&board),
-            )
-            .await?;
-            status.say(
-                progress,
-                &format!("[sluice] dashboard on http://{bound}/ (also /metrics, /progress, /plan)"),
-            );
-            Some(board)
-        }
-        None => None,
-    };
-    let limit = opts.max_records_per_batch;
-    let max_bytes = opts.max_bytes_per_batch;
-    let console = file.insert_into.is_none();
-    let mut previous_start: Option<Instant> = None;
-    let mut behind = crate::metrics::FallingBehind::default();
-    // `--progress-json -` goes through `status` so it does not tear the live line.
-    let json_to_progress = opts.progress_json.as_deref() == Some("-");
-    let mut progress_json: Option<Box<dyn Write + Send>> = match opts.progress_json.as_deref() {
-        None | Some("-") => None,
-        Some(path) => Some(Box::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| Error::io("cannot open the progress file", path, e))?,
-        )),
-    };
-    let mut requested = false;
+    let mut job = Job::open(opts, progress, analysis.is_some()).await?;
     let mut closing_replay = false;
     loop {
         if stop() || analysis.as_ref().is_some_and(|a| a.done()) {
             break;
         }
-        if state.limit_reached() {
-            status.say(
+        if job.state.limit_reached() {
+            let n = job.plan.limit.unwrap_or(0);
+            job.say(
                 progress,
-                &format!(
-                    "[sluice] LIMIT {} reached: the query is done",
-                    plan.limit.unwrap_or(0)
-                ),
+                &format!("[sluice] LIMIT {n} reached: the query is done"),
             );
             break;
         }
-        let started = Instant::now();
-        if !requested {
-            let replay = pending.is_some();
-            let ranges = match pending.take() {
-                Some(log) if log.close_all => {
-                    closing_replay = true;
-                    break;
-                }
-                // A batch logged before a crash: the very same offsets, no limit.
-                Some(log) => log
-                    .ranges
-                    .iter()
-                    .map(|&(partition, start, end)| {
-                        (
-                            OffsetRange {
-                                partition,
-                                start,
-                                end,
-                            },
-                            u64::MAX,
-                        )
-                    })
-                    .collect(),
-                None => {
-                    let ends = match &targets {
-                        Some(t) => t.clone(),
-                        None => source.available_ends()?,
-                    };
-                    plan_ranges(&next, &ends, limit)
-                }
-            };
-            if ranges.is_empty() {
-                if targets.is_some() {
-                    break;
-                }
-                tokio::time::sleep(
-                    opts.trigger
-                        .unwrap_or(Duration::from_millis(100))
-                        .min(Duration::from_millis(100)),
-                )
-                .await;
-                continue;
+        match job
+            .run_batch(progress, stop, analysis.as_deref_mut())
+            .await?
+        {
+            Step::Ran => {}
+            Step::Idle => {
+                let idle = job.opts.trigger.unwrap_or(Duration::from_millis(100));
+                tokio::time::sleep(idle.min(Duration::from_millis(100))).await;
             }
-            // A replay reads its logged ranges whole: no byte bound.
-            fetcher.request(&ranges, if replay { u64::MAX } else { max_bytes })?;
+            Step::Exhausted | Step::Stopped => break,
+            Step::CloseAll => {
+                closing_replay = true;
+                break;
+            }
+        }
+    }
+    let exhausted = job.bounded && !stop() && !analysis.as_ref().is_some_and(|a| a.done());
+    if closing_replay || (opts.close_windows_at_end && exhausted && job.state.has_open_windows()) {
+        job.close_windows(progress, analysis.as_deref_mut()).await?;
+    }
+    let next = job.batch_id;
+    job.say(
+        progress,
+        &format!("[sluice] stopped; the next batch id is {next}"),
+    );
+    job.status.finish(progress);
+    if let Some(a) = analysis {
+        a.text = super::explain::describe(
+            &job.file_name,
+            &job.file,
+            &job.plan,
+            opts.no_prefilter,
+            Some(a),
+        );
+    }
+    Ok(())
+}
+
+/// What one turn of the loop did.
+enum Step {
+    /// A batch ran.
+    Ran,
+    /// No table had new data.
+    Idle,
+    /// `--available-now` and everything was read.
+    Exhausted,
+    /// Stopped mid-fetch; the batch was abandoned before it was logged.
+    Stopped,
+    /// The checkpoint's pending batch is the one that closes every window.
+    CloseAll,
+}
+
+/// A running query: its plan, state, sources and outputs.
+struct Job<'a> {
+    opts: &'a RunOptions,
+    file_name: String,
+    file: QueryFile,
+    plan: StreamPlan,
+    state: StreamState,
+    sources: Sources,
+    /// The id of the batch that runs next.
+    batch_id: u64,
+    /// A batch logged but not committed before a restart: replayed first.
+    pending: Option<OffsetLog>,
+    /// `--available-now`: the tables' ends are fixed.
+    bounded: bool,
+    /// Whether the next batch is already requested from the sources.
+    requested: bool,
+    outputs: Outputs,
+    late: Option<LateOutput>,
+    dead_letter: Option<DeadLetter>,
+    status: Status,
+    reports: Reports,
+}
+
+impl<'a> Job<'a> {
+    /// Parses and plans the query, opens its sources, resumes from the checkpoint,
+    /// opens the sink and the side outputs, and says what it reads.
+    async fn open(
+        opts: &'a RunOptions,
+        progress: &mut (dyn Write + Send),
+        analyzing: bool,
+    ) -> anyhow::Result<Job<'a>> {
+        let file_name = opts.file.display().to_string();
+        let text = std::fs::read_to_string(&opts.file)
+            .map_err(|e| Error::io("cannot read the query file", &opts.file, e))?;
+        let file = QueryFile::parse(&file_name, &text)?;
+        let defs = source_tables(&file, opts)?;
+        let plan = StreamPlan::new(&file, &defs, opts.target_partitions, opts.output_mode)
+            .await
+            .map_err(|e| anyhow::anyhow!("{file_name}: {}", e.strip_backtrace()))?;
+        let state = StreamState::new(&plan)?;
+        let sources = Sources::open(&plan, opts)?;
+        let checkpoint = match &opts.checkpoint {
+            Some(loc) => Some(Checkpoint::open(loc, opts.keep_checkpoints)?),
+            None => None,
+        };
+        let mut job = Job {
+            opts,
+            file_name,
+            file,
+            plan,
+            state,
+            sources,
+            batch_id: 0,
+            pending: None,
+            bounded: opts.available_now,
+            requested: false,
+            outputs: Outputs {
+                sink: Box::new(Discard),
+                checkpoint: None,
+            },
+            late: None,
+            dead_letter: None,
+            status: Status::new(opts.status),
+            reports: Reports::open(opts)?,
+        };
+        if let Some(c) = &checkpoint {
+            job.resume(c, progress).await?;
+        }
+        job.outputs.checkpoint = checkpoint;
+        if opts.available_now {
+            job.sources.bound_to_now()?;
+        }
+        if !analyzing {
+            let replay = job.pending.as_ref().map(|l| l.batch_id);
+            let schema = job.plan.output_schema.clone();
+            job.outputs.sink = open_sink(&job.file, opts, job.plan.mode, schema, replay)?;
+        }
+        job.dead_letter = opts
+            .dead_letter
+            .as_ref()
+            .map(DeadLetter::open)
+            .transpose()?;
+        if let Some(path) = &opts.late_data {
+            job.late = Some(LateOutput::open(path, &job.file, &job.plan)?);
+        }
+        job.announce(progress).await?;
+        Ok(job)
+    }
+
+    /// Checks the checkpoint was written by this query, restores the last committed
+    /// batch's state and offsets, and keeps a logged-but-uncommitted batch to replay.
+    async fn resume(
+        &mut self,
+        c: &Checkpoint,
+        progress: &mut (dyn Write + Send),
+    ) -> anyhow::Result<()> {
+        // The query and, when there are any, the views it may use: a changed view
+        // changes what the state means.
+        let mut sql = self.file.query.to_string();
+        for v in &self.file.views {
+            sql.push_str(&format!("\nCREATE VIEW {} AS {}", v.name, v.query));
+        }
+        let schemas: Vec<String> = self
+            .plan
+            .inputs
+            .iter()
+            .map(|i| format!("{:?}", i.schema))
+            .collect();
+        let meta = Metadata {
+            version: 1,
+            query: fingerprint(&[
+                &sql,
+                &schemas.join("\n"),
+                &self.plan.mode.to_string(),
+                self.file.insert_into.as_deref().unwrap_or(""),
+            ]),
+            sql,
+        };
+        if let Some(w) = c.check_metadata(&meta, self.opts.force).await? {
+            self.say(progress, &format!("[sluice] warning: {w}"));
+        }
+        let rec = c.recover().await?;
+        for w in &rec.warnings {
+            self.say(progress, &format!("[sluice] warning: {w}"));
+        }
+        if let Some(commit) = &rec.commit {
+            let location = self.opts.checkpoint.as_deref().unwrap_or("");
+            self.sources.resume(commit, location)?;
+            self.state.restore(&rec.state, commit)?;
+            self.batch_id = commit.batch_id + 1;
+            let msg = format!(
+                "[sluice] resuming after committed batch {}",
+                commit.batch_id
+            );
+            self.say(progress, &msg);
+        }
+        self.pending = rec.pending;
+        Ok(())
+    }
+
+    /// Says what the query reads and in which mode; starts the dashboard if asked.
+    async fn announce(&mut self, progress: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+        let screens: Vec<String> = self
+            .sources
+            .list
+            .iter()
+            .filter_map(|s| {
+                let literals = s.screen.as_ref()?;
+                Some(match self.sources.list.len() {
+                    1 => format!(", prefilter requires {literals:?}"),
+                    _ => format!(", prefilter on {} requires {literals:?}", s.def.name),
+                })
+            })
+            .collect();
+        let line = format!(
+            "[sluice] {}: reading {}, output mode {}{}",
+            self.file_name,
+            self.sources.describe(),
+            self.plan.mode,
+            screens.concat()
+        );
+        self.say(progress, &line);
+        if let Some(spec) = &self.opts.http {
+            let plan = super::explain::describe(
+                &self.file_name,
+                &self.file,
+                &self.plan,
+                self.opts.no_prefilter,
+                None,
+            );
+            let board = Arc::new(Published::new(plan));
+            let address = crate::metrics::http::address(spec)?;
+            let bound = crate::metrics::http::serve(address, Arc::clone(&board)).await?;
+            let line =
+                format!("[sluice] dashboard on http://{bound}/ (also /metrics, /progress, /plan)");
+            self.say(progress, &line);
+            self.reports.published = Some(board);
+        }
+        Ok(())
+    }
+
+    fn say(&mut self, progress: &mut (dyn Write + Send), message: &str) {
+        self.status.say(progress, message);
+    }
+
+    /// One batch: request (unless requested early), collect, log, request the next,
+    /// execute, sink, commit, report.
+    async fn run_batch(
+        &mut self,
+        progress: &mut (dyn Write + Send),
+        stop: &(dyn Fn() -> bool + Sync),
+        analysis: Option<&mut Analysis>,
+    ) -> anyhow::Result<Step> {
+        let started = Instant::now();
+        if !self.requested {
+            match self.pending.take() {
+                Some(log) if log.close_all => return Ok(Step::CloseAll),
+                Some(log) => self.sources.request_replay(&log)?,
+                None => {
+                    self.sources.refresh_ends()?;
+                    if !self.sources.request_next()? {
+                        return Ok(match self.bounded {
+                            true => Step::Exhausted,
+                            false => Step::Idle,
+                        });
+                    }
+                }
+            }
         }
         let fetch_started = Instant::now();
-        let Some(data) = fetcher.collect(stop)? else {
-            break; // stopped mid-fetch: the batch was not logged, nothing is lost
+        let Some(data) = self.sources.collect(stop)? else {
+            return Ok(Step::Stopped); // not logged: nothing is lost
         };
         let fetch_wait = fetch_started.elapsed();
-        for d in &data {
-            next[d.range.partition] = d.range.end;
-        }
-        let ends = match &targets {
-            Some(t) => t.clone(),
-            None => source.available_ends()?,
-        };
-        if let Some(c) = &outputs.checkpoint {
-            let ranges = data
-                .iter()
-                .map(|d| (d.range.partition, d.range.start, d.range.end))
-                .collect();
-            c.log_offsets(&OffsetLog {
-                batch_id,
-                ranges,
-                close_all: false,
-            })
-            .await?;
+        self.sources.refresh_ends()?;
+        if let Some(c) = &self.outputs.checkpoint {
+            c.log_offsets(&self.sources.log(self.batch_id, &data))
+                .await?;
         }
         // Ask for the next batch now, so it is fetched and decoded while this one runs.
-        requested = false;
-        if opts.trigger.is_none() && !stop() {
-            let ranges = plan_ranges(&next, &ends, limit);
-            if !ranges.is_empty() && !state.limit_reached() {
-                fetcher.request(&ranges, max_bytes)?;
-                requested = true;
-            }
-        }
+        self.requested = self.opts.trigger.is_none()
+            && !stop()
+            && !self.state.limit_reached()
+            && self.sources.request_next()?;
 
-        let Gathered {
-            input,
-            malformed,
-            with_origin,
-            progress: mut p,
-        } = gather(
-            batch_id,
-            data,
-            plan.partitions,
-            fetcher.workers(),
-            late.as_ref().map(|l| &l.finder),
-        )?;
-        p.malformed_rows = malformed.len() as u64;
-        if let Some(m) = malformed.first() {
-            status.say(
-                progress,
-                &format!(
-                    "[sluice] batch {batch_id}: {} malformed record(s) skipped; first at partition {} offset {}: {}",
-                    malformed.len(),
-                    m.partition,
-                    m.offset,
-                    m.error
-                ),
-            );
-        }
-        if let Some(dl) = dead_letter.as_mut() {
-            dl.write(&malformed)?;
-        }
+        let mut p = BatchProgress {
+            batch_id: self.batch_id,
+            ..Default::default()
+        };
+        let (input, with_origin) = self.gather_inputs(data, &mut p, progress)?;
         p.phases.push(("fetch", fetch_wait));
-        let watermark = state.time().0; // the watermark this batch runs with
-        let output = state.execute(&plan, input, false, &mut p).await?;
-        if let Some(l) = late.as_mut().filter(|_| p.late_rows > 0) {
+        let watermark = self.state.time().0; // the watermark this batch runs with
+        let output = self.state.execute(&self.plan, input, false, &mut p).await?;
+        if let Some(l) = self.late.as_mut().filter(|_| p.late_rows > 0) {
+            let batch_id = self.batch_id;
             if let Some(w) = l
                 .write(batch_id, with_origin, watermark, p.late_rows)
                 .await?
             {
-                status.say(progress, &w);
+                self.status.say(progress, &w);
             }
         }
-        if console && !output.is_empty() {
-            status.clear(progress); // the results go to the terminal's stdout next
+        if self.file.insert_into.is_none() && !output.is_empty() {
+            self.status.clear(progress); // the results go to the terminal's stdout next
         }
-        outputs
-            .finish(batch_id, &output, &mut state, &next, &mut p)
+        let next = self.sources.next_offsets();
+        self.outputs
+            .finish(self.batch_id, &output, &mut self.state, next, &mut p)
             .await?;
         p.duration = started.elapsed();
         p.started_ms = crate::gen::wall_ms() - p.duration.as_millis() as i64;
-        p.lag = next
-            .iter()
-            .zip(&ends)
-            .map(|(n, e)| (e - n).max(0) as u64)
-            .sum();
-        p.since_previous = previous_start.map(|t| started.duration_since(t));
-        previous_start = Some(started);
-        status.batch(progress, &p);
-        if let Some(a) = analysis.as_mut() {
-            a.observe(&p, &plan);
+        p.lag = self.sources.lag();
+        for (s, src) in p.sources.iter_mut().zip(&self.sources.list) {
+            s.lag = src.lag();
         }
-        if let Some(line) = behind.observe(&p) {
-            status.say(progress, &line);
-        }
-        if progress_json.is_some() || json_to_progress || published.is_some() {
-            let json = p.json(&file_name, source.describe());
-            if let Some(out) = progress_json.as_mut() {
-                writeln!(out, "{json}")?;
-            }
-            if json_to_progress {
-                status.say(progress, &json);
-            }
-            if let Some(board) = &published {
-                board.record(&p, json);
-            }
-        }
-        batch_id += 1;
-        if let Some(t) = opts.trigger {
+        self.report(progress, &mut p, started, analysis)?;
+        self.batch_id += 1;
+        if let Some(t) = self.opts.trigger {
             tokio::time::sleep(t.saturating_sub(started.elapsed())).await;
         }
+        Ok(Step::Ran)
     }
-    let exhausted = targets.is_some() && !stop() && !analysis.as_ref().is_some_and(|a| a.done());
-    if closing_replay || (opts.close_windows_at_end && exhausted && state.has_open_windows()) {
-        // The input is exhausted: close every window and emit it in one last batch.
+
+    /// Each table's decoded batches, dealt over the plan's input partitions; malformed
+    /// records said and set aside; the rows with their origin for the late-data file.
+    fn gather_inputs(
+        &mut self,
+        data: Vec<Vec<PartitionData>>,
+        p: &mut BatchProgress,
+        progress: &mut (dyn Write + Send),
+    ) -> anyhow::Result<(Vec<Vec<Vec<RecordBatch>>>, Vec<RecordBatch>)> {
+        let mut inputs = Vec::with_capacity(data.len());
+        let mut origins = Vec::new();
+        for (src, data) in self.sources.list.iter().zip(data) {
+            let mut sp = SourceProgress {
+                table: src.def.name.clone(),
+                description: src.describe(),
+                ..Default::default()
+            };
+            let late = self.late.as_ref().map(|l| &l.finder);
+            let Gathered {
+                input,
+                malformed,
+                with_origin,
+            } = gather(data, self.plan.partitions, src.workers(), late, p, &mut sp)?;
+            if let Some(m) = malformed.first() {
+                let table = match self.sources.list.len() {
+                    1 => String::new(),
+                    _ => format!(" of table {}", src.def.name),
+                };
+                let msg = format!(
+                    "[sluice] batch {}: {} malformed record(s){table} skipped; first at partition {} offset {}: {}",
+                    self.batch_id,
+                    malformed.len(),
+                    m.partition,
+                    m.offset,
+                    m.error
+                );
+                self.status.say(progress, &msg);
+            }
+            if let Some(dl) = self.dead_letter.as_mut() {
+                dl.write(&malformed)?;
+            }
+            p.sources.push(sp);
+            inputs.push(input);
+            origins.extend(with_origin);
+        }
+        Ok((inputs, origins))
+    }
+
+    /// The progress line, the analysis, the falling-behind warning, the JSON record.
+    fn report(
+        &mut self,
+        progress: &mut (dyn Write + Send),
+        p: &mut BatchProgress,
+        started: Instant,
+        analysis: Option<&mut Analysis>,
+    ) -> anyhow::Result<()> {
+        let r = &mut self.reports;
+        p.since_previous = r.previous_start.map(|t| started.duration_since(t));
+        r.previous_start = Some(started);
+        self.status.batch(progress, p);
+        if let Some(a) = analysis {
+            a.observe(p, &self.plan);
+        }
+        if let Some(line) = r.behind.observe(p) {
+            self.status.say(progress, &line);
+        }
+        if r.json_file.is_some() || r.json_to_progress || r.published.is_some() {
+            let json = p.json(&self.file_name);
+            if let Some(out) = r.json_file.as_mut() {
+                writeln!(out, "{json}")?;
+            }
+            if r.json_to_progress {
+                self.status.say(progress, &json);
+            }
+            if let Some(board) = &r.published {
+                board.record(p, json);
+            }
+        }
+        Ok(())
+    }
+
+    /// The input is exhausted (or the checkpoint says so): close every window and emit
+    /// it in one last batch.
+    async fn close_windows(
+        &mut self,
+        progress: &mut (dyn Write + Send),
+        analysis: Option<&mut Analysis>,
+    ) -> anyhow::Result<()> {
         let started = Instant::now();
-        if let Some(c) = &outputs.checkpoint {
-            c.log_offsets(&OffsetLog {
-                batch_id,
+        if let Some(c) = &self.outputs.checkpoint {
+            let log = OffsetLog {
+                batch_id: self.batch_id,
                 ranges: Vec::new(),
+                tables: Default::default(),
                 close_all: true,
-            })
-            .await?;
+            };
+            c.log_offsets(&log).await?;
         }
         let mut p = BatchProgress {
-            batch_id,
+            batch_id: self.batch_id,
             ..Default::default()
         };
-        let output = state
-            .execute(&plan, vec![Vec::new(); plan.partitions], true, &mut p)
-            .await?;
-        outputs
-            .finish(batch_id, &output, &mut state, &next, &mut p)
+        let empty = vec![vec![Vec::new(); self.plan.partitions]; self.plan.inputs.len()];
+        let output = self.state.execute(&self.plan, empty, true, &mut p).await?;
+        let next = self.sources.next_offsets();
+        self.outputs
+            .finish(self.batch_id, &output, &mut self.state, next, &mut p)
             .await?;
         p.duration = started.elapsed();
-        status.batch(progress, &p);
-        if let Some(a) = analysis.as_mut() {
-            a.observe(&p, &plan);
+        self.status.batch(progress, &p);
+        if let Some(a) = analysis {
+            a.observe(&p, &self.plan);
         }
-        batch_id += 1;
+        self.batch_id += 1;
+        Ok(())
     }
-    status.say(
-        progress,
-        &format!("[sluice] stopped; the next batch id is {batch_id}"),
-    );
-    status.finish(progress);
-    if let Some(a) = analysis {
-        a.text =
-            super::explain::describe(&file_name, &file, &def, &plan, opts.no_prefilter, Some(a));
+}
+
+/// Where progress goes besides the status line.
+struct Reports {
+    /// The dashboard's figures (`--http`).
+    published: Option<Arc<Published>>,
+    /// `--progress-json FILE`.
+    json_file: Option<Box<dyn Write + Send>>,
+    /// `--progress-json -`: through the status line, so it does not tear the live line.
+    json_to_progress: bool,
+    behind: FallingBehind,
+    previous_start: Option<Instant>,
+}
+
+impl Reports {
+    fn open(opts: &RunOptions) -> anyhow::Result<Self> {
+        let json_file: Option<Box<dyn Write + Send>> = match opts.progress_json.as_deref() {
+            None | Some("-") => None,
+            Some(path) => Some(Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| Error::io("cannot open the progress file", path, e))?,
+            )),
+        };
+        Ok(Self {
+            published: None,
+            json_file,
+            json_to_progress: opts.progress_json.as_deref() == Some("-"),
+            behind: FallingBehind::default(),
+            previous_start: None,
+        })
     }
-    Ok(())
 }
 
 /// Where a batch's results go once it ran: the sink and the checkpoint.
@@ -440,13 +538,14 @@ struct Outputs {
 }
 
 impl Outputs {
-    /// Sink, then commit, then the state figures of the progress line.
+    /// Sink, then commit (with each table's `next` offsets), then the state figures of
+    /// the progress line.
     async fn finish(
         &mut self,
         batch_id: u64,
         output: &[RecordBatch],
         state: &mut StreamState,
-        next: &[i64],
+        next: std::collections::BTreeMap<String, Vec<i64>>,
         p: &mut BatchProgress,
     ) -> anyhow::Result<()> {
         p.output_rows = output.iter().map(|b| b.num_rows() as u64).sum();
@@ -460,7 +559,8 @@ impl Outputs {
             let (watermark, max_event, emitted_through) = state.time();
             let commit = Commit {
                 batch_id,
-                next_offsets: next.to_vec(),
+                next_offsets: Vec::new(),
+                offsets: next,
                 watermark,
                 max_event,
                 emitted_through,

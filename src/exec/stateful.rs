@@ -95,14 +95,15 @@ impl StreamState {
         matches!(self, StreamState::Windows(w, _) if w.panes() > 0)
     }
 
-    /// Runs one batch: stage 1, state merge, emit per output mode, stage 2. With
+    /// Runs one batch (`input[i]`: source `i`'s batches, one list per partition):
+    /// stage 1, state merge, emit per output mode, stage 2. With
     /// `close_all`, the watermark first moves past every window. Adds the phases
     /// `execute` (stage 1 and stage 2) and `stateMerge` (exchange, merge, emit) and the
     /// rows routed to each shard to `p`.
     pub async fn execute(
         &mut self,
         plan: &StreamPlan,
-        input: Vec<Vec<RecordBatch>>,
+        input: Vec<Vec<Vec<RecordBatch>>>,
         close_all: bool,
         p: &mut BatchProgress,
     ) -> anyhow::Result<Vec<RecordBatch>> {

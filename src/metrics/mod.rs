@@ -51,8 +51,44 @@ pub struct BatchProgress {
     pub lag: u64,
     /// Time since the previous batch started (for the input rate).
     pub since_previous: Option<Duration>,
+    /// What each source table read, in the query's order.
+    pub sources: Vec<SourceProgress>,
+}
+
+/// What one source table contributed to a batch.
+#[derive(Debug, Clone, Default)]
+pub struct SourceProgress {
+    /// The table's name.
+    pub table: String,
+    /// What it reads (topic, directory, generator).
+    pub description: String,
+    /// Records read from it (good, malformed and screened out).
+    pub input_rows: u64,
     /// Offsets read, per partition: (partition, start, end).
     pub offsets: Vec<(usize, i64, i64)>,
+    /// Records available in it but not read yet, after the batch.
+    pub lag: u64,
+}
+
+impl SourceProgress {
+    /// Spark's per-source progress record.
+    fn json(&self) -> serde_json::Value {
+        let map = |f: &dyn Fn(i64, i64) -> i64| -> serde_json::Map<String, serde_json::Value> {
+            self.offsets
+                .iter()
+                .map(|(p, s, e)| (p.to_string(), f(*s, *e).into()))
+                .collect()
+        };
+        serde_json::json!({
+            "table": self.table,
+            "description": self.description,
+            "startOffset": map(&|s, _| s),
+            "endOffset": map(&|_, e| e),
+            "numInputRows": self.input_rows,
+            "lag": self.lag,
+            "rowsPerPartition": map(&|s, e| e - s),
+        })
+    }
 }
 
 impl BatchProgress {
@@ -77,28 +113,13 @@ impl BatchProgress {
     }
 
     /// One JSON progress record with Spark's field names where the meaning is the same.
-    pub fn json(&self, query: &str, source: String) -> String {
+    pub fn json(&self, query: &str) -> String {
         let ms = |d: Duration| d.as_millis() as u64;
         let mut durations = serde_json::Map::new();
         for (name, d) in self.phases.iter().chain(&self.source_phases) {
             durations.insert(name.to_string(), ms(*d).into());
         }
         durations.insert("triggerExecution".into(), ms(self.duration).into());
-        let start: serde_json::Map<String, serde_json::Value> = self
-            .offsets
-            .iter()
-            .map(|(p, s, _)| (p.to_string(), (*s).into()))
-            .collect();
-        let end: serde_json::Map<String, serde_json::Value> = self
-            .offsets
-            .iter()
-            .map(|(p, _, e)| (p.to_string(), (*e).into()))
-            .collect();
-        let rows: serde_json::Map<String, serde_json::Value> = self
-            .offsets
-            .iter()
-            .map(|(p, s, e)| (p.to_string(), (e - s).into()))
-            .collect();
         serde_json::json!({
             "name": query,
             "batchId": self.batch_id,
@@ -116,13 +137,7 @@ impl BatchProgress {
                 "numRowsTotalPerShard": self.shard_groups,
                 "numRowsMergedPerShard": self.shard_rows,
             }],
-            "sources": [{
-                "description": source,
-                "startOffset": start,
-                "endOffset": end,
-                "lag": self.lag,
-                "rowsPerPartition": rows,
-            }],
+            "sources": self.sources.iter().map(SourceProgress::json).collect::<Vec<_>>(),
             "malformedRows": self.malformed_rows,
             "screenedRows": self.screened_rows,
             "numOutputRows": self.output_rows,
@@ -133,10 +148,23 @@ impl BatchProgress {
 
     /// The one-line summary printed after each batch.
     pub fn line(&self) -> String {
+        // One source: `0:[0,10) 1:[0,12)`; several: `logs 0:[0,10); bids 0:[5,9)`.
+        let several = self.sources.len() > 1;
         let offsets: Vec<String> = self
-            .offsets
+            .sources
             .iter()
-            .map(|(p, s, e)| format!("{p}:[{s},{e})"))
+            .filter(|s| !s.offsets.is_empty())
+            .map(|s| {
+                let ranges: Vec<String> = s
+                    .offsets
+                    .iter()
+                    .map(|(p, s, e)| format!("{p}:[{s},{e})"))
+                    .collect();
+                match several {
+                    true => format!("{} {}", s.table, ranges.join(" ")),
+                    false => ranges.join(" "),
+                }
+            })
             .collect();
         let windows = match (self.open_panes, self.watermark) {
             (Some(panes), Some(w)) => format!(
@@ -157,7 +185,7 @@ impl BatchProgress {
             self.state_groups,
             self.malformed_rows,
             self.screened_rows,
-            offsets.join(" ")
+            offsets.join("; ")
         )
     }
 }

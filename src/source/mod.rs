@@ -76,6 +76,11 @@ pub struct SourceSettings {
     pub target_partitions: usize,
 }
 
+/// Whether tables of `connector` are read as streams.
+pub fn is_source(connector: &str) -> bool {
+    matches!(connector, "kafka" | "generator" | "file")
+}
+
 /// Opens the source a `CREATE TABLE … WITH (connector = …)` declares.
 pub fn open(def: &TableDef, settings: &SourceSettings) -> Result<Box<dyn Source>> {
     match def.connector() {

@@ -1,0 +1,258 @@
+//! The query's source tables in the batch loop. Each table has its own source, reader
+//! threads and offsets; one micro-batch reads every table that has data, each within
+//! the per-batch bounds, and the checkpoint logs offsets per (table, partition).
+//!
+//! ```text
+//!  per table: plan ranges (next → available ends, bounded) ─► its Fetcher's threads
+//!  collect every table's data ─► log {table: ranges} ─► next offsets per table
+//! ```
+
+use std::collections::BTreeMap;
+
+use super::{plan_ranges, RunOptions, StreamPlan};
+use crate::checkpoint::{Commit, OffsetLog, Ranges};
+use crate::error::{Error, Result};
+use crate::source::{self, Fetcher, OffsetRange, PartitionData, Source, SourceSettings};
+use crate::sql::TableDef;
+
+/// One source table: its source, reader threads and where reading goes on.
+pub struct SourceInput {
+    /// The table as declared.
+    pub def: TableDef,
+    source: Box<dyn Source>,
+    fetcher: Fetcher,
+    /// The next offset to read in each partition.
+    pub next: Vec<i64>,
+    /// How far data was available when last asked.
+    ends: Vec<i64>,
+    /// `--available-now`: where reading stops.
+    targets: Option<Vec<i64>>,
+    /// The literals its raw-byte prefilter requires, if it has one.
+    pub screen: Option<Vec<String>>,
+}
+
+impl SourceInput {
+    /// What the table reads, for messages.
+    pub fn describe(&self) -> String {
+        self.source.describe()
+    }
+
+    /// Records available but not read yet.
+    pub fn lag(&self) -> u64 {
+        self.next
+            .iter()
+            .zip(&self.ends)
+            .map(|(n, e)| e.saturating_sub(*n).max(0) as u64)
+            .sum()
+    }
+
+    /// Reader threads of the table.
+    pub fn workers(&self) -> usize {
+        self.fetcher.workers()
+    }
+}
+
+/// Every source table the query reads, in the plan's order.
+pub struct Sources {
+    /// The tables; `list[i]` feeds the plan's input `i`.
+    pub list: Vec<SourceInput>,
+    max_records: u64,
+    max_bytes: u64,
+}
+
+impl Sources {
+    /// Opens the sources of every table `plan` reads and starts their reader threads.
+    pub fn open(plan: &StreamPlan, opts: &RunOptions) -> anyhow::Result<Self> {
+        let settings = SourceSettings {
+            bootstrap_servers: opts.bootstrap_servers.clone(),
+            starting_offsets: opts.starting_offsets.clone(),
+            target_partitions: opts.target_partitions,
+        };
+        let mut list = Vec::with_capacity(plan.inputs.len());
+        for (i, input) in plan.inputs.iter().enumerate() {
+            let mut source = source::open(&input.def, &settings)?;
+            let prefilter = match opts.no_prefilter {
+                true => None,
+                false => plan.prefilter(i),
+            };
+            let screen = prefilter.as_ref().map(|p| p.literals().to_vec());
+            let next = source.start_offsets()?;
+            let fetcher = Fetcher::start(
+                source.readers()?,
+                source.workers(),
+                input.schema.clone(),
+                prefilter,
+            )?;
+            list.push(SourceInput {
+                def: input.def.clone(),
+                ends: next.clone(),
+                source,
+                fetcher,
+                next,
+                targets: None,
+                screen,
+            });
+        }
+        Ok(Self {
+            list,
+            max_records: opts.max_records_per_batch,
+            max_bytes: opts.max_bytes_per_batch,
+        })
+    }
+
+    /// What the sources read, for messages: `kafka topic logs (2 partitions)`, or each
+    /// table named when there are several.
+    pub fn describe(&self) -> String {
+        match self.list.as_slice() {
+            [one] => one.describe(),
+            several => several
+                .iter()
+                .map(|s| format!("{}: {}", s.def.name, s.describe()))
+                .collect::<Vec<_>>()
+                .join("; "),
+        }
+    }
+
+    /// Continues after `commit`: each table's next offsets. `location` names the
+    /// checkpoint in errors.
+    pub fn resume(&mut self, commit: &Commit, location: &str) -> anyhow::Result<()> {
+        let sole = self.list.len() == 1;
+        for s in &mut self.list {
+            let offsets = commit.offsets_of(&s.def.name, sole).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "checkpoint {location}: it has no offsets for table {}; use a new checkpoint location",
+                    s.def.name
+                )
+            })?;
+            if offsets.len() != s.next.len() {
+                anyhow::bail!(
+                    "checkpoint {location}: it has offsets for {} partitions of table {} but the source has {}; use a new checkpoint location",
+                    offsets.len(),
+                    s.def.name,
+                    s.next.len()
+                );
+            }
+            s.next = offsets.clone();
+        }
+        Ok(())
+    }
+
+    /// `--available-now`: fixes where each table's reading ends (what it holds now).
+    pub fn bound_to_now(&mut self) -> Result<()> {
+        for s in &mut self.list {
+            let ends = s.source.available_ends()?;
+            if ends.contains(&i64::MAX) {
+                return Err(Error::option(
+                    "--available-now",
+                    format!("table {} is unbounded; bound it (e.g. --source generator:1000000) or drop --available-now", s.def.name),
+                ));
+            }
+            s.ends = ends.clone();
+            s.targets = Some(ends);
+        }
+        Ok(())
+    }
+
+    /// Asks every table how far its data goes now (the fixed ends with
+    /// `--available-now`).
+    pub fn refresh_ends(&mut self) -> Result<()> {
+        for s in &mut self.list {
+            s.ends = match &s.targets {
+                Some(t) => t.clone(),
+                None => s.source.available_ends()?,
+            };
+        }
+        Ok(())
+    }
+
+    /// Requests the next batch from every table with data up to the ends last seen,
+    /// each within the per-batch bounds. Returns whether anything was requested.
+    pub fn request_next(&mut self) -> Result<bool> {
+        let mut any = false;
+        for s in &mut self.list {
+            let ranges = plan_ranges(&s.next, &s.ends, self.max_records);
+            if !ranges.is_empty() {
+                s.fetcher.request(&ranges, self.max_bytes)?;
+                any = true;
+            }
+        }
+        Ok(any)
+    }
+
+    /// Requests a batch logged before a crash: the very same ranges, no bounds.
+    pub fn request_replay(&mut self, log: &OffsetLog) -> Result<()> {
+        let sole = self.list.len() == 1;
+        for s in &mut self.list {
+            let Some(ranges) = log.ranges_of(&s.def.name, sole) else {
+                continue;
+            };
+            let ranges: Vec<(OffsetRange, u64)> = ranges
+                .iter()
+                .map(|&(partition, start, end)| {
+                    let range = OffsetRange {
+                        partition,
+                        start,
+                        end,
+                    };
+                    (range, u64::MAX)
+                })
+                .collect();
+            if !ranges.is_empty() {
+                s.fetcher.request(&ranges, u64::MAX)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for everything requested; `data[i]` is table `i`'s, in partition order,
+    /// and each table's next offsets move past it. `None` when `stop` turned true
+    /// meanwhile: the batch is abandoned (nothing of it was logged).
+    pub fn collect(&mut self, stop: &dyn Fn() -> bool) -> Result<Option<Vec<Vec<PartitionData>>>> {
+        let mut all = Vec::with_capacity(self.list.len());
+        for s in &mut self.list {
+            let Some(data) = s.fetcher.collect(stop)? else {
+                return Ok(None);
+            };
+            for d in &data {
+                s.next[d.range.partition] = d.range.end;
+            }
+            all.push(data);
+        }
+        Ok(Some(all))
+    }
+
+    /// The offset log of a batch that read `data` (as [`Sources::collect`] gave it).
+    pub fn log(&self, batch_id: u64, data: &[Vec<PartitionData>]) -> OffsetLog {
+        let tables = self
+            .list
+            .iter()
+            .zip(data)
+            .map(|(s, data)| {
+                let ranges: Ranges = data
+                    .iter()
+                    .map(|d| (d.range.partition, d.range.start, d.range.end))
+                    .collect();
+                (s.def.name.clone(), ranges)
+            })
+            .collect();
+        OffsetLog {
+            batch_id,
+            ranges: Vec::new(),
+            tables,
+            close_all: false,
+        }
+    }
+
+    /// Each table's next offsets, for the commit.
+    pub fn next_offsets(&self) -> BTreeMap<String, Vec<i64>> {
+        self.list
+            .iter()
+            .map(|s| (s.def.name.clone(), s.next.clone()))
+            .collect()
+    }
+
+    /// Records available but not read yet, over all tables.
+    pub fn lag(&self) -> u64 {
+        self.list.iter().map(SourceInput::lag).sum()
+    }
+}
