@@ -7,6 +7,7 @@
 pub mod checkpoint;
 pub mod error;
 pub mod gen;
+pub mod join;
 pub mod kafka;
 
 pub use error::{Error, Result};

@@ -18,7 +18,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use super::analyze::{preorder, Analysis};
 use super::plan::{PlanKind, StreamPlan};
 use super::window::WindowKind;
-use super::{source_tables, RunOptions};
+use super::RunOptions;
 use crate::sql::QueryFile;
 
 /// Options of `sluice explain`.
@@ -92,10 +92,7 @@ pub async fn explain(
     let file_name = opts.file.display().to_string();
     let text = std::fs::read_to_string(&opts.file)?;
     let file = QueryFile::parse(&file_name, &text)?;
-    let sources = source_tables(&file, opts)?;
-    let plan = StreamPlan::new(&file, &sources, opts.target_partitions, opts.output_mode)
-        .await
-        .map_err(|e| anyhow::anyhow!("{file_name}: {}", e.strip_backtrace()))?;
+    let plan = super::plan_query(&file, &file_name, opts).await?;
     Ok(describe(&file_name, &file, &plan, opts.no_prefilter, None))
 }
 

@@ -16,7 +16,9 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::Statistics;
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -69,6 +71,8 @@ pub struct BatchInputExec {
     schema: SchemaRef,
     props: Arc<PlanProperties>,
     partitions: usize,
+    /// Rows the planner should assume (see [`StreamTable::new`]).
+    rows_estimate: Option<usize>,
     metrics: ExecutionPlanMetricsSet,
 }
 
@@ -86,8 +90,15 @@ impl BatchInputExec {
             schema,
             props: Arc::new(props),
             partitions,
+            rows_estimate: None,
             metrics: ExecutionPlanMetricsSet::new(),
         }
+    }
+
+    /// The leaf with a row estimate for the planner's statistics.
+    pub fn with_rows_estimate(mut self, rows: Option<usize>) -> Self {
+        self.rows_estimate = rows;
+        self
     }
 
     /// Whether this leaf reads `slot` (tells one source table's scans from another's).
@@ -133,12 +144,22 @@ impl ExecutionPlan for BatchInputExec {
             schema: Arc::clone(&self.schema),
             props: Arc::clone(&self.props),
             partitions: self.partitions,
+            rows_estimate: self.rows_estimate,
             metrics: ExecutionPlanMetricsSet::new(),
         }))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
+    }
+
+    fn partition_statistics(&self, _partition: Option<usize>) -> Result<Arc<Statistics>> {
+        let mut stats = Statistics::new_unknown(&self.schema);
+        if let Some(rows) = self.rows_estimate {
+            stats.num_rows = Precision::Inexact(rows);
+            stats.total_byte_size = Precision::Inexact(rows.saturating_mul(64));
+        }
+        Ok(Arc::new(stats))
     }
 
     #[allow(deprecated)]
@@ -200,17 +221,27 @@ pub struct StreamTable {
     schema: SchemaRef,
     slot: Arc<InputSlot>,
     partitions: usize,
+    rows_estimate: Option<usize>,
     /// The columns any scan of the query reads (indices into `schema`).
     projection: Mutex<Option<std::collections::BTreeSet<usize>>>,
 }
 
 impl StreamTable {
     /// The table of `schema`, whose scans read `slot` with `partitions` partitions.
-    pub fn new(schema: SchemaRef, slot: Arc<InputSlot>, partitions: usize) -> Self {
+    /// `rows_estimate` is what the planner assumes a scan yields: a stream is assumed
+    /// huge and a static table small, so a join builds its hash table from the static
+    /// side and streams the other.
+    pub fn new(
+        schema: SchemaRef,
+        slot: Arc<InputSlot>,
+        partitions: usize,
+        rows_estimate: Option<usize>,
+    ) -> Self {
         Self {
             schema,
             slot,
             partitions,
+            rows_estimate,
             projection: Mutex::new(None),
         }
     }
@@ -249,10 +280,9 @@ impl TableProvider for StreamTable {
             .map_err(|_| DataFusionError::Internal("projection lock poisoned".into()))?
             .get_or_insert_with(Default::default)
             .extend(projection.iter().copied());
-        Ok(Arc::new(BatchInputExec::new(
-            Arc::clone(&self.slot),
-            schema,
-            self.partitions,
-        )))
+        Ok(Arc::new(
+            BatchInputExec::new(Arc::clone(&self.slot), schema, self.partitions)
+                .with_rows_estimate(self.rows_estimate),
+        ))
     }
 }

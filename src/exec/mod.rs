@@ -197,6 +197,50 @@ pub fn source_tables(file: &QueryFile, opts: &RunOptions) -> Result<Vec<TableDef
     }
 }
 
+/// The static tables of the query file (connector `filesystem` or `postgres`).
+pub fn static_tables(file: &QueryFile) -> Vec<TableDef> {
+    file.tables
+        .iter()
+        .filter(|t| crate::source::static_table::is_static(t.connector()))
+        .filter(|t| file.insert_into.as_deref() != Some(t.name.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// Plans the query in `file` once: loads its static tables (their rows and, when the
+/// file declares none, their columns), plans over the sources and builds the lookup
+/// joins. `file_name` prefixes planning errors.
+pub async fn plan_query(
+    file: &QueryFile,
+    file_name: &str,
+    opts: &RunOptions,
+) -> anyhow::Result<StreamPlan> {
+    let sources = source_tables(file, opts)?;
+    let mut statics = Vec::new();
+    let mut rows = Vec::new();
+    for def in static_tables(file) {
+        let (schema, batches) = crate::source::static_table::load(&def).await?;
+        statics.push(TableDef { schema, ..def });
+        rows.push(batches);
+    }
+    let err = |e: datafusion::error::DataFusionError| {
+        anyhow::anyhow!("{file_name}: {}", e.strip_backtrace())
+    };
+    let plan = StreamPlan::new(
+        file,
+        &sources,
+        &statics,
+        opts.target_partitions,
+        opts.output_mode,
+    )
+    .await
+    .map_err(err)?;
+    for (i, batches) in rows.into_iter().enumerate() {
+        plan.install_static(i, batches).await.map_err(err)?;
+    }
+    Ok(plan)
+}
+
 /// `def`, or the source `--source` names in its place (same name and schema).
 fn with_source_option(def: &TableDef, opts: &RunOptions) -> Result<TableDef> {
     let mut def = def.clone();

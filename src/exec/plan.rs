@@ -37,6 +37,7 @@ use super::input::{BatchInputExec, InputSlot, StreamTable};
 use super::watermark::{WatermarkExec, WatermarkTracker};
 use super::window::WindowKind;
 use crate::decode::prefilter::Prefilter;
+use crate::join::lookup::StaticSide;
 use crate::sql::{QueryFile, TableDef};
 use crate::state::window::WindowSpec;
 use crate::state::AggregateSpec;
@@ -126,11 +127,25 @@ pub struct PlanInput {
     pub schema: SchemaRef,
 }
 
+/// A static table the planned query joins with.
+pub struct StaticInput {
+    /// The table as declared (its schema: as loaded).
+    pub def: TableDef,
+    /// Holds the loaded rows (one partition) for the static sides that read them.
+    pub slot: Arc<InputSlot>,
+    /// How often it is read again, if ever.
+    pub refresh: Option<std::time::Duration>,
+}
+
 /// A streaming query, planned once.
 pub struct StreamPlan {
     /// The source tables the query reads, in file order (tables it never scans are
     /// left out: nothing reads them).
     pub inputs: Vec<PlanInput>,
+    /// The static tables the query joins with, in file order.
+    pub statics: Vec<StaticInput>,
+    /// The lookup joins' static sides, built when their tables load.
+    lookups: Vec<Arc<StaticSide>>,
     /// Number of input partitions (`--target-partitions`).
     pub partitions: usize,
     /// Stateless or aggregate.
@@ -164,6 +179,9 @@ fn session(partitions: usize) -> SessionContext {
     let opts = config.options_mut();
     opts.optimizer.enable_round_robin_repartition = false;
     opts.optimizer.enable_dynamic_filter_pushdown = false;
+    // Joins keep the stream's partitions: the static side is collected whole (it
+    // becomes a lookup join's hash table), the stream is never repartitioned for it.
+    opts.optimizer.repartition_joins = false;
     let logical_rules = Optimizer::new()
         .rules
         .into_iter()
@@ -193,12 +211,15 @@ fn session(partitions: usize) -> SessionContext {
 }
 
 impl StreamPlan {
-    /// Plans `file`'s query over its `sources` with `partitions` input partitions.
-    /// `mode` is the requested output mode (default: complete for aggregates, append
-    /// otherwise).
+    /// Plans `file`'s query over its `sources` and `statics` (static tables, with the
+    /// schema they loaded with) with `partitions` input partitions. `mode` is the
+    /// requested output mode (default: complete for aggregates, append otherwise).
+    /// Joins with static tables become lookup joins: load the tables with
+    /// [`StreamPlan::install_static`] before the first batch.
     pub async fn new(
         file: &QueryFile,
         sources: &[TableDef],
+        statics: &[TableDef],
         partitions: usize,
         mode: Option<OutputMode>,
     ) -> Result<Self> {
@@ -211,9 +232,22 @@ impl StreamPlan {
                 Arc::clone(&source.schema),
                 Arc::clone(&slot),
                 partitions,
+                Some(STREAM_ROWS_ESTIMATE),
             ));
             register_source(&ctx, source, table.clone()).await?;
             tables.push((source, slot, table));
+        }
+        let mut static_inputs = Vec::new();
+        for def in statics {
+            let slot = Arc::new(InputSlot::default());
+            let table = StreamTable::new(Arc::clone(&def.schema), Arc::clone(&slot), 1, Some(1));
+            ctx.register_table(def.name.as_str(), Arc::new(table))?;
+            static_inputs.push(StaticInput {
+                def: def.clone(),
+                slot,
+                refresh: crate::source::static_table::refresh_interval(def)
+                    .map_err(|e| plan_err(e.to_string()))?,
+            });
         }
         // Views, in file order: each is planned over what was registered before it and
         // inlined wherever the query uses it (a view used twice reads the batch once).
@@ -228,6 +262,16 @@ impl StreamPlan {
         let state = ctx.state();
         let logical = state.statement_to_plan(stmt).await?;
         let physical = state.create_physical_plan(&logical).await?;
+        let leaves = PlanLeaves {
+            statics: &static_inputs,
+        };
+        let (physical, lookups) = crate::join::plan_lookups(physical, &leaves)?;
+        if has_node(&physical, JOINS)? {
+            return Err(plan_err(
+                "joins of two streams are not supported yet; a stream may be joined with static tables \
+                 (connector 'filesystem' or 'postgres')",
+            ));
+        }
         // A table the query never scans has no projection: it is not read at all.
         let inputs: Vec<PlanInput> = tables
             .into_iter()
@@ -260,6 +304,8 @@ impl StreamPlan {
         };
         Ok(Self {
             inputs,
+            statics: static_inputs,
+            lookups,
             partitions,
             kind,
             mode,
@@ -290,6 +336,23 @@ impl StreamPlan {
                 .is_some_and(|b| b.reads(&input.slot))
         };
         Prefilter::from_plan(plan, &types, &is_leaf)
+    }
+
+    /// Puts static table `i`'s rows in place and builds every lookup join that reads it;
+    /// the batches that start afterwards see the new rows. Returns the rows loaded.
+    pub async fn install_static(&self, i: usize, rows: Vec<RecordBatch>) -> Result<usize> {
+        let input = self
+            .statics
+            .get(i)
+            .ok_or_else(|| plan_err("internal: no such static table"))?;
+        let n = rows.iter().map(RecordBatch::num_rows).sum();
+        input.slot.set(vec![rows]);
+        for side in &self.lookups {
+            if side.tables.contains(&input.def.name) {
+                side.build(Arc::clone(&self.task_ctx)).await?;
+            }
+        }
+        Ok(n)
     }
 
     /// Puts one batch's input in place: `inputs[i]` (one list per partition) feeds
@@ -381,6 +444,30 @@ impl StreamPlan {
     }
 }
 
+/// Rows the planner assumes a stream's scan yields: more than any static table, so
+/// joins build their hash table from the static side.
+const STREAM_ROWS_ESTIMATE: usize = 1 << 40;
+
+/// The plan's leaves: scans of static tables by their slots, every other input leaf a
+/// stream's.
+struct PlanLeaves<'a> {
+    statics: &'a [StaticInput],
+}
+
+impl crate::join::Leaves for PlanLeaves<'_> {
+    fn is_stream(&self, node: &Arc<dyn ExecutionPlan>) -> bool {
+        node.downcast_ref::<BatchInputExec>().is_some() && self.static_name(node).is_none()
+    }
+
+    fn static_name(&self, node: &Arc<dyn ExecutionPlan>) -> Option<String> {
+        let leaf = node.downcast_ref::<BatchInputExec>()?;
+        self.statics
+            .iter()
+            .find(|s| leaf.reads(&s.slot))
+            .map(|s| s.def.name.clone())
+    }
+}
+
 /// Registers `source` as a table of `ctx`: the stream itself, or, with an `event_time`
 /// option, a view over it with a virtual `event_time` column.
 async fn register_source(
@@ -456,6 +543,16 @@ fn has_node(plan: &Arc<dyn ExecutionPlan>, names: &[&str]) -> Result<bool> {
     Ok(found)
 }
 
+/// Joins DataFusion plans; those left after lookup joins took over join two streams.
+const JOINS: &[&str] = &[
+    "HashJoinExec",
+    "NestedLoopJoinExec",
+    "CrossJoinExec",
+    "SortMergeJoinExec",
+    "SymmetricHashJoinExec",
+    "PiecewiseMergeJoinExec",
+];
+
 const SORT_OR_LIMIT: &[&str] = &[
     "SortExec",
     "SortPreservingMergeExec",
@@ -509,19 +606,9 @@ fn check_stateless(plan: &Arc<dyn ExecutionPlan>, mode: OutputMode) -> Result<()
              remove it or aggregate the stream",
         ));
     }
-    if has_node(
-        plan,
-        &[
-            "HashJoinExec",
-            "NestedLoopJoinExec",
-            "CrossJoinExec",
-            "SortMergeJoinExec",
-            "WindowAggExec",
-            "BoundedWindowAggExec",
-        ],
-    )? {
+    if has_node(plan, &["WindowAggExec", "BoundedWindowAggExec"])? {
         return Err(plan_err(
-            "joins and window functions (OVER) are not supported on streams yet",
+            "window functions (OVER) are not supported on streams yet",
         ));
     }
     Ok(())

@@ -21,7 +21,7 @@ use super::gather::{gather, Gathered};
 use super::late::LateOutput;
 use super::sources::Sources;
 use super::stateful::StreamState;
-use super::{open_sink, source_tables, RunOptions, StreamPlan};
+use super::{open_sink, plan_query, RunOptions, StreamPlan};
 use crate::checkpoint::{fingerprint, Checkpoint, Commit, Metadata, OffsetLog};
 use crate::error::Error;
 use crate::metrics::http::Published;
@@ -133,6 +133,8 @@ struct Job<'a> {
     bounded: bool,
     /// Whether the next batch is already requested from the sources.
     requested: bool,
+    /// When each static table was last loaded (for `refresh_interval`).
+    loaded_at: Vec<Instant>,
     outputs: Outputs,
     late: Option<LateOutput>,
     dead_letter: Option<DeadLetter>,
@@ -152,12 +154,10 @@ impl<'a> Job<'a> {
         let text = std::fs::read_to_string(&opts.file)
             .map_err(|e| Error::io("cannot read the query file", &opts.file, e))?;
         let file = QueryFile::parse(&file_name, &text)?;
-        let defs = source_tables(&file, opts)?;
-        let plan = StreamPlan::new(&file, &defs, opts.target_partitions, opts.output_mode)
-            .await
-            .map_err(|e| anyhow::anyhow!("{file_name}: {}", e.strip_backtrace()))?;
+        let plan = plan_query(&file, &file_name, opts).await?;
         let state = StreamState::new(&plan)?;
         let sources = Sources::open(&plan, opts)?;
+        let plan_statics = plan.statics.len();
         let checkpoint = match &opts.checkpoint {
             Some(loc) => Some(Checkpoint::open(loc, opts.keep_checkpoints)?),
             None => None,
@@ -173,6 +173,7 @@ impl<'a> Job<'a> {
             pending: None,
             bounded: opts.available_now,
             requested: false,
+            loaded_at: vec![Instant::now(); plan_statics],
             outputs: Outputs {
                 sink: Box::new(Discard),
                 checkpoint: None,
@@ -310,6 +311,7 @@ impl<'a> Job<'a> {
         stop: &(dyn Fn() -> bool + Sync),
         analysis: Option<&mut Analysis>,
     ) -> anyhow::Result<Step> {
+        self.refresh_statics(progress).await;
         let started = Instant::now();
         if !self.requested {
             match self.pending.take() {
@@ -378,6 +380,33 @@ impl<'a> Job<'a> {
             tokio::time::sleep(t.saturating_sub(started.elapsed())).await;
         }
         Ok(Step::Ran)
+    }
+
+    /// Reads again the static tables whose `refresh_interval` has passed and swaps them
+    /// in before this batch runs. A table that fails to load (or loads with other
+    /// columns) keeps its previous rows, with a warning; it is tried again next interval.
+    async fn refresh_statics(&mut self, progress: &mut (dyn Write + Send)) {
+        for i in 0..self.plan.statics.len() {
+            let input = &self.plan.statics[i];
+            let Some(every) = input.refresh else { continue };
+            if self.loaded_at[i].elapsed() < every {
+                continue;
+            }
+            self.loaded_at[i] = Instant::now();
+            let name = input.def.name.clone();
+            let msg = match crate::source::static_table::load(&input.def).await {
+                Ok((schema, _)) if schema.fields() != input.def.schema.fields() => format!(
+                    "[sluice] warning: static table {name} now has other columns ({}); keeping its previous rows",
+                    schema.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect::<Vec<_>>().join(", ")
+                ),
+                Ok((_, rows)) => match self.plan.install_static(i, rows).await {
+                    Ok(n) => format!("[sluice] reloaded static table {name}: {n} rows"),
+                    Err(e) => format!("[sluice] warning: static table {name} reloaded but not installed: {}", e.strip_backtrace()),
+                },
+                Err(e) => format!("[sluice] warning: static table {name} could not be reloaded ({e}); keeping its previous rows"),
+            };
+            self.say(progress, &msg);
+        }
     }
 
     /// Each table's decoded batches, dealt over the plan's input partitions; malformed

@@ -16,6 +16,7 @@ pub mod fetch;
 pub mod file;
 pub mod generator;
 pub mod kafka;
+pub mod static_table;
 
 pub use fetch::{Fetcher, PartitionData};
 

@@ -103,7 +103,7 @@ impl QueryFile {
                     };
                     if !options.contains_key("connector") {
                         return Err(shape(format!(
-                            "table {name} has no connector: add WITH (connector = 'kafka' | 'generator' | 'file' | 'console', …)"
+                            "table {name} has no connector: add WITH (connector = 'kafka' | 'generator' | 'file' | 'filesystem' | 'postgres' | 'console' | 'parquet' | 'jsonl', …)"
                         )));
                     }
                     tables.push(TableDef {
