@@ -151,6 +151,21 @@ pub fn describe(
             note(Analysis::decode)
         );
     }
+    for s in &plan.statics {
+        let refresh = match s.refresh {
+            Some(every) => format!(
+                ", read again every {}",
+                super::analyze::show_duration(every)
+            ),
+            None => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  static table: {} (connector {}), loaded whole at start{refresh}; its lookup joins' hash tables are built then",
+            s.def.name,
+            s.def.connector()
+        );
+    }
     match &plan.kind {
         PlanKind::Stateless { plan: p } => {
             operators(p, 0, analysis, &mut out);
