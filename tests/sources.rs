@@ -258,3 +258,31 @@ fn source_option_and_watermarks_over_several_tables_are_explained() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("different watermark_delay"), "{err}");
 }
+
+#[test]
+fn a_union_of_two_like_filters_over_one_table_is_not_prefiltered_by_both() {
+    // The raw-byte prefilter screens by the literals of the filter right above a
+    // table's scan; with two scans each filter alone must not screen the other's rows.
+    let (broker, topic) = seeded_topic("union-like", 20000, 2, "crash", 20);
+    let dir = temp_dir("union-like");
+    let q = query_file(
+        &dir,
+        &broker,
+        &topic,
+        "SELECT 'c' AS k, user_id FROM logs WHERE lower(content) LIKE '%crash%' \
+         UNION ALL SELECT 'v' AS k, user_id FROM logs WHERE lower(content) LIKE '%vulnerability%';",
+    );
+    let mut expected = Vec::new();
+    for c in consume_all(&broker, &topic) {
+        let r = parse_record(&c.payload).unwrap();
+        let content = r.content.to_lowercase();
+        for (k, word) in [("c", "crash"), ("v", "vulnerability")] {
+            if content.contains(word) {
+                expected.push(vec![k.to_string(), r.user_id.clone()]);
+            }
+        }
+    }
+    let expected = sorted(expected);
+    assert!(expected.iter().any(|r| r[0] == "c") && expected.iter().any(|r| r[0] == "v"));
+    assert_eq!(all_rows_sorted(&q, "3000"), expected);
+}
