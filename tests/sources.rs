@@ -232,7 +232,7 @@ fn a_declared_table_the_query_does_not_read_is_not_opened() {
 }
 
 #[test]
-fn source_option_and_watermarks_over_several_tables_are_explained() {
+fn the_source_option_over_several_tables_is_explained() {
     let dir = temp_dir("two-errors");
     let q = two_tables(&dir, "127.0.0.1:1", "x", "y", None, UNION);
     let out = sluice(&["run", q.to_str().unwrap(), "--source", "generator:10"]);
@@ -244,19 +244,6 @@ fn source_option_and_watermarks_over_several_tables_are_explained() {
             && err.contains("drop --source"),
         "{err}"
     );
-
-    let path = dir.join("w.sql");
-    std::fs::write(
-        &path,
-        "CREATE TABLE a (timestamp BIGINT) WITH (connector = 'generator', event_time = 'to_timestamp_millis(\"timestamp\")', watermark_delay = '10 seconds');\n\
-         CREATE TABLE b (timestamp BIGINT) WITH (connector = 'generator', event_time = 'to_timestamp_millis(\"timestamp\")', watermark_delay = '20 seconds');\n\
-         SELECT tumble(event_time, INTERVAL '1 minute') AS w, count(*) FROM (SELECT event_time FROM a UNION ALL SELECT event_time FROM b) GROUP BY 1;\n",
-    )
-    .unwrap();
-    let out = sluice(&["run", path.to_str().unwrap()]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("different watermark_delay"), "{err}");
 }
 
 #[test]
@@ -285,4 +272,93 @@ fn a_union_of_two_like_filters_over_one_table_is_not_prefiltered_by_both() {
     let expected = sorted(expected);
     assert!(expected.iter().any(|r| r[0] == "c") && expected.iter().any(|r| r[0] == "v"));
     assert_eq!(all_rows_sorted(&q, "3000"), expected);
+}
+
+/// Windows of 10 s over two event-time topics, the second of which goes quiet after 3 s
+/// of event time; `idle` is the tables' idle_timeout option, if any. Returns the
+/// (window start ms, count) rows the JSON-lines sink got, and the expected rows: every
+/// window that ends at or before the busy topic's last event − 5 s, counted over both.
+fn idle_run(idle: &str) -> (Vec<(i64, i64)>, Vec<(i64, i64)>) {
+    let (broker, a) = event_time_topic("idle-a", 20000, 3, 400, "crash", 50);
+    let (_, b) = event_time_topic("idle-b", 1200, 4, 400, "crash", 50);
+    let dir = temp_dir("idle");
+    let out = dir.join("out");
+    let et = format!(
+        "event_time = 'to_timestamp_millis(\"timestamp\")', watermark_delay = '5 seconds'{idle}"
+    );
+    let cols = "timestamp BIGINT, user_id VARCHAR";
+    let path = dir.join("q.sql");
+    std::fs::write(
+        &path,
+        format!(
+            "CREATE TABLE a ({cols}) WITH (connector = 'kafka', topic = '{a}', bootstrap_servers = '{broker}', {et});\n\
+             CREATE TABLE b ({cols}) WITH (connector = 'kafka', topic = '{b}', bootstrap_servers = '{broker}', {et});\n\
+             CREATE TABLE out WITH (connector = 'jsonl', path = '{}');\n\
+             INSERT INTO out SELECT tumble(event_time, INTERVAL '10 seconds') AS w, count(*) AS n \
+             FROM (SELECT event_time FROM a UNION ALL SELECT event_time FROM b) \
+             GROUP BY tumble(event_time, INTERVAL '10 seconds');\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    run_ok(&[
+        "run",
+        path.to_str().unwrap(),
+        "--available-now",
+        "--max-records-per-batch",
+        "1000",
+        "--trigger",
+        "200ms",
+    ]);
+    let mut counts: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut max_a = i64::MIN;
+    for (topic, busy) in [(&a, true), (&b, false)] {
+        for c in consume_all(&broker, topic) {
+            let r = parse_record(&c.payload).unwrap();
+            if busy {
+                max_a = max_a.max(r.timestamp);
+            }
+            *counts
+                .entry(r.timestamp.div_euclid(10_000) * 10_000)
+                .or_insert(0) += 1;
+        }
+    }
+    let expected = counts
+        .into_iter()
+        .filter(|(start, _)| start + 10_000 <= max_a - 5_000)
+        .collect();
+    let mut got = Vec::new();
+    if out.exists() {
+        for f in std::fs::read_dir(&out).unwrap() {
+            for line in std::fs::read_to_string(f.unwrap().path()).unwrap().lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                let start = chrono::NaiveDateTime::parse_from_str(
+                    v["w"]["start"].as_str().unwrap(),
+                    "%Y-%m-%dT%H:%M:%S%.f",
+                )
+                .unwrap()
+                .and_utc()
+                .timestamp_millis();
+                got.push((start, v["n"].as_i64().unwrap()));
+            }
+        }
+    }
+    (sorted(got), expected)
+}
+
+#[test]
+fn windows_close_when_one_of_two_sources_goes_idle() {
+    // Without idle_timeout the quiet topic holds the watermark at its last event − 5 s:
+    // no window of the busy topic closes.
+    let (held, _) = idle_run("");
+    assert_eq!(
+        held,
+        Vec::new(),
+        "the quiet source should hold the watermark back"
+    );
+    // With it, the quiet topic stops counting after 1 s without records, and windows
+    // close as the busy topic's watermark passes them.
+    let (got, expected) = idle_run(", idle_timeout = '1 second'");
+    assert!(expected.len() >= 3, "{expected:?}");
+    assert_eq!(got, expected);
 }

@@ -81,6 +81,9 @@ pub struct Commit {
     /// Rows a query with a global `LIMIT` has emitted so far.
     #[serde(default)]
     pub limit_emitted: u64,
+    /// Queries over several sources: each source's largest event time (its clock).
+    #[serde(default)]
+    pub source_max_event: BTreeMap<String, i64>,
 }
 
 impl OffsetLog {

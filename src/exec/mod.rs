@@ -7,6 +7,7 @@
 //! ```
 
 pub mod analyze;
+pub mod clocks;
 pub mod explain;
 pub mod gather;
 pub mod input;

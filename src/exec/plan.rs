@@ -338,6 +338,16 @@ impl StreamPlan {
         Prefilter::from_plan(plan, &types, &is_leaf)
     }
 
+    /// The watermark of a windowed aggregate, if it has one.
+    pub fn watermark_tracker(&self) -> Option<&Arc<WatermarkTracker>> {
+        match &self.kind {
+            PlanKind::Aggregate {
+                window: Some(w), ..
+            } => w.tracker.as_ref(),
+            _ => None,
+        }
+    }
+
     /// Puts static table `i`'s rows in place and builds every lookup join that reads it;
     /// the batches that start afterwards see the new rows. Returns the rows loaded.
     pub async fn install_static(&self, i: usize, rows: Vec<RecordBatch>) -> Result<usize> {
@@ -497,26 +507,18 @@ async fn register_source(
     Ok(())
 }
 
-/// The watermark delay of the query: the one the sources it reads declare (sources
-/// that declare different delays cannot share one watermark yet).
+/// The event-time settings of the windowed aggregate: the first source's that declares
+/// a watermark delay. With several sources each keeps its own clock and delay
+/// (`exec::clocks`); this delay then only shows in `explain`.
 fn query_event_time(inputs: &[PlanInput]) -> Result<EventTime> {
-    let mut found: Option<(&str, EventTime)> = None;
     for input in inputs {
         let et = EventTime::of(&input.def)
             .map_err(|e| plan_err(format!("table {}: watermark_delay {e}", input.def.name)))?;
-        let Some(delay) = et.delay_ms else { continue };
-        match &found {
-            Some((name, f)) if f.delay_ms != Some(delay) => {
-                return Err(plan_err(format!(
-                    "tables {name} and {} declare different watermark_delay values; one query keeps one watermark: give them the same delay",
-                    input.def.name
-                )))
-            }
-            Some(_) => {}
-            None => found = Some((input.def.name.as_str(), et)),
+        if et.delay_ms.is_some() {
+            return Ok(et);
         }
     }
-    Ok(found.map(|(_, e)| e).unwrap_or_default())
+    Ok(EventTime::default())
 }
 
 fn count_aggregates(plan: &Arc<dyn ExecutionPlan>) -> Result<usize> {

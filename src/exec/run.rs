@@ -10,6 +10,7 @@
 //! sinks); [`Job::run_batch`] is one trip down the picture; [`Job::close_windows`] is the
 //! last batch of a bounded replay.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 
 use super::analyze::Analysis;
+use super::clocks::SourceClocks;
 use super::gather::{gather, Gathered};
 use super::late::LateOutput;
 use super::sources::Sources;
@@ -135,6 +137,8 @@ struct Job<'a> {
     requested: bool,
     /// When each static table was last loaded (for `refresh_interval`).
     loaded_at: Vec<Instant>,
+    /// Several sources under a windowed aggregate: each source's event-time clock.
+    clocks: Option<SourceClocks>,
     outputs: Outputs,
     late: Option<LateOutput>,
     dead_letter: Option<DeadLetter>,
@@ -158,6 +162,7 @@ impl<'a> Job<'a> {
         let state = StreamState::new(&plan)?;
         let sources = Sources::open(&plan, opts)?;
         let plan_statics = plan.statics.len();
+        let clocks = SourceClocks::new(&plan)?;
         let checkpoint = match &opts.checkpoint {
             Some(loc) => Some(Checkpoint::open(loc, opts.keep_checkpoints)?),
             None => None,
@@ -174,6 +179,7 @@ impl<'a> Job<'a> {
             bounded: opts.available_now,
             requested: false,
             loaded_at: vec![Instant::now(); plan_statics],
+            clocks,
             outputs: Outputs {
                 sink: Box::new(Discard),
                 checkpoint: None,
@@ -246,6 +252,9 @@ impl<'a> Job<'a> {
         if let Some(commit) = &rec.commit {
             let location = self.opts.checkpoint.as_deref().unwrap_or("");
             self.sources.resume(commit, location)?;
+            if let Some(c) = self.clocks.as_mut() {
+                c.restore(&commit.source_max_event);
+            }
             self.state.restore(&rec.state, commit)?;
             self.batch_id = commit.batch_id + 1;
             let msg = format!(
@@ -349,6 +358,14 @@ impl<'a> Job<'a> {
             ..Default::default()
         };
         let (input, with_origin) = self.gather_inputs(data, &mut p, progress)?;
+        if let Some(c) = self.clocks.as_mut() {
+            for (i, partitions) in input.iter().enumerate() {
+                c.observe(i, partitions)?;
+            }
+            if let Some(t) = self.plan.watermark_tracker() {
+                t.set_from_sources(c.watermark());
+            }
+        }
         p.phases.push(("fetch", fetch_wait));
         let watermark = self.state.time().0; // the watermark this batch runs with
         let output = self.state.execute(&self.plan, input, false, &mut p).await?;
@@ -365,8 +382,15 @@ impl<'a> Job<'a> {
             self.status.clear(progress); // the results go to the terminal's stdout next
         }
         let next = self.sources.next_offsets();
+        let clocks = self.clocks.as_ref().map(SourceClocks::snapshot);
         self.outputs
-            .finish(self.batch_id, &output, &mut self.state, next, &mut p)
+            .finish(
+                self.batch_id,
+                &output,
+                &mut self.state,
+                (next, clocks),
+                &mut p,
+            )
             .await?;
         p.duration = started.elapsed();
         p.started_ms = crate::gen::wall_ms() - p.duration.as_millis() as i64;
@@ -513,8 +537,15 @@ impl<'a> Job<'a> {
         let empty = vec![vec![Vec::new(); self.plan.partitions]; self.plan.inputs.len()];
         let output = self.state.execute(&self.plan, empty, true, &mut p).await?;
         let next = self.sources.next_offsets();
+        let clocks = self.clocks.as_ref().map(SourceClocks::snapshot);
         self.outputs
-            .finish(self.batch_id, &output, &mut self.state, next, &mut p)
+            .finish(
+                self.batch_id,
+                &output,
+                &mut self.state,
+                (next, clocks),
+                &mut p,
+            )
             .await?;
         p.duration = started.elapsed();
         self.status.batch(progress, &p);
@@ -567,14 +598,14 @@ struct Outputs {
 }
 
 impl Outputs {
-    /// Sink, then commit (with each table's `next` offsets), then the state figures of
-    /// the progress line.
+    /// Sink, then commit (with each table's next offsets and, with several sources,
+    /// their clocks), then the state figures of the progress line.
     async fn finish(
         &mut self,
         batch_id: u64,
         output: &[RecordBatch],
         state: &mut StreamState,
-        next: std::collections::BTreeMap<String, Vec<i64>>,
+        (next, clocks): (BTreeMap<String, Vec<i64>>, Option<BTreeMap<String, i64>>),
         p: &mut BatchProgress,
     ) -> anyhow::Result<()> {
         p.output_rows = output.iter().map(|b| b.num_rows() as u64).sum();
@@ -595,6 +626,7 @@ impl Outputs {
                 emitted_through,
                 state_file: None,
                 limit_emitted: state.limit_emitted(),
+                source_max_event: clocks.unwrap_or_default(),
             };
             c.commit(commit, schema.as_ref(), &rows).await?;
         }

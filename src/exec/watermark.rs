@@ -44,6 +44,10 @@ pub struct WatermarkTracker {
     max_event: AtomicI64,
     /// Late rows dropped since the last [`WatermarkTracker::take_late`].
     late: AtomicU64,
+    /// Set when the query reads several sources: the watermark their clocks allow
+    /// (`exec::clocks`), used by [`WatermarkTracker::advance`] instead of the largest
+    /// event time here.
+    from_sources: std::sync::Mutex<Option<i64>>,
     /// How far the watermark trails the largest event time.
     pub delay_ms: i64,
 }
@@ -55,6 +59,7 @@ impl WatermarkTracker {
             watermark: AtomicI64::new(NO_WATERMARK),
             max_event: AtomicI64::new(NO_WATERMARK),
             late: AtomicU64::new(0),
+            from_sources: std::sync::Mutex::new(None),
             delay_ms,
         }
     }
@@ -70,13 +75,27 @@ impl WatermarkTracker {
     }
 
     /// After a batch: watermark = max(watermark, max event time − delay). Returns it.
+    /// With several sources, the candidate their clocks set wins (never decreasing
+    /// either).
     pub fn advance(&self) -> i64 {
+        if let Some(candidate) = self.from_sources.lock().ok().and_then(|c| *c) {
+            self.watermark.fetch_max(candidate, Ordering::SeqCst);
+            return self.watermark();
+        }
         let max = self.max_event();
         if max != NO_WATERMARK {
             self.watermark
                 .fetch_max(max.saturating_sub(self.delay_ms), Ordering::SeqCst);
         }
         self.watermark()
+    }
+
+    /// The watermark the sources' clocks allow after this batch (`NO_WATERMARK` holds
+    /// it where it is).
+    pub fn set_from_sources(&self, candidate: i64) {
+        if let Ok(mut c) = self.from_sources.lock() {
+            *c = Some(candidate);
+        }
     }
 
     /// Restores a checkpointed watermark and largest event time.

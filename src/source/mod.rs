@@ -98,7 +98,13 @@ pub fn open(def: &TableDef, settings: &SourceSettings) -> Result<Box<dyn Source>
 /// Checks that `def` has only options in `known`, naming the valid ones otherwise.
 pub fn check_options(def: &TableDef, known: &[&str]) -> Result<()> {
     for key in def.options.keys() {
-        let common = ["connector", "format", "event_time", "watermark_delay"];
+        let common = [
+            "connector",
+            "format",
+            "event_time",
+            "watermark_delay",
+            "idle_timeout",
+        ];
         if !common.contains(&key.as_str()) && !known.contains(&key.as_str()) {
             return Err(crate::Error::option(
                 format!("'{key}' of table {}", def.name),
