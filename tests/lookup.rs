@@ -189,20 +189,8 @@ fn a_left_join_with_a_csv_table_is_exact_after_repeated_sigkill() {
     );
     let q = lookup_query(&dir, &broker, &topic, &opts, Some(&out), LEFT_JOIN);
     let ckpt = dir.join("ckpt");
-    let args = [
-        "run",
-        q.to_str().unwrap(),
-        "--available-now",
-        "--max-records-per-batch",
-        "300",
-        "--trigger",
-        "60ms",
-        "--checkpoint",
-        ckpt.to_str().unwrap(),
-    ];
-    let killed = kill_and_restart(&args, &delays(12, 5, 200, 900));
-    assert!(killed >= 8, "only {killed} runs were killed mid-stream");
-    assert_eq!(all_enriched(&out), expected, "after {killed} kills");
+    kill_and_restart_query(&q, &ckpt, "300", "60ms", 5);
+    assert_eq!(all_enriched(&out), expected, "after repeated kills");
 }
 
 /// Counts per owner of the inner join, and per severity of the records whose ip is a

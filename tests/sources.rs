@@ -86,20 +86,8 @@ fn a_union_of_two_topics_is_exact_after_repeated_sigkill() {
     let out = dir.join("out");
     let q = two_tables(&dir, &broker, &a, &b, Some(&out), UNION);
     let ckpt = dir.join("ckpt");
-    let args = [
-        "run",
-        q.to_str().unwrap(),
-        "--available-now",
-        "--max-records-per-batch",
-        "300",
-        "--trigger",
-        "60ms",
-        "--checkpoint",
-        ckpt.to_str().unwrap(),
-    ];
-    let killed = kill_and_restart(&args, &delays(12, 11, 150, 900));
-    assert!(killed >= 8, "only {killed} runs were killed mid-stream");
-    assert_eq!(union_rows(&out), expected, "after {killed} kills");
+    kill_and_restart_query(&q, &ckpt, "300", "60ms", 11);
+    assert_eq!(union_rows(&out), expected, "after repeated kills");
     // The checkpoint names each table's offsets.
     let commits = ckpt.join("commits");
     let last = std::fs::read_dir(&commits)

@@ -381,17 +381,7 @@ impl<'a> Job<'a> {
         if self.file.insert_into.is_none() && !output.is_empty() {
             self.status.clear(progress); // the results go to the terminal's stdout next
         }
-        let next = self.sources.next_offsets();
-        let clocks = self.clocks.as_ref().map(SourceClocks::snapshot);
-        self.outputs
-            .finish(
-                self.batch_id,
-                &output,
-                &mut self.state,
-                (next, clocks),
-                &mut p,
-            )
-            .await?;
+        self.finish(&output, &mut p).await?;
         p.duration = started.elapsed();
         p.started_ms = crate::gen::wall_ms() - p.duration.as_millis() as i64;
         p.lag = self.sources.lag();
@@ -404,6 +394,21 @@ impl<'a> Job<'a> {
             tokio::time::sleep(t.saturating_sub(started.elapsed())).await;
         }
         Ok(Step::Ran)
+    }
+
+    /// Sinks the batch's output and commits it with every table's next offsets (and
+    /// clocks).
+    async fn finish(
+        &mut self,
+        output: &[RecordBatch],
+        p: &mut BatchProgress,
+    ) -> anyhow::Result<()> {
+        let next = self.sources.next_offsets();
+        let clocks = self.clocks.as_ref().map(SourceClocks::snapshot);
+        let offsets = (next, clocks);
+        self.outputs
+            .finish(self.batch_id, output, &mut self.state, offsets, p)
+            .await
     }
 
     /// Reads again the static tables whose `refresh_interval` has passed and swaps them
@@ -536,17 +541,7 @@ impl<'a> Job<'a> {
         };
         let empty = vec![vec![Vec::new(); self.plan.partitions]; self.plan.inputs.len()];
         let output = self.state.execute(&self.plan, empty, true, &mut p).await?;
-        let next = self.sources.next_offsets();
-        let clocks = self.clocks.as_ref().map(SourceClocks::snapshot);
-        self.outputs
-            .finish(
-                self.batch_id,
-                &output,
-                &mut self.state,
-                (next, clocks),
-                &mut p,
-            )
-            .await?;
+        self.finish(&output, &mut p).await?;
         p.duration = started.elapsed();
         self.status.batch(progress, &p);
         if let Some(a) = analysis {

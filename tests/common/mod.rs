@@ -427,3 +427,28 @@ pub fn delays(n: usize, seed: u64, lo: u64, hi: u64) -> Vec<u64> {
     let mut rng = fastrand::Rng::with_seed(seed);
     (0..n).map(|_| rng.u64(lo..hi)).collect()
 }
+
+/// Runs `query` with a checkpoint at `ckpt` (`--available-now`, batches of `batch`
+/// records every `trigger`), SIGKILLing it 12 times at delays from `seed`, then lets it
+/// finish; asserts that at least 8 runs were killed mid-stream.
+pub fn kill_and_restart_query(
+    query: &std::path::Path,
+    ckpt: &std::path::Path,
+    batch: &str,
+    trigger: &str,
+    seed: u64,
+) {
+    let args = [
+        "run",
+        query.to_str().unwrap(),
+        "--available-now",
+        "--max-records-per-batch",
+        batch,
+        "--trigger",
+        trigger,
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+    ];
+    let killed = kill_and_restart(&args, &delays(12, seed, 150, 900));
+    assert!(killed >= 8, "only {killed} runs were killed mid-stream");
+}
