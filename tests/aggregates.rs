@@ -141,20 +141,7 @@ fn every_aggregate_merges_across_batches_and_restarts() {
 
     // More records arrive; a second run resumes from the checkpoint's snapshot, so
     // distinct sets, sums and extremes carry over instead of starting again.
-    sluice_ok(&[
-        "gen",
-        "--broker",
-        &broker,
-        "--topic",
-        &topic,
-        "--target-rps",
-        "0",
-        "--quiet",
-        "--max-records",
-        "5000",
-        "--seed",
-        "8",
-    ]);
+    append_records(&broker, &topic, 5000, 8);
     let (batches, stderr) = run();
     assert!(
         stderr.contains("resuming after committed batch"),

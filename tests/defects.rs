@@ -133,20 +133,7 @@ fn global_aggregate_without_group_by_is_exact_across_a_restart() {
     }
     // With a checkpoint: run to the end, add records, run again from the checkpoint.
     assert_eq!(run("complete", true).last().unwrap().rows, [first]);
-    sluice_ok(&[
-        "gen",
-        "--broker",
-        &broker,
-        "--topic",
-        &topic,
-        "--target-rps",
-        "0",
-        "--quiet",
-        "--max-records",
-        "3000",
-        "--seed",
-        "99",
-    ]);
+    append_records(&broker, &topic, 3000, 99);
     let resumed = run("complete", true);
     assert_eq!(
         resumed.last().unwrap().rows,

@@ -261,20 +261,7 @@ fn joins_resume_exactly(prefix: &str, owners_opts: &str) {
     assert_eq!(firsts[1].1, by_severity);
 
     // 12,000 more records (another seed), then resume.
-    sluice_ok(&[
-        "gen",
-        "--broker",
-        &broker,
-        "--topic",
-        &topic,
-        "--target-rps",
-        "0",
-        "--quiet",
-        "--max-records",
-        "12000",
-        "--seed",
-        "99",
-    ]);
+    append_records(&broker, &topic, 12000, 99);
     let (by_owner, by_severity) = join_counts_expected(&broker, &topic, &map);
     for ((q, first), expected) in firsts.into_iter().zip([by_owner, by_severity]) {
         let (second, batches) = run_counts(&q, &q.parent().unwrap().join("ckpt"));

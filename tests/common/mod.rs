@@ -452,3 +452,22 @@ pub fn kill_and_restart_query(
     let killed = kill_and_restart(&args, &delays(12, seed, 150, 900));
     assert!(killed >= 8, "only {killed} runs were killed mid-stream");
 }
+
+/// Appends `n` more records made with `seed` to the existing `topic`.
+pub fn append_records(broker: &str, topic: &str, n: u64, seed: u64) {
+    let (n, seed) = (n.to_string(), seed.to_string());
+    sluice_ok(&[
+        "gen",
+        "--broker",
+        broker,
+        "--topic",
+        topic,
+        "--target-rps",
+        "0",
+        "--quiet",
+        "--max-records",
+        &n,
+        "--seed",
+        &seed,
+    ]);
+}
