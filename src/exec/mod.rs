@@ -180,10 +180,15 @@ pub fn source_tables(file: &QueryFile, opts: &RunOptions) -> Result<Vec<TableDef
         // A Kafka table the query writes into is a sink, not a source.
         .filter(|t| file.insert_into.as_deref() != Some(t.name.as_str()))
         .collect();
+    let sources: Vec<TableDef> = sources
+        .into_iter()
+        .map(with_default_columns)
+        .collect::<Result<_>>()?;
+    let sources: Vec<&TableDef> = sources.iter().collect();
     match sources.as_slice() {
         [] => Err(Error::option(
             "query file",
-            "no source table: declare one WITH (connector = 'kafka' | 'generator' | 'file')",
+            "no source table: declare one WITH (connector = 'kafka' | 'generator' | 'file' | 'nexmark')",
         )),
         [def] => Ok(vec![with_source_option(def, opts)?]),
         several if opts.source.is_some() => Err(Error::option(
@@ -240,6 +245,15 @@ pub async fn plan_query(
         plan.install_static(i, batches).await.map_err(err)?;
     }
     Ok(plan)
+}
+
+/// `def`, with the columns of its connector when it declares none (a Nexmark stream's).
+fn with_default_columns(def: &TableDef) -> Result<TableDef> {
+    let mut def = def.clone();
+    if def.connector() == "nexmark" && def.schema.fields().is_empty() {
+        def.schema = crate::source::nexmark::schema(crate::source::nexmark::event_type(&def)?);
+    }
+    Ok(def)
 }
 
 /// `def`, or the source `--source` names in its place (same name and schema).

@@ -6,6 +6,7 @@
 //! Record making lives in [`record`] so the engine's built-in generator source reuses
 //! it; this module owns pacing, progress and outputs only.
 
+pub mod nexmark;
 pub mod output;
 pub mod record;
 
@@ -79,6 +80,14 @@ pub struct GenOptions {
     /// No progress lines, only the summary.
     #[arg(long)]
     pub quiet: bool,
+    /// Make the Nexmark streams instead of log records: person, auction and bid events
+    /// into topics PREFIX-person, PREFIX-auction, PREFIX-bid (`--nexmark-prefix`), or
+    /// into those subdirectories of `--output`.
+    #[arg(long)]
+    pub nexmark: bool,
+    /// With --nexmark: the topics' name prefix.
+    #[arg(long, default_value = "nexmark")]
+    pub nexmark_prefix: String,
 }
 
 /// What a finished run did.
@@ -179,6 +188,9 @@ pub fn run(
     stop: &dyn Fn() -> bool,
 ) -> Result<GenSummary> {
     opts.validate()?;
+    if opts.nexmark {
+        return nexmark::run(opts, progress, stop);
+    }
     let seed = opts.seed.unwrap_or_else(|| fastrand::u64(..));
     let mut out: Box<dyn GenOutput> = open_output(opts)?;
     let mut maker = RecordMaker::new(&opts.record_spec(seed));
@@ -240,7 +252,7 @@ pub fn run(
 }
 
 /// Sleeps until record `index` is due at `rps` records per second (no-op for rps 0).
-fn pace(rps: u64, start: Instant, index: u64) {
+pub(crate) fn pace(rps: u64, start: Instant, index: u64) {
     if rps == 0 {
         return;
     }

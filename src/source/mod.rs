@@ -16,6 +16,7 @@ pub mod fetch;
 pub mod file;
 pub mod generator;
 pub mod kafka;
+pub mod nexmark;
 pub mod static_table;
 
 pub use fetch::{Fetcher, PartitionData};
@@ -79,7 +80,7 @@ pub struct SourceSettings {
 
 /// Whether tables of `connector` are read as streams.
 pub fn is_source(connector: &str) -> bool {
-    matches!(connector, "kafka" | "generator" | "file")
+    matches!(connector, "kafka" | "generator" | "file" | "nexmark")
 }
 
 /// Opens the source a `CREATE TABLE … WITH (connector = …)` declares.
@@ -88,9 +89,12 @@ pub fn open(def: &TableDef, settings: &SourceSettings) -> Result<Box<dyn Source>
         "kafka" => Ok(Box::new(kafka::KafkaSource::open(def, settings)?)),
         "generator" => Ok(Box::new(generator::GeneratorSource::open(def)?)),
         "file" => Ok(Box::new(file::FileSource::open(def, settings)?)),
+        "nexmark" => Ok(Box::new(nexmark::NexmarkSource::open(def)?)),
         other => Err(crate::Error::option(
             format!("connector of table {}", def.name),
-            format!("unknown source connector '{other}'; use 'kafka', 'generator' or 'file'"),
+            format!(
+                "unknown source connector '{other}'; use 'kafka', 'generator', 'file' or 'nexmark'"
+            ),
         )),
     }
 }

@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::sql::sqlparser::ast::{
-    ColumnDef, CreateTableOptions, Expr, Query, SqlOption, Statement, Value, ValueWithSpan,
+    ArrayElemTypeDef, ColumnDef, CreateTableOptions, DataType as SqlType, ExactNumberInfo, Expr,
+    Query, SqlOption, Statement, StructField, Value, ValueWithSpan,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -82,8 +83,9 @@ impl QueryFile {
             file: file.to_string(),
             message,
         };
+        let sql = flink_types(sql);
         let statements =
-            Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| SqlError::Parse {
+            Parser::parse_sql(&GenericDialect {}, &sql).map_err(|e| SqlError::Parse {
                 file: file.to_string(),
                 message: e.to_string(),
             })?;
@@ -165,6 +167,95 @@ impl QueryFile {
     }
 }
 
+/// Flink writes `MAP<K, V>` and `ROW(a INT, b VARCHAR)` for types; the SQL parser
+/// reads `MAP(K, V)` and `STRUCT<a INT, b VARCHAR>`. Rewrites the first forms into the
+/// second outside string literals, quoted names and comments. A `ROW(` is a type when
+/// it follows a name (a column or field) or `AS` (a cast), not an expression keyword.
+fn flink_types(sql: &str) -> String {
+    const EXPRESSION_WORDS: &[&str] = &[
+        "select", "where", "and", "or", "not", "on", "by", "in", "then", "else", "when", "having",
+        "values", "is", "like", "return", "case",
+    ];
+    let bytes = sql.as_bytes();
+    let word_before = |i: usize| -> (&str, &str) {
+        let before = sql[..i].trim_end();
+        let start = before
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(0, |p| p + 1);
+        let word = &before[start..];
+        (word, sql[..start].trim_end())
+    };
+    let mut edits: Vec<(usize, &str)> = Vec::new(); // byte position, replacement of one byte
+    let mut angles: Vec<bool> = Vec::new(); // true: opened by MAP
+    let mut parens: Vec<bool> = Vec::new(); // true: opened by a ROW type
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            q @ (b'\'' | b'"' | b'`') => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != q {
+                    i += 1;
+                }
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'<' => {
+                let is_map = word_before(i).0.eq_ignore_ascii_case("map");
+                angles.push(is_map);
+                if is_map {
+                    edits.push((i, "("));
+                }
+            }
+            b'>' if !angles.is_empty() => {
+                if angles.pop() == Some(true) {
+                    edits.push((i, ")"));
+                }
+            }
+            b'(' => {
+                let (word, rest) = word_before(i);
+                let (prev, _) = word_before(rest.len());
+                let after_name = rest.ends_with(|c: char| {
+                    c.is_ascii_alphanumeric() || c == '_' || c == '"' || c == '`'
+                });
+                let is_row = word.eq_ignore_ascii_case("row")
+                    && after_name
+                    && !EXPRESSION_WORDS.contains(&prev.to_ascii_lowercase().as_str());
+                parens.push(is_row);
+                if is_row {
+                    edits.push((i - 3, "STRUCT<"));
+                }
+            }
+            b')' => {
+                if parens.pop() == Some(true) {
+                    edits.push((i, ">"));
+                }
+            }
+            b';' => {
+                angles.clear();
+                parens.clear();
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if edits.is_empty() {
+        return sql.to_string();
+    }
+    let mut out = String::with_capacity(sql.len() + 8 * edits.len());
+    let mut at = 0;
+    for (pos, text) in edits {
+        out.push_str(&sql[at..pos]);
+        out.push_str(text);
+        // `STRUCT<` replaces the four bytes `ROW(`, the others one byte.
+        at = pos + if text == "STRUCT<" { 4 } else { 1 };
+    }
+    out.push_str(&sql[at..]);
+    out
+}
+
 fn first_words(s: &str) -> String {
     s.split_whitespace().take(4).collect::<Vec<_>>().join(" ")
 }
@@ -204,29 +295,97 @@ fn columns_to_schema(cols: &[ColumnDef]) -> Result<SchemaRef, String> {
     let fields = cols
         .iter()
         .map(|c| {
-            let t = c.data_type.to_string().to_lowercase();
-            let base = t.split('(').next().unwrap_or("").trim();
-            let dt = match base {
-                "bigint" | "int8" | "long" => DataType::Int64,
-                "int" | "integer" | "int4" => DataType::Int32,
-                "smallint" | "int2" => DataType::Int16,
-                "double" | "double precision" | "float8" => DataType::Float64,
-                "float" | "real" | "float4" => DataType::Float32,
-                "boolean" | "bool" => DataType::Boolean,
-                "varchar" | "text" | "string" | "char" | "character varying" => DataType::Utf8,
-                "timestamp" => DataType::Timestamp(TimeUnit::Millisecond, None),
-                "date" => DataType::Date32,
-                _ => {
-                    return Err(format!(
-                        "column {}: type {t} is not supported; use BIGINT, INT, DOUBLE, BOOLEAN, VARCHAR, TIMESTAMP or DATE",
-                        c.name
-                    ))
-                }
-            };
+            let dt = arrow_type(&c.data_type).map_err(|m| format!("column {}: {m}", c.name))?;
             Ok(Field::new(&c.name.value, dt, true))
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, String>>()?;
     Ok(Arc::new(Schema::new(fields)))
+}
+
+/// The Arrow type of a declared SQL type: scalars, `DECIMAL(p, s)`, and the nested
+/// `STRUCT<a INT, b VARCHAR>` (Flink's `ROW(…)` is rewritten to it), `ARRAY<T>` / `T[]`
+/// and `MAP(K, V)` (Flink's `MAP<K, V>` likewise); arrow-json decodes each from the
+/// JSON value of the same shape.
+fn arrow_type(t: &SqlType) -> Result<DataType, String> {
+    let item = |t: &SqlType| -> Result<Arc<Field>, String> {
+        Ok(Arc::new(Field::new("item", arrow_type(t)?, true)))
+    };
+    let fields = |fs: &[StructField]| -> Result<Vec<Field>, String> {
+        fs.iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let name = f
+                    .field_name
+                    .as_ref()
+                    .map(|n| n.value.clone())
+                    .unwrap_or_else(|| format!("c{i}"));
+                Ok(Field::new(name, arrow_type(&f.field_type)?, true))
+            })
+            .collect()
+    };
+    Ok(match t {
+        SqlType::Struct(fs, _) | SqlType::Tuple(fs) => DataType::Struct(fields(fs)?.into()),
+        SqlType::Array(
+            ArrayElemTypeDef::AngleBracket(e)
+            | ArrayElemTypeDef::SquareBracket(e, _)
+            | ArrayElemTypeDef::Parenthesis(e),
+        ) => DataType::List(item(e)?),
+        SqlType::Array(ArrayElemTypeDef::None) => {
+            return Err("ARRAY needs an element type: ARRAY<VARCHAR>".into())
+        }
+        SqlType::Map(k, v) => {
+            let entries = Field::new(
+                "entries",
+                DataType::Struct(
+                    vec![
+                        Field::new("key", arrow_type(k)?, false),
+                        Field::new("value", arrow_type(v)?, true),
+                    ]
+                    .into(),
+                ),
+                false,
+            );
+            DataType::Map(Arc::new(entries), false)
+        }
+        SqlType::Decimal(info) | SqlType::Numeric(info) | SqlType::Dec(info) => {
+            // Flink's defaults: DECIMAL = DECIMAL(10, 0), DECIMAL(p) = DECIMAL(p, 0).
+            let (p, s) = match info {
+                ExactNumberInfo::None => (10, 0),
+                ExactNumberInfo::Precision(p) => (*p, 0),
+                ExactNumberInfo::PrecisionAndScale(p, s) => (*p, *s),
+            };
+            if !(1..=38).contains(&p) || s < 0 || s as u64 > p {
+                return Err(format!(
+                    "DECIMAL({p}, {s}): precision 1..38, scale 0..precision"
+                ));
+            }
+            DataType::Decimal128(p as u8, s as i8)
+        }
+        other => scalar_type(other)?,
+    })
+}
+
+fn scalar_type(t: &SqlType) -> Result<DataType, String> {
+    let name = t.to_string().to_lowercase();
+    let base = name.split('(').next().unwrap_or("").trim();
+    Ok(match base {
+        "bigint" | "int8" | "long" => DataType::Int64,
+        "int" | "integer" | "int4" => DataType::Int32,
+        "smallint" | "int2" => DataType::Int16,
+        "double" | "double precision" | "float8" => DataType::Float64,
+        "float" | "real" | "float4" => DataType::Float32,
+        "boolean" | "bool" => DataType::Boolean,
+        "varchar" | "text" | "string" | "char" | "character varying" => DataType::Utf8,
+        // A JSON number is epoch milliseconds; a string is ISO 8601 / RFC 3339.
+        "timestamp" => DataType::Timestamp(TimeUnit::Millisecond, None),
+        "date" => DataType::Date32,
+        _ => {
+            return Err(format!(
+                "type {name} is not supported; use BIGINT, INT, DOUBLE, BOOLEAN, VARCHAR, TIMESTAMP, DATE, \
+                 DECIMAL(p, s), STRUCT<…> / ROW(…), ARRAY<…> or MAP<…, …>"
+            ))
+        }
+    })
 }
 
 #[cfg(test)]
@@ -298,5 +457,28 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("not supported"), "{e}");
+    }
+
+    #[test]
+    fn nested_and_decimal_columns_map_to_arrow() {
+        let f = QueryFile::parse(
+            "q.sql",
+            "CREATE TABLE t (s STRUCT<a BIGINT, b VARCHAR>, r ROW(x DOUBLE, y ARRAY<INT>), \
+             l ARRAY<VARCHAR>, m MAP<VARCHAR, BIGINT>, d DECIMAL(12, 2), ts TIMESTAMP) \
+             WITH (connector = 'kafka'); SELECT 1;",
+        )
+        .unwrap();
+        let s = &f.tables[0].schema;
+        let t = |i: usize| s.field(i).data_type().clone();
+        assert!(
+            matches!(t(0), DataType::Struct(f) if f.len() == 2 && f[1].data_type() == &DataType::Utf8)
+        );
+        assert!(
+            matches!(t(1), DataType::Struct(f) if matches!(f[1].data_type(), DataType::List(_)))
+        );
+        assert!(matches!(t(2), DataType::List(i) if i.data_type() == &DataType::Utf8));
+        assert!(matches!(t(3), DataType::Map(_, false)));
+        assert_eq!(t(4), DataType::Decimal128(12, 2));
+        assert_eq!(t(5), DataType::Timestamp(TimeUnit::Millisecond, None));
     }
 }

@@ -1,0 +1,287 @@
+//! The shipped Nexmark queries (queries/nexmark), each run by Sluice over 200,000
+//! generated events in many batches, SIGKILLed and restarted from its checkpoint, and
+//! compared with the same SQL run as one batch DataFusion query over the same events
+//! (made here with the `nexmark` crate, independently of Sluice's source). And
+//! `sluice gen --nexmark` into Kafka, read back: counts and field types.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use datafusion::prelude::{CsvReadOptions, JsonReadOptions, SessionContext};
+use nexmark::config::NexmarkConfig;
+use nexmark::event::{Event, EventType};
+use nexmark::EventGenerator;
+use sluice::source::nexmark::{schema, write_json, DEFAULT_BASE_TIME};
+
+const EVENTS: u64 = 200_000;
+
+/// The first `EVENTS` events, one JSON-lines file per stream, in `dir`.
+fn write_events(dir: &Path) {
+    let config = NexmarkConfig {
+        base_time: DEFAULT_BASE_TIME,
+        ..Default::default()
+    };
+    let mut files: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
+    for e in EventGenerator::new(config).take(EVENTS as usize) {
+        let name = match e {
+            Event::Person(_) => "person",
+            Event::Auction(_) => "auction",
+            Event::Bid(_) => "bid",
+        };
+        let out = files.entry(name).or_default();
+        write_json(&e, out).unwrap();
+        out.push(b'\n');
+    }
+    for (name, bytes) in files {
+        std::fs::write(dir.join(format!("{name}.json")), bytes).unwrap();
+    }
+}
+
+/// The query's SELECT run as one batch query over the events in `data`.
+async fn batch_rows(query_file: &Path, data: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(query_file).unwrap();
+    let file = sluice::sql::QueryFile::parse("q", &text).unwrap();
+    let ctx = SessionContext::new();
+    for (name, kind) in [
+        ("bid", EventType::Bid),
+        ("auction", EventType::Auction),
+        ("person", EventType::Person),
+    ] {
+        let s = schema(kind);
+        let path = data.join(format!("{name}.json"));
+        ctx.register_json(
+            name,
+            path.to_str().unwrap(),
+            JsonReadOptions::default().schema(&s),
+        )
+        .await
+        .unwrap();
+    }
+    let side = arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("key", arrow::datatypes::DataType::Int64, true),
+        arrow::datatypes::Field::new("value", arrow::datatypes::DataType::Utf8, true),
+    ]);
+    let csv = repo().join("queries/nexmark/side_input.csv");
+    ctx.register_csv(
+        "side_input",
+        csv.to_str().unwrap(),
+        CsvReadOptions::new().schema(&side),
+    )
+    .await
+    .unwrap();
+    let batches = ctx
+        .sql(&file.query.to_string())
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let refs: Vec<_> = batches.iter().collect();
+    let bytes = sluice::sink::json_lines(&refs).unwrap();
+    sluice::sink::json_rows(&bytes)
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect()
+}
+
+/// `queries/nexmark/NAME.sql` bounded to `EVENTS` events in 4 partitions, writing JSON
+/// lines into `out` (`INSERT INTO` a jsonl table, replacing the query's own sink).
+fn bounded_query(name: &str, dir: &Path, out: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join(format!("queries/nexmark/{name}.sql"))).unwrap();
+    let mut file = sluice::sql::QueryFile::parse(name, &text).unwrap();
+    let mut sql = String::new();
+    for t in &file.tables {
+        if t.connector() == "nexmark" {
+            sql.push_str(&format!(
+                "CREATE TABLE {} WITH (connector = 'nexmark', event_type = '{}', max_events = '{EVENTS}', partitions = '4', \
+                 event_time = 'date_time', watermark_delay = '4 seconds');\n",
+                t.name, t.options["event_type"]
+            ));
+        } else if t.connector() == "filesystem" {
+            let path = repo().join(&t.options["path"]);
+            sql.push_str(&format!(
+                "CREATE TABLE {} (\"key\" BIGINT, \"value\" VARCHAR) WITH (connector = 'filesystem', path = '{}', format = 'csv');\n",
+                t.name,
+                path.display()
+            ));
+        }
+    }
+    file.insert_into = None;
+    sql.push_str(&format!(
+        "CREATE TABLE sluice_out WITH (connector = 'jsonl', path = '{}', rollover_seconds = '3600');\nINSERT INTO sluice_out {};\n",
+        out.display(),
+        file.query
+    ));
+    let path = dir.join(format!("{name}.sql"));
+    std::fs::write(&path, sql).unwrap();
+    path
+}
+
+/// Every row the JSON-lines sink wrote, file by file in batch order.
+fn sink_rows(out: &Path) -> Vec<serde_json::Value> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut rows = Vec::new();
+    for f in files {
+        for l in std::fs::read_to_string(f).unwrap().lines() {
+            rows.push(serde_json::from_str(l).unwrap());
+        }
+    }
+    rows
+}
+
+fn sorted_json(rows: Vec<serde_json::Value>) -> Vec<String> {
+    sorted(rows.iter().map(|r| r.to_string()).collect())
+}
+
+/// Runs Nexmark query `name` with kills and restarts; `keys` are the group keys of an
+/// updating query (the newest row per key is its result), empty for an append query.
+fn check(name: &str, keys: &[&str]) {
+    let dir = temp_dir(&format!("nexmark-{name}"));
+    write_events(&dir);
+    let out = dir.join("out");
+    let q = bounded_query(name, &dir, &out);
+    let ckpt = dir.join("ckpt");
+    let mut args = vec![
+        "run",
+        q.to_str().unwrap(),
+        "--available-now",
+        "--max-records-per-batch",
+        "8000",
+        "--trigger",
+        "80ms",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+    ];
+    if !keys.is_empty() {
+        args.extend(["--output-mode", "update"]);
+    }
+    // 23 batches of bids at most every 80 ms: the first run (killed after at most
+    // 1.2 s) is always cut short, so each query restores from its checkpoint.
+    let killed = kill_and_restart(&args, &delays(4, 3, 300, 1200));
+    assert!(killed >= 1, "{name}: no run was killed mid-stream");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let expected = rt.block_on(batch_rows(&q, &dir));
+    let got = sink_rows(&out);
+    if keys.is_empty() {
+        assert_eq!(
+            got.len(),
+            expected.len(),
+            "{name}: rows after {killed} kills"
+        );
+        assert_eq!(
+            sorted_json(got),
+            sorted_json(expected),
+            "{name} after {killed} kills"
+        );
+    } else {
+        let key =
+            |r: &serde_json::Value| keys.iter().map(|k| r[*k].to_string()).collect::<Vec<_>>();
+        let mut last = BTreeMap::new();
+        for r in got {
+            last.insert(key(&r), r);
+        }
+        assert_eq!(
+            sorted_json(last.into_values().collect()),
+            sorted_json(expected),
+            "{name} after {killed} kills"
+        );
+    }
+}
+
+#[test]
+fn q0_passes_every_bid_through() {
+    check("q0", &[]);
+}
+
+#[test]
+fn q1_converts_prices() {
+    check("q1", &[]);
+}
+
+#[test]
+fn q2_selects_auctions() {
+    check("q2", &[]);
+}
+
+#[test]
+fn q10_adds_day_and_minute() {
+    check("q10", &[]);
+}
+
+#[test]
+fn q13_joins_the_side_input() {
+    check("q13", &[]);
+}
+
+#[test]
+fn q14_calculates() {
+    check("q14", &[]);
+}
+
+#[test]
+fn q15_counts_per_day() {
+    check("q15", &["day"]);
+}
+
+#[test]
+fn q16_counts_per_channel_and_day() {
+    check("q16", &["channel", "day"]);
+}
+
+#[test]
+fn q17_counts_per_auction_and_day() {
+    check("q17", &["auction", "day"]);
+}
+
+#[test]
+fn q21_extracts_channel_ids() {
+    check("q21", &[]);
+}
+
+#[test]
+fn q22_splits_urls() {
+    check("q22", &[]);
+}
+
+#[test]
+fn gen_nexmark_fills_three_topics() {
+    let broker = broker();
+    let prefix = unique_topic("nx");
+    sluice_ok(&[
+        "gen",
+        "--nexmark",
+        "--nexmark-prefix",
+        &prefix,
+        "--broker",
+        &broker,
+        "--target-rps",
+        "0",
+        "--max-records",
+        "50000",
+        "--quiet",
+    ]);
+    // Per 50 events: 1 person, 3 auctions, 46 bids.
+    for (stream, n) in [("person", 1000), ("auction", 3000), ("bid", 46000)] {
+        let records = consume_all(&broker, &format!("{prefix}-{stream}"));
+        assert_eq!(records.len(), n, "{stream}");
+        for r in records.iter().take(200) {
+            let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+            assert!(v["date_time"].is_u64(), "{stream}: {v}");
+            match stream {
+                "bid" => {
+                    assert!(v["auction"].is_u64() && v["price"].is_u64() && v["url"].is_string())
+                }
+                "auction" => {
+                    assert!(v["id"].is_u64() && v["item_name"].is_string() && v["expires"].is_u64())
+                }
+                _ => assert!(v["id"].is_u64() && v["email_address"].is_string()),
+            }
+        }
+    }
+}
