@@ -205,3 +205,71 @@ fn checkpoint_and_parquet_sink_on_s3() {
     );
     assert_eq!(read_parquet(&ep, bucket, "results"), expected);
 }
+
+#[test]
+fn a_static_csv_table_on_s3_is_joined() {
+    let endpoint = endpoint();
+    let bucket = unique_topic("static").to_lowercase();
+    create_bucket(&endpoint, &bucket);
+    // owners.csv on S3: ips 192.168.1.0 ..= 49 belong to o0 … o4.
+    let store = AmazonS3Builder::new()
+        .with_bucket_name(&bucket)
+        .with_endpoint(&endpoint)
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .build()
+        .unwrap();
+    let mut csv = String::from("ip,owner\n");
+    for i in 0..50 {
+        csv.push_str(&format!("192.168.1.{i},o{}\n", i % 5));
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(store.put(
+        &object_store::path::Path::from("tables/owners.csv"),
+        csv.into_bytes().into(),
+    ))
+    .unwrap();
+
+    let (broker, topic) = seeded_topic("s3-static", 8000, 2, "crash", 50);
+    let dir = temp_dir("s3-static");
+    let q = dir.join("q.sql");
+    std::fs::write(
+        &q,
+        format!(
+            "CREATE TABLE logs (source_ip VARCHAR) WITH (connector = 'kafka', topic = '{topic}', bootstrap_servers = '{broker}');\n\
+             CREATE TABLE owners (ip VARCHAR, owner VARCHAR) WITH (connector = 'filesystem', path = 's3://{bucket}/tables/owners.csv', format = 'csv');\n\
+             SELECT o.owner, count(*) AS n FROM logs l JOIN owners o ON l.source_ip = o.ip GROUP BY o.owner;\n"
+        ),
+    )
+    .unwrap();
+    let out = run_with_s3(
+        &[
+            "run",
+            q.to_str().unwrap(),
+            "--available-now",
+            "--max-records-per-batch",
+            "1000",
+            "--num-rows",
+            "0",
+        ],
+        &endpoint,
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let last = parse_console(&stdout).pop().expect("a batch");
+    let got: BTreeMap<String, i64> = last
+        .rows
+        .iter()
+        .map(|r| (r[0].clone(), r[1].trim().parse().unwrap()))
+        .collect();
+    let mut expected = BTreeMap::new();
+    for c in consume_all(&broker, &topic) {
+        let r = parse_record(&c.payload).unwrap();
+        let n: u32 = r.source_ip.rsplit('.').next().unwrap().parse().unwrap();
+        if n < 50 {
+            *expected.entry(format!("o{}", n % 5)).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(got, expected);
+}

@@ -27,39 +27,62 @@ fn two_tables(
         ),
         None => String::new(),
     };
+    let owners = dir.join("owners.csv");
+    let mut csv = String::from("ip,owner\n");
+    for (ip, owner) in owners_table() {
+        csv.push_str(&format!("{ip},{owner}\n"));
+    }
+    std::fs::write(&owners, csv).unwrap();
     let path = dir.join("q.sql");
     std::fs::write(
         &path,
         format!(
             "CREATE TABLE a ({cols}) WITH (connector = 'kafka', topic = '{a}', bootstrap_servers = '{broker}');\n\
              CREATE TABLE b ({cols}) WITH (connector = 'kafka', topic = '{b}', bootstrap_servers = '{broker}');\n\
-             {sink}{query}\n"
+             CREATE TABLE owners (ip VARCHAR, owner VARCHAR) WITH (connector = 'filesystem', path = '{}', format = 'csv');\n\
+             {sink}{query}\n",
+            owners.display()
         ),
     )
     .unwrap();
     path
 }
 
-const UNION: &str = "SELECT 'a' AS src, user_id, \"timestamp\" FROM a WHERE severity = 'High' \
-                     UNION ALL SELECT 'b' AS src, user_id, \"timestamp\" FROM b WHERE severity = 'Low';";
+/// The static table both streams are joined with: ips 192.168.1.0 ..= 59, four owners.
+fn owners_table() -> BTreeMap<String, String> {
+    (0..60)
+        .map(|i| (format!("192.168.1.{i}"), format!("o{}", i % 4)))
+        .collect()
+}
 
-/// The union computed independently: (table, user, timestamp) of every record of `a`
-/// with severity High and of `b` with severity Low, sorted.
-fn union_expected(broker: &str, a: &str, b: &str) -> Vec<(String, String, i64)> {
+/// Each stream joined with the static table (a left join on `a`, an inner join on
+/// `b`), then their union.
+const UNION: &str = "SELECT 'a' AS src, l.user_id, l.\"timestamp\", o.owner FROM a l \
+                     LEFT JOIN owners o ON l.source_ip = o.ip WHERE l.severity = 'High' \
+                     UNION ALL SELECT 'b' AS src, l.user_id, l.\"timestamp\", o.owner FROM b l \
+                     JOIN owners o ON l.source_ip = o.ip WHERE l.severity = 'Low';";
+
+type UnionRow = (String, String, i64, Option<String>);
+
+/// The union computed independently: (table, user, timestamp, owner) of every record of
+/// `a` with severity High (owner or none) and of `b` with severity Low and an owner.
+fn union_expected(broker: &str, a: &str, b: &str) -> Vec<UnionRow> {
+    let owners = owners_table();
     let mut rows = Vec::new();
     for (name, topic, severity) in [("a", a, "High"), ("b", b, "Low")] {
         for c in consume_all(broker, topic) {
             let r = parse_record(&c.payload).unwrap();
-            if r.severity == severity {
-                rows.push((name.to_string(), r.user_id, r.timestamp));
+            let owner = owners.get(&r.source_ip).cloned();
+            if r.severity == severity && (name == "a" || owner.is_some()) {
+                rows.push((name.to_string(), r.user_id, r.timestamp, owner));
             }
         }
     }
     sorted(rows)
 }
 
-/// Every row of the JSON-lines files in `dir`, as (src, user, timestamp), sorted.
-fn union_rows(dir: &Path) -> Vec<(String, String, i64)> {
+/// Every row of the JSON-lines files in `dir`, as (src, user, timestamp, owner), sorted.
+fn union_rows(dir: &Path) -> Vec<UnionRow> {
     let mut rows = Vec::new();
     for f in std::fs::read_dir(dir).unwrap() {
         for line in std::fs::read_to_string(f.unwrap().path()).unwrap().lines() {
@@ -68,6 +91,7 @@ fn union_rows(dir: &Path) -> Vec<(String, String, i64)> {
                 v["src"].as_str().unwrap().to_string(),
                 v["user_id"].as_str().unwrap().to_string(),
                 v["timestamp"].as_i64().unwrap(),
+                v["owner"].as_str().map(str::to_string),
             ));
         }
     }
@@ -75,12 +99,16 @@ fn union_rows(dir: &Path) -> Vec<(String, String, i64)> {
 }
 
 #[test]
-fn a_union_of_two_topics_is_exact_after_repeated_sigkill() {
+fn a_union_of_two_topics_each_joined_with_a_static_table_is_exact_after_repeated_sigkill() {
     // Two topics with different partition counts and contents.
     let (broker, a) = seeded_topic("two-a", 24000, 2, "crash", 50);
     let (_, b) = seeded_topic("two-b", 18000, 3, "vulnerability", 20);
     let expected = union_expected(&broker, &a, &b);
     assert!(expected.iter().any(|r| r.0 == "a") && expected.iter().any(|r| r.0 == "b"));
+    assert!(
+        expected.iter().any(|r| r.3.is_none()),
+        "some rows of a have no owner"
+    );
 
     let dir = temp_dir("two-kill");
     let out = dir.join("out");

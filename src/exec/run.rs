@@ -390,7 +390,12 @@ impl<'a> Job<'a> {
         }
         self.report(progress, &mut p, started, analysis)?;
         self.batch_id += 1;
-        if let Some(t) = self.opts.trigger {
+        // A backlog cut by the default bounds is read on at once; a bound the user set
+        // holds per trigger interval (Spark's maxOffsetsPerTrigger).
+        let user_bound =
+            self.opts.max_records_per_batch.is_some() || self.opts.max_bytes_per_batch.is_some();
+        let backlog = self.sources.lag() > 0;
+        if let Some(t) = self.opts.trigger.filter(|_| user_bound || !backlog) {
             tokio::time::sleep(t.saturating_sub(started.elapsed())).await;
         }
         Ok(Step::Ran)

@@ -95,8 +95,10 @@ impl Sources {
         }
         Ok(Self {
             list,
-            max_records: opts.max_records_per_batch,
-            max_bytes: opts.max_bytes_per_batch,
+            max_records: opts
+                .max_records_per_batch
+                .unwrap_or(super::DEFAULT_MAX_RECORDS),
+            max_bytes: opts.max_bytes_per_batch.unwrap_or(super::DEFAULT_MAX_BYTES),
         })
     }
 

@@ -152,6 +152,7 @@ impl FileSink {
         rollover: Rollover,
     ) -> Result<Self> {
         let store = crate::storage::open(path, "sink")?;
+        remove_staged(path);
         Ok(Self {
             store,
             format,
@@ -322,5 +323,59 @@ impl Sink for FileSink {
             self.delete_before(batch_id).await?;
         }
         Ok(())
+    }
+}
+
+/// Deletes what a killed run left half-written in a local sink directory: the object
+/// store writes `part-….jsonl#N` aside and renames it when complete, so such a file is
+/// never a result (its batch is replayed and written again). Object stores proper write
+/// atomically and leave nothing.
+fn remove_staged(location: &str) {
+    if location.contains("://") && !location.starts_with("file://") {
+        return;
+    }
+    let dir = location.trim_start_matches("file://");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let staged = name.starts_with("part-")
+            && name
+                .rsplit_once('#')
+                .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if staged {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opening_a_sink_removes_files_a_killed_run_left_half_written() {
+        let dir = std::env::temp_dir().join(format!("sluice-staged-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["part-00000001.jsonl", "part-00000002.jsonl#1", "notes#1"] {
+            std::fs::write(dir.join(name), "{}").unwrap();
+        }
+        let schema = Arc::new(arrow::datatypes::Schema::empty());
+        FileSink::open(
+            dir.to_str().unwrap(),
+            FileFormat::JsonLines,
+            schema,
+            Rollover::default(),
+        )
+        .unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["notes#1", "part-00000001.jsonl"]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
