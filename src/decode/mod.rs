@@ -15,6 +15,7 @@
 //! The fast path costs nothing extra for clean input; a bad payload costs
 //! O(log chunk) extra decodes of halves of its chunk.
 
+pub mod flat;
 pub mod fold;
 pub mod prefilter;
 
@@ -97,12 +98,20 @@ pub struct Decoded {
 /// Decodes payloads of one schema. One per worker thread.
 pub struct JsonDecoder {
     schema: SchemaRef,
+    /// The one-pass decoder for flat records, when the schema allows it.
+    flat: Option<flat::FlatDecoder>,
 }
 
 impl JsonDecoder {
     /// A decoder producing batches of `schema` (fields not in it are skipped).
     pub fn new(schema: SchemaRef) -> Self {
-        Self { schema }
+        let flat = flat::FlatDecoder::new(&schema);
+        Self { schema, flat }
+    }
+
+    /// The same decoder without the flat fast path: arrow-json for every chunk.
+    pub fn exact(schema: SchemaRef) -> Self {
+        Self { schema, flat: None }
     }
 
     /// The schema of the batches this decoder produces.
@@ -149,6 +158,13 @@ impl JsonDecoder {
     /// appended to `out.malformed`.
     pub fn decode(&self, partition: usize, p: &Payloads, out: &mut Decoded) {
         if p.is_empty() {
+            return;
+        }
+        if let Some(b) = self.flat.as_ref().and_then(|f| f.decode(p, 0..p.len())) {
+            if b.num_rows() > 0 {
+                out.batches.push(b);
+                out.offsets.push(p.offsets.clone());
+            }
             return;
         }
         self.decode_range(partition, p, 0..p.len(), out);
@@ -270,5 +286,85 @@ mod tests {
         assert_eq!(bad[0].payload, br#"{"timestamp":"x"}"#);
         assert!(!bad[0].error.is_empty());
         assert_eq!(out.iter().map(|b| b.column(0).len()).sum::<usize>(), 0);
+    }
+
+    /// The flat fast path yields what arrow-json yields, record for record, on clean
+    /// and awkward input alike (it gives awkward chunks back to arrow-json).
+    #[test]
+    fn the_flat_path_agrees_with_arrow_json() {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, true),
+            Field::new("f", DataType::Float64, true),
+            Field::new("b", DataType::Boolean, true),
+            Field::new(
+                "t",
+                DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None),
+                true,
+            ),
+            Field::new("i", DataType::Int32, true),
+        ]));
+        let samples: &[&str] = &[
+            r#"{"a":1,"s":"x","f":1.5,"b":true,"t":1700000000000,"i":7}"#,
+            r#" { "a" : -2 , "s" : "héllo" , "f" : -0.25e2 , "b" : false , "t" : 0 } "#,
+            r#"{"s":null,"zz":{"n":[1,2,{"q":"}"}]},"a":3}"#,
+            r#"{"a":4,"s":"esc\"aped","skip":"a\nb\u0041"}"#,
+            r#"{"a":5.5}"#,
+            r#"{"a":"6"}"#,
+            r#"{"f":7,"i":2147483648}"#,
+            r#"{"a":8,"a":9}"#,
+            r#"{"a":10,"x":tru}"#,
+            r#"{"a":11,"x":-}"#,
+            r#"{"a":12} {"a":13}"#,
+            r#"{"a":14,"t":"2026-01-14T09:00:00Z"}"#,
+            r#"[1,2]"#,
+            r#"{}"#,
+            r#"{"a":15,"s":"tab	inside"}"#,
+            r#"{"a":16,"x":01}"#,
+            r#"{"a":17,"x":1.}"#,
+            r#"{"b":"true","a":18}"#,
+            r#"{"a":99999999999999999999}"#,
+            r#"{"a":19,"x":[1,2]}"#,
+        ];
+        let flat = JsonDecoder::new(Arc::clone(&schema));
+        // The clean samples take the fast path (so the comparison below tests it).
+        let mut clean = Payloads::default();
+        for (o, s) in samples[..2].iter().enumerate() {
+            clean.push(o as i64, s.as_bytes());
+        }
+        let fast = flat
+            .flat
+            .as_ref()
+            .expect("a flat schema")
+            .decode(&clean, 0..2);
+        assert_eq!(fast.map(|b| b.num_rows()), Some(2));
+        let exact = JsonDecoder::exact(Arc::clone(&schema));
+        // Each sample alone, and all of them in one chunk, and the clean ones together.
+        let mut chunks: Vec<Vec<&[u8]>> = samples.iter().map(|s| vec![s.as_bytes()]).collect();
+        chunks.push(samples.iter().map(|s| s.as_bytes()).collect());
+        chunks.push(samples[..3].iter().map(|s| s.as_bytes()).collect());
+        chunks.push(vec![b"{\"a\":20,\"s\":\"\xff\"}", samples[0].as_bytes()]); // not UTF-8
+        for chunk in chunks {
+            let mut p = Payloads::default();
+            for (o, s) in chunk.iter().enumerate() {
+                p.push(o as i64, s);
+            }
+            let (mut a, mut b) = (Decoded::default(), Decoded::default());
+            flat.decode(0, &p, &mut a);
+            exact.decode(0, &p, &mut b);
+            let rows = |d: &Decoded| -> Vec<String> {
+                let refs: Vec<&RecordBatch> = d.batches.iter().collect();
+                let bytes = crate::sink::json_lines(&refs).unwrap();
+                crate::sink::json_rows(&bytes)
+                    .map(|l| String::from_utf8_lossy(l).into_owned())
+                    .collect()
+            };
+            assert_eq!(rows(&a), rows(&b), "{chunk:?}");
+            let offsets =
+                |d: &Decoded| -> Vec<i64> { d.offsets.iter().flatten().copied().collect() };
+            assert_eq!(offsets(&a), offsets(&b), "{chunk:?}");
+            let bad = |d: &Decoded| -> Vec<i64> { d.malformed.iter().map(|m| m.offset).collect() };
+            assert_eq!(bad(&a), bad(&b), "{chunk:?}");
+        }
     }
 }
