@@ -126,6 +126,9 @@ fn metrics_progress_and_dashboard_show_the_running_stream() {
             .map(|r| r["numOutputRows"].as_u64().unwrap())
             .sum();
         assert_eq!(metric(&text, "sluice_input_rows_total") as u64, rows);
+        // Per source table too (one table here).
+        let table = metric(&text, "sluice_table_input_rows_total{table=\"logs\"}");
+        assert_eq!(table as u64, rows);
         assert_eq!(metric(&text, "sluice_output_rows_total") as u64, out);
         assert_eq!(metric(&text, "sluice_batches_total") as usize, after.len());
         assert_eq!(

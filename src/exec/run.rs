@@ -394,7 +394,7 @@ impl<'a> Job<'a> {
         // holds per trigger interval (Spark's maxOffsetsPerTrigger).
         let user_bound =
             self.opts.max_records_per_batch.is_some() || self.opts.max_bytes_per_batch.is_some();
-        let backlog = self.sources.lag() > 0;
+        let backlog = self.sources.cut_short();
         if let Some(t) = self.opts.trigger.filter(|_| user_bound || !backlog) {
             tokio::time::sleep(t.saturating_sub(started.elapsed())).await;
         }

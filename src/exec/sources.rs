@@ -25,6 +25,8 @@ pub struct SourceInput {
     pub next: Vec<i64>,
     /// How far data was available when last asked.
     ends: Vec<i64>,
+    /// The ends the last requested batch was planned up to.
+    planned: Vec<i64>,
     /// `--available-now`: where reading stops.
     targets: Option<Vec<i64>>,
     /// The literals its raw-byte prefilter requires, if it has one.
@@ -86,6 +88,7 @@ impl Sources {
             list.push(SourceInput {
                 def: input.def.clone(),
                 ends: next.clone(),
+                planned: next.clone(),
                 source,
                 fetcher,
                 next,
@@ -175,6 +178,7 @@ impl Sources {
             let ranges = plan_ranges(&s.next, &s.ends, self.max_records);
             if !ranges.is_empty() {
                 s.fetcher.request(&ranges, self.max_bytes)?;
+                s.planned = s.ends.clone();
                 any = true;
             }
         }
@@ -251,6 +255,14 @@ impl Sources {
             .iter()
             .map(|s| (s.def.name.clone(), s.next.clone()))
             .collect()
+    }
+
+    /// Whether the batch just collected stopped short of what was available when it was
+    /// planned (a per-batch bound cut it): more is waiting right now.
+    pub fn cut_short(&self) -> bool {
+        self.list
+            .iter()
+            .any(|s| s.next.iter().zip(&s.planned).any(|(n, p)| n < p))
     }
 
     /// Records available but not read yet, over all tables.

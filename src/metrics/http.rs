@@ -4,7 +4,8 @@
 //!  GET /          live dashboard (one self-contained page, no CDN): input vs process
 //!                 rate, batch duration by phase, watermark lag, state size, memory,
 //!                 rows per partition and per state shard, and the plan as stages around the exchange
-//!  GET /metrics   Prometheus text (prometheus-client): counters, gauges, a histogram
+//!  GET /metrics   Prometheus text (prometheus-client): counters, gauges, a histogram,
+//!                 and per source table (label `table`) records read and lag
 //!  GET /progress  the last progress records (JSON array, newest last)
 //!  GET /plan      the plan text (`sluice explain`)
 //! ```
@@ -42,6 +43,9 @@ pub struct Published {
     rss: Gauge,
     batch_seconds: Histogram,
     phase_seconds: Family<Vec<(&'static str, &'static str)>, Counter<f64>>,
+    /// Per source table (label `table`): records read, and the lag after the batch.
+    table_rows: Family<Vec<(&'static str, String)>, Counter>,
+    table_lag: Family<Vec<(&'static str, String)>, Gauge>,
     progress: Mutex<VecDeque<String>>,
     plan: String,
 }
@@ -60,6 +64,18 @@ impl Published {
         let rss = Gauge::default();
         let batch_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let phase_seconds = Family::<Vec<(&'static str, &'static str)>, Counter<f64>>::default();
+        let table_rows = Family::<Vec<(&'static str, String)>, Counter>::default();
+        let table_lag = Family::<Vec<(&'static str, String)>, Gauge>::default();
+        registry.register(
+            "table_input_rows",
+            "Records read from each source table",
+            table_rows.clone(),
+        );
+        registry.register(
+            "table_lag_records",
+            "Records available in each source table but not read",
+            table_lag.clone(),
+        );
         registry.register(
             "input_rows",
             "Records read from the source",
@@ -114,6 +130,8 @@ impl Published {
             rss,
             batch_seconds,
             phase_seconds,
+            table_rows,
+            table_lag,
             progress: Mutex::new(VecDeque::new()),
             plan,
         }
@@ -134,6 +152,11 @@ impl Published {
             self.phase_seconds
                 .get_or_create(&vec![("phase", *phase)])
                 .inc_by(d.as_secs_f64());
+        }
+        for t in &p.sources {
+            let label = vec![("table", t.table.clone())];
+            self.table_rows.get_or_create(&label).inc_by(t.input_rows);
+            self.table_lag.get_or_create(&label).set(t.lag as i64);
         }
         if let Ok(mut q) = self.progress.lock() {
             q.push_back(json);
