@@ -206,6 +206,12 @@ impl FlatDecoder {
     }
 }
 
+/// Whether `s` holds a control character (which JSON strings may not hold raw). No
+/// early exit, so it vectorizes.
+fn has_control(s: &[u8]) -> bool {
+    s.iter().fold(false, |any, &c| any | (c < 0x20))
+}
+
 fn ws(b: &[u8], mut at: usize) -> usize {
     while at < b.len() && matches!(b[at], b' ' | b'\t' | b'\n' | b'\r') {
         at += 1;
@@ -220,7 +226,7 @@ fn scalar(text: &str, at: usize) -> Option<(Value<'_>, usize)> {
     match *b.get(at)? {
         b'"' => {
             let end = at + 1 + memchr::memchr2(b'"', b'\\', &b[at + 1..])?;
-            if b[end] != b'"' || b[at + 1..end].iter().any(|c| *c < 0x20) {
+            if b[end] != b'"' || has_control(&b[at + 1..end]) {
                 return None; // escapes and control characters: arrow-json's call
             }
             Some((Value::Str(&text[at + 1..end]), end + 1))
@@ -301,7 +307,7 @@ fn skip(b: &[u8], at: usize) -> Option<usize> {
             let mut i = at + 1;
             loop {
                 let j = i + memchr::memchr2(b'"', b'\\', &b[i..])?;
-                if b[i..j].iter().any(|c| *c < 0x20) {
+                if has_control(&b[i..j]) {
                     return None;
                 }
                 if b[j] == b'"' {

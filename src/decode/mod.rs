@@ -368,3 +368,71 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod bench {
+    use super::*;
+    use arrow::datatypes::{Field, Schema};
+
+    /// `cargo test --release --lib decode::bench -- --ignored --nocapture`: ns per
+    /// Nexmark bid for the flat path and for arrow-json.
+    #[test]
+    #[ignore]
+    fn decode_speed() {
+        let cfg = nexmark::config::NexmarkConfig {
+            base_time: 0,
+            ..Default::default()
+        };
+        let mut p = Payloads::default();
+        let mut buf = Vec::new();
+        for (i, e) in nexmark::EventGenerator::new(cfg)
+            .with_type_filter(nexmark::event::EventType::Bid)
+            .take(16 * 1024)
+            .enumerate()
+        {
+            buf.clear();
+            crate::source::nexmark::write_json(&e, &mut buf).unwrap();
+            p.push(i as i64, &buf);
+        }
+        for cols in [
+            vec!["auction", "price"],
+            vec![
+                "auction",
+                "bidder",
+                "price",
+                "channel",
+                "url",
+                "date_time",
+                "extra",
+            ],
+        ] {
+            let full = crate::source::nexmark::schema(nexmark::event::EventType::Bid);
+            let fields: Vec<Field> = cols
+                .iter()
+                .map(|c| full.field_with_name(c).unwrap().clone())
+                .collect();
+            let schema: SchemaRef = Arc::new(Schema::new(fields));
+            for (name, d) in [
+                ("flat", JsonDecoder::new(schema.clone())),
+                ("arrow-json", JsonDecoder::exact(schema.clone())),
+            ] {
+                let t = std::time::Instant::now();
+                let rounds = 20;
+                for _ in 0..rounds {
+                    let mut out = Decoded::default();
+                    d.decode(0, &p, &mut out);
+                    assert_eq!(
+                        out.batches.iter().map(|b| b.num_rows()).sum::<usize>(),
+                        p.len()
+                    );
+                }
+                let ns = t.elapsed().as_nanos() as f64 / (rounds * p.len()) as f64;
+                println!(
+                    "{} columns, {name}: {ns:.0} ns/bid ({} bytes/bid)",
+                    cols.len(),
+                    p.data.len() / p.len()
+                );
+            }
+        }
+    }
+}
