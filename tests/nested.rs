@@ -61,20 +61,7 @@ async fn batch_rows(query_file: &Path, data: &Path) -> Vec<String> {
     ctx.register_json("events", data.to_str().unwrap(), opts)
         .await
         .unwrap();
-    let batches = ctx
-        .sql(&file.query.to_string())
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let refs: Vec<_> = batches.iter().collect();
-    let bytes = sluice::sink::json_lines(&refs).unwrap();
-    sorted(
-        sluice::sink::json_rows(&bytes)
-            .map(|l| String::from_utf8(l.to_vec()).unwrap())
-            .collect(),
-    )
+    sorted(batch_json(&ctx, &file.query.to_string()).await)
 }
 
 /// Streams `query` over the files in batches of 700 into a JSON-lines sink; returns the

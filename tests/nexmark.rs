@@ -72,17 +72,10 @@ async fn batch_rows(query_file: &Path, data: &Path) -> Vec<serde_json::Value> {
     )
     .await
     .unwrap();
-    let batches = ctx
-        .sql(&file.query.to_string())
+    batch_json(&ctx, &file.query.to_string())
         .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let refs: Vec<_> = batches.iter().collect();
-    let bytes = sluice::sink::json_lines(&refs).unwrap();
-    sluice::sink::json_rows(&bytes)
-        .map(|l| serde_json::from_slice(l).unwrap())
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
 

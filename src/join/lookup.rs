@@ -197,19 +197,9 @@ enum Kind {
 pub struct LookupJoinExec {
     stream: Arc<dyn ExecutionPlan>,
     side: Arc<StaticSide>,
-    /// Join keys over the stream rows, in the static keys' order.
-    stream_keys: Vec<PhysicalExprRef>,
-    /// Whether the static side is the planned join's left input.
-    static_is_left: bool,
     join_type: JoinType,
-    kind: Kind,
-    filter: Option<JoinFilter>,
-    null_equality: NullEquality,
-    /// The planned join's output columns before its projection.
-    columns: Vec<ColumnIndex>,
-    unprojected: SchemaRef,
-    projection: Option<Vec<usize>>,
-    schema: SchemaRef,
+    /// What a probe of one stream batch computes.
+    probe: Arc<Probe>,
     props: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -281,12 +271,9 @@ impl LookupJoinExec {
             stream.pipeline_behavior(),
             stream.boundedness(),
         );
-        Ok(Self {
-            side: Arc::new(StaticSide::new(static_plan, static_keys, tables)),
-            stream,
+        let probe = Probe {
             stream_keys,
             static_is_left,
-            join_type: join.join_type,
             kind,
             filter: join.filter,
             null_equality: join.null_equality,
@@ -294,6 +281,12 @@ impl LookupJoinExec {
             unprojected: Arc::new(unprojected),
             projection: join.projection,
             schema: join.schema,
+        };
+        Ok(Self {
+            side: Arc::new(StaticSide::new(static_plan, static_keys, tables)),
+            stream,
+            join_type: join.join_type,
+            probe: Arc::new(probe),
             props: Arc::new(props),
             metrics: ExecutionPlanMetricsSet::new(),
         })
@@ -512,7 +505,12 @@ fn matched(n: usize, stream_idx: &UInt32Array) -> Vec<bool> {
 
 impl DisplayAs for LookupJoinExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let keys: Vec<String> = self.stream_keys.iter().map(|k| k.to_string()).collect();
+        let keys: Vec<String> = self
+            .probe
+            .stream_keys
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
         write!(
             f,
             "LookupJoinExec: {} join of static {} on [{}]",
@@ -520,7 +518,7 @@ impl DisplayAs for LookupJoinExec {
             self.side.tables.join(", "),
             keys.join(", ")
         )?;
-        if let Some(filter) = &self.filter {
+        if let Some(filter) = &self.probe.filter {
             write!(f, ", filter={filter}")?;
         }
         Ok(())
@@ -544,7 +542,7 @@ impl ExecutionPlan for LookupJoinExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        for k in &self.stream_keys {
+        for k in &self.probe.stream_keys {
             if f(k)? == TreeNodeRecursion::Stop {
                 return Ok(TreeNodeRecursion::Stop);
             }
@@ -565,16 +563,8 @@ impl ExecutionPlan for LookupJoinExec {
         Ok(Arc::new(Self {
             stream,
             side: Arc::clone(&self.side),
-            stream_keys: self.stream_keys.clone(),
-            static_is_left: self.static_is_left,
             join_type: self.join_type,
-            kind: self.kind,
-            filter: self.filter.clone(),
-            null_equality: self.null_equality,
-            columns: self.columns.clone(),
-            unprojected: Arc::clone(&self.unprojected),
-            projection: self.projection.clone(),
-            schema: Arc::clone(&self.schema),
+            probe: Arc::clone(&self.probe),
             props: Arc::clone(&self.props),
             metrics: ExecutionPlanMetricsSet::new(),
         }))
@@ -601,17 +591,7 @@ impl ExecutionPlan for LookupJoinExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let built = self.side.current()?;
-        let probe = Arc::new(Probe {
-            stream_keys: self.stream_keys.clone(),
-            static_is_left: self.static_is_left,
-            kind: self.kind,
-            filter: self.filter.clone(),
-            null_equality: self.null_equality,
-            columns: self.columns.clone(),
-            unprojected: Arc::clone(&self.unprojected),
-            projection: self.projection.clone(),
-            schema: Arc::clone(&self.schema),
-        });
+        let probe = Arc::clone(&self.probe);
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let input = self.stream.execute(partition, context)?;
         let stream = input.map(move |batch| {
@@ -624,7 +604,7 @@ impl ExecutionPlan for LookupJoinExec {
             out
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
-            Arc::clone(&self.schema),
+            Arc::clone(&self.probe.schema),
             stream,
         )))
     }

@@ -471,3 +471,14 @@ pub fn append_records(broker: &str, topic: &str, n: u64, seed: u64) {
         &seed,
     ]);
 }
+
+/// Runs `sql` as one batch DataFusion query in `ctx`; its rows as JSON lines (the file
+/// sinks' encoding), in result order.
+pub async fn batch_json(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Vec<String> {
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let refs: Vec<_> = batches.iter().collect();
+    let bytes = sluice::sink::json_lines(&refs).unwrap();
+    sluice::sink::json_rows(&bytes)
+        .map(|l| String::from_utf8(l.to_vec()).unwrap())
+        .collect()
+}
