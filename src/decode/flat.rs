@@ -161,6 +161,7 @@ impl FlatDecoder {
         if b.get(at) != Some(&b'{') {
             return None;
         }
+        let mut next_col: Option<usize> = Some(0);
         at = ws(b, at + 1);
         if b.get(at) == Some(&b'}') {
             at += 1;
@@ -179,7 +180,12 @@ impl FlatDecoder {
                     return None;
                 }
                 at = ws(b, at + 1);
-                match self.names.iter().position(|n| n.as_slice() == key) {
+                // Fields mostly come in the same order: try the one after the last.
+                let guess =
+                    next_col.filter(|c| self.names.get(*c).is_some_and(|n| n.as_slice() == key));
+                let found = guess.or_else(|| self.names.iter().position(|n| n.as_slice() == key));
+                next_col = found.map(|c| c + 1);
+                match found {
                     Some(col) => {
                         if seen[col] {
                             return None; // duplicate key
@@ -235,14 +241,11 @@ fn scalar(text: &str, at: usize) -> Option<(Value<'_>, usize)> {
         b'f' if b[at..].starts_with(b"false") => Some((Value::Bool(false), at + 5)),
         b'n' if b[at..].starts_with(b"null") => Some((Value::Null, at + 4)),
         b'-' | b'0'..=b'9' => {
+            if let Some((i, end)) = integer(b, at) {
+                return Some((Value::Int(i), end));
+            }
             let end = number_end(b, at)?;
-            let s = &text[at..end];
-            let value = if s.bytes().all(|c| c.is_ascii_digit() || c == b'-') {
-                Value::Int(s.parse().ok()?)
-            } else {
-                Value::Float(s.parse().ok()?)
-            };
-            Some((value, end))
+            Some((Value::Float(text[at..end].parse().ok()?), end))
         }
         _ => None,
     }
@@ -267,6 +270,31 @@ fn put(b: &mut Builder, kind: Kind, v: Value<'_>) -> Option<()> {
         }
     }
     Some(())
+}
+
+/// The JSON integer at `at` (no fraction or exponent, fits an i64) and its end, in one
+/// pass; `None` for any other number.
+fn integer(b: &[u8], at: usize) -> Option<(i64, usize)> {
+    let negative = b[at] == b'-';
+    let mut i = at + usize::from(negative);
+    let first = i;
+    let mut v: i64 = 0;
+    while let Some(d) = b.get(i).filter(|c| c.is_ascii_digit()) {
+        let d = i64::from(d - b'0');
+        v = v.checked_mul(10)?;
+        v = if negative {
+            v.checked_sub(d)?
+        } else {
+            v.checked_add(d)?
+        };
+        i += 1;
+    }
+    let digits = i - first;
+    let leading_zero = digits > 1 && b[first] == b'0';
+    if digits == 0 || leading_zero || matches!(b.get(i), Some(b'.' | b'e' | b'E')) {
+        return None;
+    }
+    Some((v, i))
 }
 
 /// The end of the JSON number at `at` (strict grammar), or `None`.
