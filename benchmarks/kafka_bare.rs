@@ -120,7 +120,13 @@ fn consume(broker: &str, topic: &str) -> anyhow::Result<()> {
                 let (mut n, mut touch) = (0u64, 0u64);
                 let mut next = lo;
                 while next < hi {
-                    match c.poll(Duration::from_secs(5)) {
+                    // Non-blocking first, as Sluice's reader polls: no clock reads
+                    // while records are queued.
+                    let polled = match c.poll(Duration::ZERO) {
+                        None => c.poll(Duration::from_secs(5)),
+                        ready => ready,
+                    };
+                    match polled {
                         Some(Ok(m)) => {
                             if let Some(p) = m.payload() {
                                 // Touch both ends of the payload, as a decoder would.

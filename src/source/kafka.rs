@@ -211,7 +211,13 @@ impl PartitionReader for KafkaPartitionReader {
         let mut after_eof = false;
         while next < end && n < max_records {
             let wait = if after_eof { GAP_WAIT } else { STALL_TIMEOUT };
-            match self.consumer.poll(wait) {
+            // A non-blocking poll first: when records are queued (the busy case) it
+            // skips the clock reads a timed wait costs on every message.
+            let polled = match self.consumer.poll(Duration::ZERO) {
+                None => self.consumer.poll(wait),
+                ready => ready,
+            };
+            match polled {
                 Some(Ok(m)) => {
                     after_eof = false;
                     if m.offset() < next {
