@@ -131,7 +131,8 @@ pub struct PlanInput {
 pub struct StaticInput {
     /// The table as declared (its schema: as loaded).
     pub def: TableDef,
-    /// Holds the loaded rows (one partition) for the static sides that read them.
+    /// Holds the loaded rows (one partition) while the static sides that read them are
+    /// built (and afterwards when a side reads several tables).
     pub slot: Arc<InputSlot>,
     /// How often it is read again, if ever.
     pub refresh: Option<std::time::Duration>,
@@ -357,10 +358,16 @@ impl StreamPlan {
             .ok_or_else(|| plan_err("internal: no such static table"))?;
         let n = rows.iter().map(RecordBatch::num_rows).sum();
         input.slot.set(vec![rows]);
-        for side in &self.lookups {
-            if side.tables.contains(&input.def.name) {
-                side.build(Arc::clone(&self.task_ctx)).await?;
-            }
+        let name = &input.def.name;
+        let mut shared = false;
+        for side in self.lookups.iter().filter(|s| s.tables.contains(name)) {
+            side.build(Arc::clone(&self.task_ctx)).await?;
+            shared |= side.tables.len() > 1;
+        }
+        // The built sides hold the rows now; a side over several tables is built again
+        // when one of them reloads, and needs the others' rows still in their slots.
+        if !shared {
+            input.slot.clear();
         }
         Ok(n)
     }
