@@ -192,7 +192,7 @@ impl FlatDecoder {
                         }
                         seen[col] = true;
                         let (value, end) = scalar(text, at)?;
-                        put(&mut builders[col], self.kinds[col], value)?;
+                        put(&mut builders[col], value)?;
                         at = end;
                     }
                     None => at = skip(b, at)?,
@@ -251,7 +251,7 @@ fn scalar(text: &str, at: usize) -> Option<(Value<'_>, usize)> {
     }
 }
 
-fn put(b: &mut Builder, kind: Kind, v: Value<'_>) -> Option<()> {
+fn put(b: &mut Builder, v: Value<'_>) -> Option<()> {
     match (b, v) {
         (b, Value::Null) => b.null(),
         (Builder::I16(b), Value::Int(i)) => b.append_value(i16::try_from(i).ok()?),
@@ -264,10 +264,7 @@ fn put(b: &mut Builder, kind: Kind, v: Value<'_>) -> Option<()> {
         (Builder::F32(b), Value::Float(f)) => b.append_value(f as f32),
         (Builder::Bool(b), Value::Bool(v)) => b.append_value(v),
         (Builder::Str(b), Value::Str(s)) => b.append_value(s),
-        _ => {
-            let _ = kind;
-            return None;
-        }
+        _ => return None,
     }
     Some(())
 }

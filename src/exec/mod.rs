@@ -180,18 +180,14 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
 /// The source tables of the query file (every table whose connector is a source and
 /// that the query does not write into), in file order, with `--source` applied.
 pub fn source_tables(file: &QueryFile, opts: &RunOptions) -> Result<Vec<TableDef>> {
-    let sources: Vec<&TableDef> = file
+    let sources: Vec<TableDef> = file
         .tables
         .iter()
         .filter(|t| crate::source::is_source(t.connector()))
         // A Kafka table the query writes into is a sink, not a source.
         .filter(|t| file.insert_into.as_deref() != Some(t.name.as_str()))
-        .collect();
-    let sources: Vec<TableDef> = sources
-        .into_iter()
         .map(with_default_columns)
         .collect::<Result<_>>()?;
-    let sources: Vec<&TableDef> = sources.iter().collect();
     match sources.as_slice() {
         [] => Err(Error::option(
             "query file",
@@ -206,7 +202,7 @@ pub fn source_tables(file: &QueryFile, opts: &RunOptions) -> Result<Vec<TableDef
                 several.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
             ),
         )),
-        several => Ok(several.iter().map(|t| (*t).clone()).collect()),
+        _ => Ok(sources),
     }
 }
 

@@ -19,7 +19,7 @@ use arrow::array::{
     new_null_array, Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array,
 };
 use arrow::compute::{concat_batches, take};
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{JoinSide, JoinType, NullEquality};
@@ -251,6 +251,8 @@ impl LookupJoinExec {
                 )))
             }
         };
+        let (unprojected, columns) =
+            build_join_schema(&join.left.schema(), &join.right.schema(), &join.join_type);
         let (static_plan, stream) = match static_is_left {
             true => (join.left, join.right),
             false => (join.right, join.left),
@@ -260,11 +262,6 @@ impl LookupJoinExec {
             .into_iter()
             .map(|(l, r)| if static_is_left { (l, r) } else { (r, l) })
             .unzip();
-        let (unprojected, columns) = build_join_schema(
-            &left_or(&static_plan, &stream, static_is_left),
-            &right_or(&static_plan, &stream, static_is_left),
-            &join.join_type,
-        );
         let props = PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&join.schema)),
             stream.output_partitioning().clone(),
@@ -298,20 +295,6 @@ impl LookupJoinExec {
     }
 }
 
-fn left_or(s: &Arc<dyn ExecutionPlan>, t: &Arc<dyn ExecutionPlan>, static_is_left: bool) -> Schema {
-    let p = if static_is_left { s } else { t };
-    p.schema().as_ref().clone()
-}
-
-fn right_or(
-    s: &Arc<dyn ExecutionPlan>,
-    t: &Arc<dyn ExecutionPlan>,
-    static_is_left: bool,
-) -> Schema {
-    let p = if static_is_left { t } else { s };
-    p.schema().as_ref().clone()
-}
-
 /// What one probe computes, shared by the stream's batches.
 struct Probe {
     stream_keys: Vec<PhysicalExprRef>,
@@ -326,6 +309,14 @@ struct Probe {
 }
 
 impl Probe {
+    /// Whether a column of the planned join's `side` comes from the static rows.
+    fn from_static(&self, side: JoinSide) -> bool {
+        matches!(
+            (side, self.static_is_left),
+            (JoinSide::Left, true) | (JoinSide::Right, false)
+        )
+    }
+
     fn join(&self, built: &Built, batch: &RecordBatch) -> Result<RecordBatch> {
         let (stream_idx, static_idx) = self.pairs(built, batch)?;
         let (stream_idx, static_idx) = match &self.filter {
@@ -367,10 +358,7 @@ impl Probe {
         };
         let mut out = Vec::with_capacity(self.columns.len());
         for c in &self.columns {
-            let from_static = matches!(
-                (c.side, self.static_is_left),
-                (JoinSide::Left, true) | (JoinSide::Right, false)
-            );
+            let from_static = self.from_static(c.side);
             out.push(match c.side {
                 JoinSide::None => match &mark {
                     Some(m) => Arc::new(m.clone()) as ArrayRef,
@@ -444,11 +432,7 @@ impl Probe {
     ) -> Result<(UInt32Array, UInt32Array)> {
         let mut cols = Vec::with_capacity(f.column_indices().len());
         for c in f.column_indices() {
-            let from_static = matches!(
-                (c.side, self.static_is_left),
-                (JoinSide::Left, true) | (JoinSide::Right, false)
-            );
-            cols.push(match from_static {
+            cols.push(match self.from_static(c.side) {
                 true => take(built.rows.column(c.index), &t, None)?,
                 false => take(batch.column(c.index), &s, None)?,
             });

@@ -85,8 +85,7 @@ impl GeneratorSource {
         if self.max_records == 0 {
             return i64::MAX;
         }
-        let n = self.partitions as u64;
-        (self.max_records / n + u64::from((p as u64) < self.max_records % n)) as i64
+        super::partition_share(self.max_records, self.partitions, p)
     }
 }
 

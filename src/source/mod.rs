@@ -67,6 +67,12 @@ pub trait Source: Send {
     }
 }
 
+/// Partition `p`'s share of `total` records dealt round-robin over `partitions`.
+pub fn partition_share(total: u64, partitions: usize, p: usize) -> i64 {
+    let n = partitions.max(1) as u64;
+    (total / n + u64::from((p as u64) < total % n)) as i64
+}
+
 /// Settings that apply to every source, from the command line.
 #[derive(Debug, Clone, Default)]
 pub struct SourceSettings {

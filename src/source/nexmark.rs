@@ -193,8 +193,7 @@ impl NexmarkSource {
         if self.events == u64::MAX {
             return i64::MAX;
         }
-        let n = self.partitions as u64;
-        (self.events / n + u64::from((p as u64) < self.events % n)) as i64
+        super::partition_share(self.events, self.partitions, p)
     }
 }
 
