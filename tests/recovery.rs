@@ -286,7 +286,15 @@ fn a_torn_manifest_falls_back_to_the_previous_commit() {
 #[test]
 fn a_truncated_snapshot_falls_back_to_the_previous_commit() {
     recovers_from(
-        |ckpt, id| truncate(&ckpt.join("state").join(format!("{id}.arrow"))),
+        |ckpt, id| {
+            // The newest batch's state file: a full snapshot or a delta.
+            let file = std::fs::read_dir(ckpt.join("state"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(id))
+                .expect("the newest batch wrote a state file");
+            truncate(&file)
+        },
         "truncated",
     );
 }

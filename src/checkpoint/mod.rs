@@ -3,9 +3,17 @@
 //! ```text
 //!  LOCATION/metadata.json              which query wrote this checkpoint
 //!  LOCATION/offsets/<batch>.json       the batch's exact offset ranges, written BEFORE it runs
-//!  LOCATION/state/<batch>.arrow        state snapshot after it (DataFusion's Partial schema, Arrow IPC)
-//!  LOCATION/commits/<batch>.json       the manifest, written LAST: next offsets, watermark, state file
+//!  LOCATION/state/<batch>.arrow        full state snapshot after it (DataFusion's Partial schema, Arrow IPC)
+//!  LOCATION/state/<batch>.delta.arrow  or only the groups the batch changed (same schema)
+//!  LOCATION/commits/<batch>.json       the manifest, written LAST: next offsets, watermark, state files
 //! ```
+//! Incremental checkpoints: a batch writes a delta (each changed group's whole state)
+//! unless the deltas since the last full snapshot hold as many rows as that snapshot;
+//! then it writes a full snapshot, which starts a new chain. A manifest names its full
+//! snapshot and the deltas after it; recovery reads the snapshot and applies the
+//! deltas in order (a later row for a group replaces the earlier). Bytes written per
+//! batch follow the groups changed, and the files one recovery reads stay within about
+//! twice the state.
 //! A batch is committed when its manifest exists and parses and the state file it names
 //! reads completely. Recovery takes the newest committed batch (warning about and
 //! skipping a torn manifest or a truncated snapshot), restores its state, and replays
@@ -76,8 +84,11 @@ pub struct Commit {
     pub max_event: i64,
     /// Windows starting at or before this were emitted (append mode).
     pub emitted_through: Option<i64>,
-    /// State snapshot file, relative to the checkpoint root.
+    /// Full state snapshot file, relative to the checkpoint root.
     pub state_file: Option<String>,
+    /// Deltas written after `state_file`, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub state_deltas: Vec<String>,
     /// Rows a query with a global `LIMIT` has emitted so far.
     #[serde(default)]
     pub limit_emitted: u64,
@@ -114,12 +125,35 @@ impl Commit {
 pub struct Recovered {
     /// The newest valid commit.
     pub commit: Option<Commit>,
-    /// Its state snapshot.
+    /// Its full state snapshot.
     pub state: Vec<RecordBatch>,
+    /// The deltas after the snapshot, oldest first: apply each over the one before.
+    pub deltas: Vec<Vec<RecordBatch>>,
     /// A batch logged after it but not committed: replay it first, with these offsets.
     pub pending: Option<OffsetLog>,
     /// Problems skipped on the way (torn manifests, truncated snapshots).
     pub warnings: Vec<String>,
+}
+
+/// What a batch's commit writes of the state.
+pub enum StateWrite<'a> {
+    /// A stateless query.
+    None,
+    /// The whole state.
+    Full(&'a SchemaRef, &'a [RecordBatch]),
+    /// The groups changed since the previous commit.
+    Delta(&'a SchemaRef, &'a [RecordBatch]),
+}
+
+/// The full snapshot the next commit builds on and the deltas written after it.
+#[derive(Debug, Clone, Default)]
+struct Chain {
+    full: Option<String>,
+    deltas: Vec<String>,
+    full_rows: u64,
+    delta_rows: u64,
+    /// The full snapshot's batch id of each commit on disk (for housekeeping).
+    bases: BTreeMap<u64, u64>,
 }
 
 /// A checkpoint location.
@@ -127,6 +161,12 @@ pub struct Checkpoint {
     store: Arc<dyn ObjectStore>,
     keep: u64,
     location: String,
+    chain: std::sync::Mutex<Chain>,
+}
+
+/// The batch id in a state file's name.
+fn file_batch(path: &str) -> Option<u64> {
+    path.rsplit('/').next()?.split('.').next()?.parse().ok()
 }
 
 fn name(dir: &str, batch_id: u64, ext: &str) -> Path {
@@ -145,6 +185,7 @@ impl Checkpoint {
             store: crate::storage::open(location, "checkpoint")?,
             keep: keep.max(2),
             location: location.to_string(),
+            chain: Default::default(),
         })
     }
 
@@ -226,39 +267,70 @@ impl Checkpoint {
             .await
     }
 
-    /// Writes the state snapshot, then the manifest that commits the batch, then drops
-    /// batches older than the last `keep`.
-    pub async fn commit(
-        &self,
-        mut commit: Commit,
-        schema: Option<&SchemaRef>,
-        state: &[RecordBatch],
-    ) -> Result<()> {
+    /// Whether the next commit should write a full snapshot rather than a delta: there
+    /// is none yet, or the deltas since it hold as many rows as it does.
+    pub fn wants_full(&self) -> bool {
+        let c = self.chain.lock().map(|c| c.clone()).unwrap_or_default();
+        c.full.is_none() || c.delta_rows >= c.full_rows
+    }
+
+    /// Writes the state (a full snapshot or a delta), then the manifest that commits
+    /// the batch, then drops batches older than the last `keep` and the state files no
+    /// kept batch needs.
+    /// Returns the state bytes written.
+    pub async fn commit(&self, mut commit: Commit, state: StateWrite<'_>) -> Result<u64> {
+        let mut chain = self.chain.lock().map(|c| c.clone()).unwrap_or_default();
+        let mut written = 0;
+        let (schema, rows, full) = match state {
+            StateWrite::None => (None, &[][..], false),
+            StateWrite::Full(s, r) => (Some(s), r, true),
+            StateWrite::Delta(s, r) => (Some(s), r, false),
+        };
         if let Some(schema) = schema {
             let mut buf = Vec::new();
             {
                 let mut w = StreamWriter::try_new(&mut buf, schema)
                     .map_err(|e| ckpt_err(&self.location, e))?;
-                for b in state {
+                for b in rows {
                     w.write(b).map_err(|e| ckpt_err(&self.location, e))?;
                 }
                 w.finish().map_err(|e| ckpt_err(&self.location, e))?;
             }
-            let path = name("state", commit.batch_id, "arrow");
+            let n: u64 = rows.iter().map(|b| b.num_rows() as u64).sum();
+            let ext = if full { "arrow" } else { "delta.arrow" };
+            let path = name("state", commit.batch_id, ext);
+            written = buf.len() as u64;
             self.put(&path, buf).await?;
-            commit.state_file = Some(path.to_string());
+            if full {
+                chain.full = Some(path.to_string());
+                chain.deltas.clear();
+                chain.full_rows = n;
+                chain.delta_rows = 0;
+            } else {
+                chain.deltas.push(path.to_string());
+                chain.delta_rows += n;
+            }
         }
+        commit.state_file = chain.full.clone();
+        commit.state_deltas = chain.deltas.clone();
         let bytes = serde_json::to_vec(&commit).map_err(|e| ckpt_err(&self.location, e))?;
         self.put(&name("commits", commit.batch_id, "json"), bytes)
             .await?;
-        self.housekeeping(commit.batch_id).await
+        if let Some(base) = chain.full.as_deref().and_then(file_batch) {
+            chain.bases.insert(commit.batch_id, base);
+        }
+        if let Ok(mut c) = self.chain.lock() {
+            *c = chain;
+        }
+        self.housekeeping(commit.batch_id).await?;
+        Ok(written)
     }
 
     async fn housekeeping(&self, newest: u64) -> Result<()> {
         let Some(oldest_kept) = newest.checked_sub(self.keep - 1) else {
             return Ok(());
         };
-        for (dir, ext) in [("commits", "json"), ("state", "arrow"), ("offsets", "json")] {
+        for (dir, ext) in [("commits", "json"), ("offsets", "json")] {
             for id in self
                 .ids(dir)
                 .await?
@@ -266,6 +338,27 @@ impl Checkpoint {
                 .filter(|id| *id < oldest_kept)
             {
                 let _ = self.store.delete(&name(dir, id, ext)).await;
+            }
+        }
+        // State files older than the oldest full snapshot a kept commit builds on.
+        let needed = {
+            let mut c = match self.chain.lock() {
+                Ok(c) => c,
+                Err(_) => return Ok(()),
+            };
+            c.bases = c.bases.split_off(&oldest_kept);
+            c.bases.values().min().copied().unwrap_or(oldest_kept)
+        };
+        let prefix = Path::from("state");
+        let files: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| ckpt_err(&self.location, e))?;
+        for f in files {
+            if file_batch(f.location.as_ref()).is_some_and(|id| id < needed.min(oldest_kept)) {
+                let _ = self.store.delete(&f.location).await;
             }
         }
         Ok(())
@@ -298,22 +391,70 @@ impl Checkpoint {
             },
             None => None,
         };
-        let (commit, state) = match found {
+        let (commit, (state, deltas)) = match found {
             Some((c, s)) => (Some(c), s),
-            None => (None, Vec::new()),
+            None => (None, Default::default()),
         };
+        self.remember_chain(commit.as_ref(), &state, &deltas).await;
         Ok(Recovered {
             commit,
             state,
+            deltas,
             pending,
             warnings,
         })
     }
 
+    /// The chain the next commit continues, and the full snapshot each commit on disk
+    /// builds on (commits it cannot read are left to age out).
+    async fn remember_chain(
+        &self,
+        commit: Option<&Commit>,
+        state: &[RecordBatch],
+        deltas: &[Vec<RecordBatch>],
+    ) {
+        let rows = |b: &[RecordBatch]| b.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        let mut chain = Chain::default();
+        if let Some(c) = commit {
+            chain.full = c.state_file.clone();
+            chain.deltas = c.state_deltas.clone();
+            chain.full_rows = rows(state);
+            chain.delta_rows = deltas.iter().map(|d| rows(d)).sum();
+        }
+        for id in self.ids("commits").await.unwrap_or_default() {
+            let Ok(Some(bytes)) = self.get(&name("commits", id, "json")).await else {
+                continue;
+            };
+            if let Ok(c) = serde_json::from_slice::<Commit>(&bytes) {
+                if let Some(base) = c.state_file.as_deref().and_then(file_batch) {
+                    chain.bases.insert(id, base);
+                }
+            }
+        }
+        if let Ok(mut c) = self.chain.lock() {
+            *c = chain;
+        }
+    }
+
+    async fn read_state(&self, file: &str) -> std::result::Result<Vec<RecordBatch>, String> {
+        let bytes = self
+            .get(&Path::from(file))
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("state file {file} is missing"))?;
+        let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None)
+            .map_err(|e| format!("state file {file} is unreadable ({e})"))?;
+        let mut state = Vec::new();
+        for b in reader {
+            state.push(b.map_err(|e| format!("state file {file} is truncated ({e})"))?);
+        }
+        Ok(state)
+    }
+
     async fn read_commit(
         &self,
         id: u64,
-    ) -> std::result::Result<(Commit, Vec<RecordBatch>), String> {
+    ) -> std::result::Result<(Commit, (Vec<RecordBatch>, Vec<Vec<RecordBatch>>)), String> {
         let bytes = self
             .get(&name("commits", id, "json"))
             .await
@@ -324,20 +465,15 @@ impl Checkpoint {
         if commit.batch_id != id {
             return Err(format!("manifest names batch {}", commit.batch_id));
         }
-        let mut state = Vec::new();
-        if let Some(file) = &commit.state_file {
-            let bytes = self
-                .get(&Path::from(file.as_str()))
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("state snapshot {file} is missing"))?;
-            let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None)
-                .map_err(|e| format!("state snapshot {file} is unreadable ({e})"))?;
-            for b in reader {
-                state.push(b.map_err(|e| format!("state snapshot {file} is truncated ({e})"))?);
-            }
+        let state = match &commit.state_file {
+            Some(file) => self.read_state(file).await?,
+            None => Vec::new(),
+        };
+        let mut deltas = Vec::with_capacity(commit.state_deltas.len());
+        for file in &commit.state_deltas {
+            deltas.push(self.read_state(file).await?);
         }
-        Ok((commit, state))
+        Ok((commit, (state, deltas)))
     }
 }
 
@@ -351,4 +487,100 @@ pub fn fingerprint(parts: &[&str]) -> String {
         }
     }
     format!("{h:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn commit(id: u64) -> Commit {
+        Commit {
+            batch_id: id,
+            next_offsets: Vec::new(),
+            offsets: BTreeMap::new(),
+            watermark: i64::MIN,
+            max_event: i64::MIN,
+            emitted_through: None,
+            state_file: None,
+            state_deltas: Vec::new(),
+            limit_emitted: 0,
+            source_max_event: BTreeMap::new(),
+        }
+    }
+
+    fn rows(schema: &SchemaRef, values: &[i64]) -> Vec<RecordBatch> {
+        let col = Arc::new(Int64Array::from(values.to_vec()));
+        vec![RecordBatch::try_new(Arc::clone(schema), vec![col]).unwrap()]
+    }
+
+    #[tokio::test]
+    async fn deltas_chain_onto_a_full_snapshot_until_they_outgrow_it() {
+        let dir = std::env::temp_dir().join(format!("sluice-chain-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let loc = dir.display().to_string();
+        let schema: SchemaRef =
+            Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let c = Checkpoint::open(&loc, 2).unwrap();
+        assert!(c.wants_full());
+        let full = rows(&schema, &[1, 2, 3, 4]);
+        c.commit(commit(0), StateWrite::Full(&schema, &full))
+            .await
+            .unwrap();
+        for id in 1..=2 {
+            assert!(
+                !c.wants_full(),
+                "batch {id}: 2 delta rows < 4 snapshot rows"
+            );
+            let d = rows(&schema, &[id as i64, 10 * id as i64]);
+            c.commit(commit(id), StateWrite::Delta(&schema, &d))
+                .await
+                .unwrap();
+        }
+        assert!(c.wants_full(), "4 delta rows reach the snapshot's 4");
+
+        // A new process recovers the snapshot and both deltas, in order, although
+        // batch 0's commit aged out (keep = 2): its snapshot is still needed.
+        let again = Checkpoint::open(&loc, 2).unwrap();
+        let rec = again.recover().await.unwrap();
+        assert_eq!(rec.commit.as_ref().map(|c| c.batch_id), Some(2));
+        assert_eq!(rec.state[0].num_rows(), 4);
+        let firsts: Vec<i64> = rec
+            .deltas
+            .iter()
+            .map(|d| {
+                d[0].column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .value(0)
+            })
+            .collect();
+        assert_eq!(firsts, [1, 2]);
+        assert!(again.wants_full());
+
+        // The next full snapshot starts a new chain; the old files go once no kept
+        // commit needs them.
+        let full = rows(&schema, &[7]);
+        again
+            .commit(commit(3), StateWrite::Full(&schema, &full))
+            .await
+            .unwrap();
+        let d = rows(&schema, &[8]);
+        again
+            .commit(commit(4), StateWrite::Delta(&schema, &d))
+            .await
+            .unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(dir.join("state"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [format!("{:020}.arrow", 3), format!("{:020}.delta.arrow", 4)]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

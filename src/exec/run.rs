@@ -24,7 +24,7 @@ use super::late::LateOutput;
 use super::sources::Sources;
 use super::stateful::StreamState;
 use super::{open_sink, plan_query, RunOptions, StreamPlan};
-use crate::checkpoint::{fingerprint, Checkpoint, Commit, Metadata, OffsetLog};
+use crate::checkpoint::{fingerprint, Checkpoint, Commit, Metadata, OffsetLog, StateWrite};
 use crate::error::Error;
 use crate::metrics::http::Published;
 use crate::metrics::status::Status;
@@ -255,7 +255,7 @@ impl<'a> Job<'a> {
             if let Some(c) = self.clocks.as_mut() {
                 c.restore(&commit.source_max_event);
             }
-            self.state.restore(&rec.state, commit)?;
+            self.state.restore(&rec.state, &rec.deltas, commit)?;
             self.batch_id = commit.batch_id + 1;
             let msg = format!(
                 "[sluice] resuming after committed batch {}",
@@ -615,7 +615,7 @@ impl Outputs {
         p.phases.push(("sink", sink_started.elapsed()));
         let commit_started = Instant::now();
         if let Some(c) = &self.checkpoint {
-            let (schema, rows) = state.snapshot()?;
+            let snapshot = state.snapshot(c.wants_full())?;
             let (watermark, max_event, emitted_through) = state.time();
             let commit = Commit {
                 batch_id,
@@ -625,10 +625,18 @@ impl Outputs {
                 max_event,
                 emitted_through,
                 state_file: None,
+                state_deltas: Vec::new(),
                 limit_emitted: state.limit_emitted(),
                 source_max_event: clocks.unwrap_or_default(),
             };
-            c.commit(commit, schema.as_ref(), &rows).await?;
+            let write = match &snapshot {
+                None => StateWrite::None,
+                Some((schema, rows, true)) => StateWrite::Full(schema, rows),
+                Some((schema, rows, false)) => StateWrite::Delta(schema, rows),
+            };
+            let full = matches!(write, StateWrite::Full(..));
+            let bytes = c.commit(commit, write).await?;
+            p.checkpoint_written = Some((bytes, full));
         }
         p.phases.push(("checkpoint", commit_started.elapsed()));
         state.describe(p);

@@ -186,12 +186,24 @@ impl StreamState {
         }
     }
 
-    /// The state to checkpoint: its schema and rows (DataFusion's Partial schema).
-    pub fn snapshot(&mut self) -> anyhow::Result<(Option<SchemaRef>, Vec<RecordBatch>)> {
+    /// The state to checkpoint: its schema, its rows, and whether they are the whole
+    /// state (`full`, or state that is always written whole: windows) or only the
+    /// groups changed since the previous checkpoint.
+    pub fn snapshot(
+        &mut self,
+        full: bool,
+    ) -> anyhow::Result<Option<(SchemaRef, Vec<RecordBatch>, bool)>> {
         Ok(match self {
-            StreamState::Stateless(_) => (None, Vec::new()),
-            StreamState::Groups(s) => (Some(s.spec().partial_schema.clone()), s.snapshot()?),
-            StreamState::Windows(w, _) => (Some(w.spec().partial_schema.clone()), w.snapshot()?),
+            StreamState::Stateless(_) => None,
+            StreamState::Groups(s) if full => {
+                let rows = s.snapshot()?;
+                s.clear_delta();
+                Some((s.spec().partial_schema.clone(), rows, true))
+            }
+            StreamState::Groups(s) => Some((s.spec().partial_schema.clone(), s.delta()?, false)),
+            StreamState::Windows(w, _) => {
+                Some((w.spec().partial_schema.clone(), w.snapshot()?, true))
+            }
         })
     }
 
@@ -204,15 +216,30 @@ impl StreamState {
         }
     }
 
-    /// Restores a checkpointed snapshot into empty state.
-    pub fn restore(&mut self, rows: &[RecordBatch], commit: &Commit) -> anyhow::Result<()> {
+    /// Restores a checkpointed snapshot and the deltas after it into empty state.
+    pub fn restore(
+        &mut self,
+        rows: &[RecordBatch],
+        deltas: &[Vec<RecordBatch>],
+        commit: &Commit,
+    ) -> anyhow::Result<()> {
+        if !deltas.is_empty() && !matches!(self, StreamState::Groups(_)) {
+            anyhow::bail!(
+                "internal: state deltas in the checkpoint of a query whose state is written whole"
+            );
+        }
         match self {
             StreamState::Stateless(limit) => {
                 if let Some(l) = limit {
                     l.emitted = commit.limit_emitted;
                 }
             }
-            StreamState::Groups(s) => s.restore(rows)?,
+            StreamState::Groups(s) => {
+                s.restore(rows)?;
+                for d in deltas {
+                    s.restore(d)?;
+                }
+            }
             StreamState::Windows(w, tracker) => {
                 w.restore(rows, commit.emitted_through)?;
                 if let Some(t) = tracker {

@@ -53,6 +53,9 @@ pub struct BatchProgress {
     pub since_previous: Option<Duration>,
     /// What each source table read, in the query's order.
     pub sources: Vec<SourceProgress>,
+    /// State bytes the batch's checkpoint wrote, and whether they were a full snapshot
+    /// (otherwise a delta of the changed groups); `None` without a checkpoint.
+    pub checkpoint_written: Option<(u64, bool)>,
 }
 
 /// What one source table contributed to a batch.
@@ -141,6 +144,10 @@ impl BatchProgress {
             "malformedRows": self.malformed_rows,
             "screenedRows": self.screened_rows,
             "numOutputRows": self.output_rows,
+            "checkpoint": self.checkpoint_written.map(|(bytes, full)| serde_json::json!({
+                "stateBytesWritten": bytes,
+                "full": full,
+            })),
             "processMemoryBytes": rss_bytes(),
         })
         .to_string()

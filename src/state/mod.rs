@@ -5,32 +5,35 @@
 //!  stage 1 partial aggregates (keys + state columns, DataFusion's Partial schema)
 //!        │ exchange: hash(keys) mod shards
 //!        ▼
-//!  StateShard 0 … StateShard n-1   (merged in parallel, one thread per shard)
-//!    GroupValues (keys → group id) + one GroupsAccumulator per aggregate, merge_batch
+//!  StateShard 0 … StateShard n-1   (each owns a range of the 128 key groups; merged in
+//!    KeyTable (keys → group id)      parallel, one thread per shard)
+//!    + one GroupAcc per aggregate (per-group slots: merge, evaluate or export any ids)
 //!        │ emit: evaluate the groups to show (all, or the ones this batch touched)
 //!        ▼
 //!  keys + final values (the Aggregate's output schema)
 //! ```
-//! Every DataFusion aggregate works, because merging is the aggregate's own
-//! `merge_batch`; aggregates without a `GroupsAccumulator` go through DataFusion's
-//! `GroupsAccumulatorAdapter`. A shard's snapshot is the stock Partial schema, so it can
-//! be checked against a plain batch query and written to a checkpoint.
+//! Every DataFusion aggregate works: the common ones have columnar slots, the rest keep
+//! DataFusion's own `Accumulator` per group and merge with its `merge_batch`. Merge,
+//! update-mode emit and checkpoint deltas cost what the batch changed, not the state's
+//! size. A shard's snapshot is the stock Partial schema, so it can be checked against a
+//! plain batch query and written to a checkpoint.
 
+pub mod accumulate;
+pub mod keys;
 pub mod session;
 pub mod window;
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, RecordBatch, UInt32Array};
-use arrow::compute::{filter, take};
+use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow::compute::take;
 use arrow::datatypes::SchemaRef;
 use datafusion::common::hash_utils::{create_hashes, RandomState};
-use datafusion::error::Result;
-use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
-use datafusion::physical_expr::GroupsAccumulatorAdapter;
-use datafusion::physical_plan::aggregates::group_values::{new_group_values, GroupValues};
-use datafusion::physical_plan::aggregates::order::GroupOrdering;
+
+use accumulate::GroupAcc;
+use keys::KeyTable;
 
 /// What a stateful aggregation computes: its keys, its aggregates, and the schema of
 /// what it emits.
@@ -49,19 +52,11 @@ pub struct AggregateSpec {
 }
 
 impl AggregateSpec {
-    fn accumulator(agg: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn GroupsAccumulator>> {
-        if agg.groups_accumulator_supported() {
-            agg.create_groups_accumulator()
-        } else {
-            let agg = Arc::clone(agg);
-            Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
-                agg.create_accumulator()
-            })))
-        }
-    }
-
-    fn accumulators(&self) -> Result<Vec<Box<dyn GroupsAccumulator>>> {
-        self.aggregates.iter().map(Self::accumulator).collect()
+    fn accumulators(&self) -> Result<Vec<Box<dyn GroupAcc>>> {
+        self.aggregates
+            .iter()
+            .map(accumulate::for_aggregate)
+            .collect()
     }
 
     /// Splits a partial batch's columns into keys and each aggregate's state columns.
@@ -81,150 +76,151 @@ impl AggregateSpec {
     }
 }
 
-/// The group keys of a shard: DataFusion's `GroupValues`, or the one group of an
-/// aggregate without GROUP BY (`GroupValues` needs at least one key column).
-enum GroupKeys {
-    Columns(Box<dyn GroupValues>),
-    Global { exists: bool },
+/// Key groups a state is split into (design.md: "Operators own their state in key
+/// groups"): key group = hash(key) mod this; shard (thread) `s` of `n` owns the key groups
+/// `[s·K/n, (s+1)·K/n)`. Fixed, so a checkpoint's key groups mean the same on restore.
+pub const KEY_GROUPS: u64 = 128;
+
+/// The key group of a key hash.
+pub fn key_group(hash: u64) -> u64 {
+    hash % KEY_GROUPS
 }
 
-impl GroupKeys {
-    fn new(key_schema: &SchemaRef) -> Result<Self> {
-        Ok(if key_schema.fields().is_empty() {
-            GroupKeys::Global { exists: false }
-        } else {
-            GroupKeys::Columns(new_group_values(
-                Arc::clone(key_schema),
-                &GroupOrdering::None,
-            )?)
-        })
-    }
+/// The shard of `shards` that owns the key group of `hash`.
+fn shard_of(hash: u64, shards: usize) -> usize {
+    (key_group(hash) as usize * shards) / KEY_GROUPS as usize
+}
 
-    /// Group ids of `rows` rows with key columns `keys`, new keys added.
-    fn intern(&mut self, keys: &[ArrayRef], rows: usize, ids: &mut Vec<usize>) -> Result<()> {
-        match self {
-            GroupKeys::Columns(g) => g.intern(keys, ids),
-            GroupKeys::Global { exists } => {
-                *exists |= rows > 0;
-                ids.clear();
-                ids.resize(rows, 0);
-                Ok(())
+/// A set of group ids in first-marked order, marked in O(1) and taken in O(marked).
+#[derive(Default)]
+struct Marks {
+    list: Vec<u32>,
+    set: Vec<bool>,
+}
+
+impl Marks {
+    fn mark(&mut self, ids: &[u32], capacity: usize) {
+        if self.set.len() < capacity {
+            self.set.resize(capacity, false);
+        }
+        for id in ids {
+            let m = &mut self.set[*id as usize];
+            if !*m {
+                *m = true;
+                self.list.push(*id);
             }
         }
     }
 
-    fn len(&self) -> usize {
-        match self {
-            GroupKeys::Columns(g) => g.len(),
-            GroupKeys::Global { exists } => usize::from(*exists),
+    fn take(&mut self) -> Vec<u32> {
+        for id in &self.list {
+            self.set[*id as usize] = false;
         }
+        std::mem::take(&mut self.list)
     }
 
-    fn is_empty(&self) -> bool {
-        self.len() == 0
+    fn clear(&mut self) {
+        let _ = self.take();
     }
 
-    fn size(&self) -> usize {
-        match self {
-            GroupKeys::Columns(g) => g.size(),
-            GroupKeys::Global { .. } => 0,
-        }
-    }
-
-    /// Every key, in group id order; the keys are gone afterwards.
-    fn emit_all(&mut self) -> Result<Vec<ArrayRef>> {
-        match self {
-            GroupKeys::Columns(g) => g.emit(EmitTo::All),
-            GroupKeys::Global { exists } => {
-                *exists = false;
-                Ok(Vec::new())
-            }
-        }
+    fn retain(&mut self, keep: &[u32]) {
+        let marked: Vec<u32> = keep
+            .iter()
+            .enumerate()
+            .filter(|(_, old)| self.set.get(**old as usize).copied().unwrap_or(false))
+            .map(|(new, _)| new as u32)
+            .collect();
+        self.set = vec![false; keep.len()];
+        self.list.clear();
+        self.mark(&marked, keep.len());
     }
 }
 
-/// One shard of the state: the groups whose key hashes to it.
+/// One shard of the state: the groups whose key group it owns.
+///
+/// Work per batch follows the batch: merging touches the groups the partials name,
+/// emitting changed groups reads only those, a delta for the checkpoint holds only the
+/// groups changed since the last one.
 pub struct StateShard {
-    groups: GroupKeys,
-    accs: Vec<Box<dyn GroupsAccumulator>>,
-    /// Group ids merged into since the last emit (for update mode).
-    touched: Vec<bool>,
-    ids: Vec<usize>,
+    keys: KeyTable,
+    accs: Vec<Box<dyn GroupAcc>>,
+    /// Groups merged into since the last emit (update mode).
+    touched: Marks,
+    /// Groups changed since the last checkpoint delta.
+    dirty: Marks,
+    ids: Vec<u32>,
 }
 
 impl StateShard {
     fn new(spec: &AggregateSpec) -> Result<Self> {
         Ok(Self {
-            groups: GroupKeys::new(&spec.key_schema)?,
+            keys: KeyTable::new(&spec.key_schema)?,
             accs: spec.accumulators()?,
-            touched: Vec::new(),
+            touched: Marks::default(),
+            dirty: Marks::default(),
             ids: Vec::new(),
         })
     }
 
-    /// Merges a partial batch (keys + state columns) into this shard.
-    fn merge(&mut self, spec: &AggregateSpec, cols: &[ArrayRef]) -> Result<()> {
+    /// Merges a partial batch (keys + state columns, with the keys' hashes) into this
+    /// shard. With `replace`, a group already present is emptied first: the rows are
+    /// its whole state (a checkpoint delta), not an addition to it.
+    fn merge(
+        &mut self,
+        spec: &AggregateSpec,
+        cols: &[ArrayRef],
+        hashes: &[u64],
+        replace: bool,
+    ) -> Result<()> {
         let (keys, states) = spec.split(cols);
         let rows = cols.first().map_or(0, |c| c.len());
-        self.groups.intern(keys, rows, &mut self.ids)?;
-        let n = self.groups.len();
-        self.touched.resize(n, false);
-        for &id in &self.ids {
-            self.touched[id] = true;
+        let before = self.keys.capacity();
+        self.keys.intern(keys, hashes, rows, &mut self.ids)?;
+        let n = self.keys.capacity();
+        if replace {
+            for id in self.ids.iter().filter(|id| (**id as usize) < before) {
+                self.accs.iter_mut().for_each(|a| a.clear(*id));
+            }
         }
+        for acc in &mut self.accs {
+            acc.resize(n);
+        }
+        self.touched.mark(&self.ids, n);
+        self.dirty.mark(&self.ids, n);
         for (acc, st) in self.accs.iter_mut().zip(states) {
-            acc.merge_batch(st, &self.ids, n)?;
+            acc.merge(st, &self.ids)?;
         }
         Ok(())
     }
 
-    /// The shard's state as keys + state columns (the Partial schema). Taking the state
-    /// out of DataFusion's accumulators empties them, so it is merged straight back.
-    pub fn snapshot(&mut self, spec: &AggregateSpec) -> Result<Vec<ArrayRef>> {
-        let n = self.groups.len();
-        let mut cols = self.groups.emit_all()?;
-        // A fresh key table: re-interning into an emptied one is not supported by every
-        // GroupValues implementation.
-        self.groups = GroupKeys::new(&spec.key_schema)?;
-        let mut states = Vec::with_capacity(self.accs.len());
+    /// Keys + partial state of `ids` (the Partial schema's columns).
+    fn state_of(&mut self, ids: &[u32]) -> Result<Vec<ArrayRef>> {
+        let mut cols = self.keys.keys(ids)?;
         for acc in &mut self.accs {
-            states.push(acc.state(EmitTo::All)?);
+            cols.extend(acc.state(ids)?);
         }
-        self.groups.intern(&cols, n, &mut self.ids)?;
-        debug_assert!(self.ids.iter().copied().eq(0..n));
-        for (acc, st) in self.accs.iter_mut().zip(&states) {
-            acc.merge_batch(st, &self.ids, n)?;
-        }
-        cols.extend(states.into_iter().flatten());
         Ok(cols)
+    }
+
+    /// The shard's whole state as keys + state columns (the Partial schema).
+    pub fn snapshot(&mut self) -> Result<Vec<ArrayRef>> {
+        let ids = self.keys.live_ids();
+        self.state_of(&ids)
     }
 
     /// Keys + final values of all groups, or only of those touched since the last emit.
     fn emit(&mut self, spec: &AggregateSpec, only_touched: bool) -> Result<Option<RecordBatch>> {
-        if self.groups.is_empty() {
+        let touched = self.touched.take();
+        let ids = match only_touched {
+            true => touched,
+            false => self.keys.live_ids(),
+        };
+        if ids.is_empty() {
             return Ok(None);
         }
-        let mut cols = self.snapshot(spec)?;
-        if only_touched {
-            let mask = BooleanArray::from(std::mem::take(&mut self.touched));
-            cols = cols
-                .iter()
-                .map(|c| filter(c, &mask))
-                .collect::<Result<_, _>>()?;
-        }
-        self.touched.clear();
-        self.touched.resize(self.groups.len(), false);
-        let rows = cols.first().map(|c| c.len()).unwrap_or(0);
-        if rows == 0 {
-            return Ok(None);
-        }
-        let ids: Vec<usize> = (0..rows).collect();
-        let (keys, states) = spec.split(&cols);
-        let mut out: Vec<ArrayRef> = keys.to_vec();
-        for (agg, st) in spec.aggregates.iter().zip(states) {
-            let mut acc = AggregateSpec::accumulator(agg)?;
-            acc.merge_batch(st, &ids, rows)?;
-            out.push(acc.evaluate(EmitTo::All)?);
+        let mut out = self.keys.keys(&ids)?;
+        for acc in &mut self.accs {
+            out.push(acc.evaluate(&ids)?);
         }
         Ok(Some(RecordBatch::try_new(
             Arc::clone(&spec.output_schema),
@@ -232,23 +228,53 @@ impl StateShard {
         )?))
     }
 
+    /// Keys + partial state of the groups changed since the last delta.
+    fn delta(&mut self) -> Result<Option<Vec<ArrayRef>>> {
+        let mut ids = self.dirty.take();
+        ids.retain(|id| self.keys.is_live(*id));
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        ids.sort_unstable();
+        self.state_of(&ids).map(Some)
+    }
+
+    /// Renumbers the groups when removed ones take most of the key table.
+    #[allow(dead_code)]
+    fn compact(&mut self) -> Result<()> {
+        if !self.keys.wants_compaction() {
+            return Ok(());
+        }
+        let keep = self.keys.compact()?;
+        for acc in &mut self.accs {
+            acc.retain(&keep);
+        }
+        self.touched.retain(&keep);
+        self.dirty.retain(&keep);
+        Ok(())
+    }
+
     /// Memory held by this shard, in bytes.
     fn size(&self) -> usize {
-        self.groups.size() + self.accs.iter().map(|a| a.size()).sum::<usize>()
+        self.keys.size() + self.accs.iter().map(|a| a.size()).sum::<usize>()
     }
 }
 
-/// The state of one aggregation, sharded by hash of the group key.
+/// The state of one aggregation, split by key group over shards that merge in
+/// parallel (one thread each).
 pub struct ShardedState {
     spec: AggregateSpec,
     shards: Vec<StateShard>,
     hasher: RandomState,
 }
 
+/// One shard's share of a batch: key + state columns and the keys' hashes.
+type Routed = Vec<(Vec<ArrayRef>, Vec<u64>)>;
+
 impl ShardedState {
     /// Empty state with `shards` shards.
     pub fn new(spec: AggregateSpec, shards: usize) -> Result<Self> {
-        let shards = (0..shards.max(1))
+        let shards = (0..shards.clamp(1, KEY_GROUPS as usize))
             .map(|_| StateShard::new(&spec))
             .collect::<Result<_>>()?;
         Ok(Self {
@@ -265,7 +291,7 @@ impl ShardedState {
 
     /// Groups held over all shards.
     pub fn groups(&self) -> usize {
-        self.shards.iter().map(|s| s.groups.len()).sum()
+        self.shards.iter().map(|s| s.keys.len()).sum()
     }
 
     /// Bytes held over all shards.
@@ -275,56 +301,66 @@ impl ShardedState {
 
     /// Groups held by each shard.
     pub fn shard_groups(&self) -> Vec<usize> {
-        self.shards.iter().map(|s| s.groups.len()).collect()
+        self.shards.iter().map(|s| s.keys.len()).collect()
     }
 
-    /// Routes each partial batch's rows to their shard (the exchange), then merges the
-    /// shards in parallel. Returns the rows routed to each shard.
-    pub fn merge(&mut self, partials: &[RecordBatch]) -> Result<Vec<u64>> {
+    /// The exchange: each partial row goes to the shard owning its key group.
+    fn route(&self, partials: &[RecordBatch]) -> Result<Vec<Routed>> {
         let n = self.shards.len();
-        let mut routed: Vec<Vec<Vec<ArrayRef>>> = (0..n).map(|_| Vec::new()).collect();
+        let mut routed: Vec<Routed> = (0..n).map(|_| Vec::new()).collect();
         let k = self.spec.key_schema.fields().len();
-        let mut hashes = Vec::new();
         for b in partials.iter().filter(|b| b.num_rows() > 0) {
+            let mut hashes = vec![0; b.num_rows()];
+            if k > 0 {
+                create_hashes(&b.columns()[..k], &self.hasher, &mut hashes)?;
+            }
             if n == 1 || k == 0 {
                 // One shard, or no keys: an aggregate without GROUP BY is one group.
-                routed[0].push(b.columns().to_vec());
+                routed[0].push((b.columns().to_vec(), hashes));
                 continue;
             }
-            hashes.clear();
-            hashes.resize(b.num_rows(), 0);
-            create_hashes(&b.columns()[..k], &self.hasher, &mut hashes)?;
             let mut idx: Vec<Vec<u32>> = (0..n).map(|_| Vec::new()).collect();
             for (row, h) in hashes.iter().enumerate() {
-                idx[(*h % n as u64) as usize].push(row as u32);
+                idx[shard_of(*h, n)].push(row as u32);
             }
             for (shard, rows) in idx.into_iter().enumerate() {
                 if rows.is_empty() {
                     continue;
                 }
+                let shard_hashes = rows.iter().map(|r| hashes[*r as usize]).collect();
                 let rows = UInt32Array::from(rows);
                 let cols = b
                     .columns()
                     .iter()
                     .map(|c| take(c, &rows, None))
                     .collect::<Result<_, _>>()?;
-                routed[shard].push(cols);
+                routed[shard].push((cols, shard_hashes));
             }
         }
+        Ok(routed)
+    }
+
+    /// Routes each partial batch's rows to their shard (the exchange), then merges the
+    /// shards in parallel. Returns the rows routed to each shard.
+    pub fn merge(&mut self, partials: &[RecordBatch]) -> Result<Vec<u64>> {
+        self.merge_with(partials, false)
+    }
+
+    fn merge_with(&mut self, partials: &[RecordBatch], replace: bool) -> Result<Vec<u64>> {
+        let routed = self.route(partials)?;
         let counts = routed
             .iter()
-            .map(|b| {
-                b.iter()
-                    .map(|cols| cols.first().map_or(0, |c| c.len() as u64))
-                    .sum()
-            })
+            .map(|b| b.iter().map(|(_, h)| h.len() as u64).sum())
             .collect();
         let spec = &self.spec;
-        let merge_shard = |shard: &mut StateShard, batches: Vec<Vec<ArrayRef>>| -> Result<()> {
-            batches.iter().try_for_each(|cols| shard.merge(spec, cols))
+        let merge_shard = |shard: &mut StateShard, batches: Routed| -> Result<()> {
+            batches
+                .iter()
+                .try_for_each(|(cols, hashes)| shard.merge(spec, cols, hashes, replace))
         };
-        if n == 1 {
-            merge_shard(&mut self.shards[0], routed.pop().unwrap_or_default())?;
+        if self.shards.len() == 1 {
+            let batches = routed.into_iter().next().unwrap_or_default();
+            merge_shard(&mut self.shards[0], batches)?;
             return Ok(counts);
         }
         std::thread::scope(|s| {
@@ -337,20 +373,21 @@ impl ShardedState {
                 .collect();
             handles.into_iter().try_for_each(|h| {
                 h.join().unwrap_or_else(|_| {
-                    Err(datafusion::error::DataFusionError::Execution(
-                        "a state shard panicked".into(),
-                    ))
+                    Err(DataFusionError::Execution("a state shard panicked".into()))
                 })
             })
         })?;
         Ok(counts)
     }
 
-    /// Merges a snapshot back into empty state; nothing counts as changed afterwards.
+    /// Puts checkpointed rows (a snapshot, or a delta applied after it) back: each row
+    /// is its group's whole state, replacing what the group held. Nothing counts as
+    /// changed afterwards.
     pub fn restore(&mut self, rows: &[RecordBatch]) -> Result<()> {
-        let _ = self.merge(rows)?;
+        let _ = self.merge_with(rows, true)?;
         for s in &mut self.shards {
-            s.touched.iter_mut().for_each(|t| *t = false);
+            s.touched.clear();
+            s.dirty.clear();
         }
         Ok(())
     }
@@ -359,16 +396,38 @@ impl ShardedState {
     pub fn snapshot(&mut self) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
         for shard in &mut self.shards {
-            if shard.groups.is_empty() {
+            if shard.keys.is_empty() {
                 continue;
             }
-            let cols = shard.snapshot(&self.spec)?;
+            let cols = shard.snapshot()?;
             out.push(RecordBatch::try_new(
                 Arc::clone(&self.spec.partial_schema),
                 cols,
             )?);
         }
         Ok(out)
+    }
+
+    /// The groups changed since the last delta (or snapshot restore), as keys + state
+    /// columns: what an incremental checkpoint writes.
+    pub fn delta(&mut self) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        for shard in &mut self.shards {
+            if let Some(cols) = shard.delta()? {
+                out.push(RecordBatch::try_new(
+                    Arc::clone(&self.spec.partial_schema),
+                    cols,
+                )?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets which groups changed since the last delta (a full snapshot was taken).
+    pub fn clear_delta(&mut self) {
+        for s in &mut self.shards {
+            s.dirty.clear();
+        }
     }
 
     /// Keys + final values of every group (complete mode) or of the groups changed since

@@ -1,0 +1,198 @@
+//! The group keys of one state shard: each distinct key gets a dense group id, and the
+//! keys of any set of ids can be read back as Arrow columns.
+//!
+//! ```text
+//!  key columns ──RowConverter──► row bytes ──hash table (hash → id)──► group ids
+//!                                    │
+//!                                    └─► arena (`Rows`, indexed by id) ──► keys of ids
+//! ```
+//! DataFusion's `GroupValues` interns as fast but can only hand back *all* keys (or the
+//! first n), so emitting the groups one batch touched would visit the whole state.
+//! Here reading keys back costs what the ids asked for. Removed groups leave a hole in
+//! the arena until [`KeyTable::compact`] renumbers the live ones.
+
+use arrow::array::ArrayRef;
+use arrow::datatypes::SchemaRef;
+use arrow::row::{RowConverter, Rows, SortField};
+use datafusion::error::Result;
+use hashbrown::HashTable;
+
+/// Keys → dense group ids, and back.
+pub struct KeyTable {
+    /// `None` for an aggregate without GROUP BY: its one group has id 0.
+    converter: Option<RowConverter>,
+    /// Row bytes of every id ever given out (holes included).
+    rows: Rows,
+    /// Hash of each id's key.
+    hashes: Vec<u64>,
+    /// Live ids by hash.
+    table: HashTable<u32>,
+    /// Whether each id is live.
+    alive: Vec<bool>,
+    live: usize,
+}
+
+impl KeyTable {
+    /// An empty table for keys of `schema` (no fields: one global group).
+    pub fn new(schema: &SchemaRef) -> Result<Self> {
+        let fields: Vec<SortField> = schema
+            .fields()
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
+        let converter = match fields.is_empty() {
+            true => None,
+            false => Some(RowConverter::new(fields)?),
+        };
+        let rows = match &converter {
+            Some(c) => c.empty_rows(0, 0),
+            None => RowConverter::new(vec![SortField::new(arrow::datatypes::DataType::Null)])?
+                .empty_rows(0, 0),
+        };
+        Ok(Self {
+            converter,
+            rows,
+            hashes: Vec::new(),
+            table: HashTable::new(),
+            alive: Vec::new(),
+            live: 0,
+        })
+    }
+
+    /// Live groups.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Whether no group is live.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// One more than the largest id given out: accumulators size their slots by it.
+    pub fn capacity(&self) -> usize {
+        self.alive.len()
+    }
+
+    /// Whether `id` names a live group.
+    pub fn is_live(&self, id: u32) -> bool {
+        self.alive.get(id as usize).copied().unwrap_or(false)
+    }
+
+    /// The live ids, ascending.
+    pub fn live_ids(&self) -> Vec<u32> {
+        (0..self.alive.len() as u32)
+            .filter(|i| self.alive[*i as usize])
+            .collect()
+    }
+
+    /// The hash of group `id`'s key (it decides the key group).
+    pub fn hash_of(&self, id: u32) -> u64 {
+        self.hashes.get(id as usize).copied().unwrap_or(0)
+    }
+
+    /// The group id of each of `rows` rows with key columns `keys` and key hashes
+    /// `hashes`, new keys added. Appends to `ids`.
+    pub fn intern(
+        &mut self,
+        keys: &[ArrayRef],
+        hashes: &[u64],
+        rows: usize,
+        ids: &mut Vec<u32>,
+    ) -> Result<()> {
+        ids.clear();
+        let Some(converter) = &self.converter else {
+            if self.alive.is_empty() {
+                self.alive.push(false);
+                self.hashes.push(0);
+            }
+            if rows > 0 && !self.alive[0] {
+                self.alive[0] = true;
+                self.live = 1;
+            }
+            ids.resize(rows, 0);
+            return Ok(());
+        };
+        let batch = converter.convert_columns(keys)?;
+        for (i, hash) in hashes.iter().enumerate().take(rows) {
+            let row = batch.row(i);
+            let found = self
+                .table
+                .find(*hash, |id| self.rows.row(*id as usize) == row)
+                .copied();
+            let id = match found {
+                Some(id) => id,
+                None => {
+                    let id = self.alive.len() as u32;
+                    self.rows.push(row);
+                    self.hashes.push(*hash);
+                    self.alive.push(true);
+                    self.live += 1;
+                    let all = &self.hashes;
+                    self.table.insert_unique(*hash, id, |id| all[*id as usize]);
+                    id
+                }
+            };
+            ids.push(id);
+        }
+        Ok(())
+    }
+
+    /// The key columns of `ids`, in that order.
+    pub fn keys(&self, ids: &[u32]) -> Result<Vec<ArrayRef>> {
+        match &self.converter {
+            Some(c) => Ok(c.convert_rows(ids.iter().map(|id| self.rows.row(*id as usize)))?),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Forgets group `id`: its key is no longer found; its id is not given out again.
+    pub fn remove(&mut self, id: u32) {
+        if !self.is_live(id) {
+            return;
+        }
+        self.alive[id as usize] = false;
+        self.live -= 1;
+        let hash = self.hashes[id as usize];
+        if let Ok(entry) = self.table.find_entry(hash, |i| *i == id) {
+            entry.remove();
+        }
+    }
+
+    /// Whether holes take more than half of the arena (and enough to matter).
+    pub fn wants_compaction(&self) -> bool {
+        let holes = self.alive.len() - self.live;
+        holes > 4096 && holes > self.live
+    }
+
+    /// Drops the holes: live groups are renumbered 0.. in id order. Returns the old ids
+    /// of the new ones (accumulators keep the same slots with `retain`).
+    pub fn compact(&mut self) -> Result<Vec<u32>> {
+        let keep = self.live_ids();
+        if let Some(c) = &self.converter {
+            let mut rows = c.empty_rows(keep.len(), 0);
+            for id in &keep {
+                rows.push(self.rows.row(*id as usize));
+            }
+            self.rows = rows;
+        }
+        self.hashes = keep.iter().map(|id| self.hashes[*id as usize]).collect();
+        self.alive = vec![true; keep.len()];
+        self.table.clear();
+        let all = &self.hashes;
+        for (id, hash) in all.iter().enumerate() {
+            self.table
+                .insert_unique(*hash, id as u32, |i| all[*i as usize]);
+        }
+        Ok(keep)
+    }
+
+    /// Bytes held.
+    pub fn size(&self) -> usize {
+        self.rows.size()
+            + self.hashes.capacity() * 8
+            + self.table.capacity() * 4
+            + self.alive.capacity()
+            + self.converter.as_ref().map_or(0, RowConverter::size)
+    }
+}
