@@ -14,6 +14,7 @@ pub use error::{Error, Result};
 pub mod decode;
 pub mod exec;
 pub mod metrics;
+pub mod operator;
 pub mod sink;
 pub mod source;
 pub mod sql;

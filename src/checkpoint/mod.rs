@@ -89,6 +89,10 @@ pub struct Commit {
     /// Deltas written after `state_file`, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub state_deltas: Vec<String>,
+    /// The state files of the second and later stateful operators (the first one's are
+    /// `state_file` and `state_deltas`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_state: Vec<StateFiles>,
     /// Rows a query with a global `LIMIT` has emitted so far.
     #[serde(default)]
     pub limit_emitted: u64,
@@ -120,39 +124,65 @@ impl Commit {
     }
 }
 
+/// One operator's state files in a manifest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateFiles {
+    /// Its full snapshot.
+    pub file: Option<String>,
+    /// The deltas after it, oldest first.
+    #[serde(default)]
+    pub deltas: Vec<String>,
+}
+
+impl Commit {
+    /// Each operator's full snapshot and deltas, first operator first.
+    pub fn state_files(&self) -> Vec<StateFiles> {
+        let first = StateFiles {
+            file: self.state_file.clone(),
+            deltas: self.state_deltas.clone(),
+        };
+        std::iter::once(first)
+            .chain(self.more_state.iter().cloned())
+            .collect()
+    }
+}
+
 /// What recovery found.
 #[derive(Debug)]
 pub struct Recovered {
     /// The newest valid commit.
     pub commit: Option<Commit>,
-    /// Its full state snapshot.
-    pub state: Vec<RecordBatch>,
-    /// The deltas after the snapshot, oldest first: apply each over the one before.
-    pub deltas: Vec<Vec<RecordBatch>>,
+    /// Each operator's full snapshot and the deltas after it, oldest first (apply each
+    /// over the one before).
+    pub state: Vec<(Vec<RecordBatch>, Vec<Vec<RecordBatch>>)>,
     /// A batch logged after it but not committed: replay it first, with these offsets.
     pub pending: Option<OffsetLog>,
     /// Problems skipped on the way (torn manifests, truncated snapshots).
     pub warnings: Vec<String>,
 }
 
-/// What a batch's commit writes of the state.
+/// What a batch's commit writes of one operator's state.
 pub enum StateWrite<'a> {
-    /// A stateless query.
-    None,
     /// The whole state.
     Full(&'a SchemaRef, &'a [RecordBatch]),
     /// The groups changed since the previous commit.
     Delta(&'a SchemaRef, &'a [RecordBatch]),
 }
 
-/// The full snapshot the next commit builds on and the deltas written after it.
+/// One operator's full snapshot the next commit builds on and the deltas after it.
 #[derive(Debug, Clone, Default)]
 struct Chain {
     full: Option<String>,
     deltas: Vec<String>,
     full_rows: u64,
     delta_rows: u64,
-    /// The full snapshot's batch id of each commit on disk (for housekeeping).
+}
+
+/// Every operator's chain, and the oldest full snapshot each commit on disk builds on
+/// (for housekeeping).
+#[derive(Debug, Clone, Default)]
+struct Chains {
+    operators: Vec<Chain>,
     bases: BTreeMap<u64, u64>,
 }
 
@@ -161,7 +191,16 @@ pub struct Checkpoint {
     store: Arc<dyn ObjectStore>,
     keep: u64,
     location: String,
-    chain: std::sync::Mutex<Chain>,
+    chain: std::sync::Mutex<Chains>,
+}
+
+/// The oldest full snapshot (batch id) a commit builds on.
+fn oldest_base(commit: &Commit) -> Option<u64> {
+    commit
+        .state_files()
+        .iter()
+        .filter_map(|f| f.file.as_deref().and_then(file_batch))
+        .min()
 }
 
 /// The batch id in a state file's name.
@@ -267,40 +306,59 @@ impl Checkpoint {
             .await
     }
 
-    /// Whether the next commit should write a full snapshot rather than a delta: there
-    /// is none yet, or the deltas since it hold as many rows as it does.
-    pub fn wants_full(&self) -> bool {
-        let c = self.chain.lock().map(|c| c.clone()).unwrap_or_default();
+    /// Whether operator `op`'s next commit should write a full snapshot rather than a
+    /// delta: there is none yet, or the deltas since it hold as many rows as it does.
+    pub fn wants_full(&self, op: usize) -> bool {
+        let c = self
+            .chain
+            .lock()
+            .ok()
+            .and_then(|c| c.operators.get(op).cloned())
+            .unwrap_or_default();
         c.full.is_none() || c.delta_rows >= c.full_rows
     }
 
-    /// Writes the state (a full snapshot or a delta), then the manifest that commits
-    /// the batch, then drops batches older than the last `keep` and the state files no
-    /// kept batch needs.
-    /// Returns the state bytes written.
-    pub async fn commit(&self, mut commit: Commit, state: StateWrite<'_>) -> Result<u64> {
-        let mut chain = self.chain.lock().map(|c| c.clone()).unwrap_or_default();
-        let mut written = 0;
-        let (schema, rows, full) = match state {
-            StateWrite::None => (None, &[][..], false),
-            StateWrite::Full(s, r) => (Some(s), r, true),
-            StateWrite::Delta(s, r) => (Some(s), r, false),
-        };
-        if let Some(schema) = schema {
+    /// Writes each operator's state (a full snapshot or a delta), then the manifest
+    /// that commits the batch, then drops batches older than the last `keep` and the
+    /// state files no kept batch needs. Returns the state bytes written and whether all
+    /// of it was full snapshots.
+    pub async fn commit(
+        &self,
+        mut commit: Commit,
+        states: &[StateWrite<'_>],
+    ) -> Result<(u64, bool)> {
+        let mut chains = self.chain.lock().map(|c| c.clone()).unwrap_or_default();
+        chains.operators.resize(states.len(), Chain::default());
+        let (mut written, mut all_full) = (0, true);
+        for (op, state) in states.iter().enumerate() {
+            let (schema, rows, full) = match state {
+                StateWrite::Full(s, r) => (s, r, true),
+                StateWrite::Delta(s, r) => (s, r, false),
+            };
+            all_full &= full;
             let mut buf = Vec::new();
             {
                 let mut w = StreamWriter::try_new(&mut buf, schema)
                     .map_err(|e| ckpt_err(&self.location, e))?;
-                for b in rows {
+                for b in rows.iter() {
                     w.write(b).map_err(|e| ckpt_err(&self.location, e))?;
                 }
                 w.finish().map_err(|e| ckpt_err(&self.location, e))?;
             }
             let n: u64 = rows.iter().map(|b| b.num_rows() as u64).sum();
-            let ext = if full { "arrow" } else { "delta.arrow" };
-            let path = name("state", commit.batch_id, ext);
-            written = buf.len() as u64;
+            let tag = match op {
+                0 => String::new(),
+                n => format!("op{n}."),
+            };
+            let ext = if full {
+                format!("{tag}arrow")
+            } else {
+                format!("{tag}delta.arrow")
+            };
+            let path = name("state", commit.batch_id, &ext);
+            written += buf.len() as u64;
             self.put(&path, buf).await?;
+            let chain = &mut chains.operators[op];
             if full {
                 chain.full = Some(path.to_string());
                 chain.deltas.clear();
@@ -311,19 +369,26 @@ impl Checkpoint {
                 chain.delta_rows += n;
             }
         }
-        commit.state_file = chain.full.clone();
-        commit.state_deltas = chain.deltas.clone();
+        let mut files = chains.operators.iter().map(|c| StateFiles {
+            file: c.full.clone(),
+            deltas: c.deltas.clone(),
+        });
+        if let Some(first) = files.next() {
+            commit.state_file = first.file;
+            commit.state_deltas = first.deltas;
+        }
+        commit.more_state = files.collect();
         let bytes = serde_json::to_vec(&commit).map_err(|e| ckpt_err(&self.location, e))?;
         self.put(&name("commits", commit.batch_id, "json"), bytes)
             .await?;
-        if let Some(base) = chain.full.as_deref().and_then(file_batch) {
-            chain.bases.insert(commit.batch_id, base);
+        if let Some(base) = oldest_base(&commit) {
+            chains.bases.insert(commit.batch_id, base);
         }
         if let Ok(mut c) = self.chain.lock() {
-            *c = chain;
+            *c = chains;
         }
         self.housekeeping(commit.batch_id).await?;
-        Ok(written)
+        Ok((written, all_full))
     }
 
     async fn housekeeping(&self, newest: u64) -> Result<()> {
@@ -391,48 +456,52 @@ impl Checkpoint {
             },
             None => None,
         };
-        let (commit, (state, deltas)) = match found {
+        let (commit, state) = match found {
             Some((c, s)) => (Some(c), s),
             None => (None, Default::default()),
         };
-        self.remember_chain(commit.as_ref(), &state, &deltas).await;
+        self.remember_chain(commit.as_ref(), &state).await;
         Ok(Recovered {
             commit,
             state,
-            deltas,
             pending,
             warnings,
         })
     }
 
-    /// The chain the next commit continues, and the full snapshot each commit on disk
-    /// builds on (commits it cannot read are left to age out).
+    /// The chains the next commit continues, and the full snapshots each commit on
+    /// disk builds on (commits it cannot read are left to age out).
     async fn remember_chain(
         &self,
         commit: Option<&Commit>,
-        state: &[RecordBatch],
-        deltas: &[Vec<RecordBatch>],
+        state: &[(Vec<RecordBatch>, Vec<Vec<RecordBatch>>)],
     ) {
         let rows = |b: &[RecordBatch]| b.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-        let mut chain = Chain::default();
+        let mut chains = Chains::default();
         if let Some(c) = commit {
-            chain.full = c.state_file.clone();
-            chain.deltas = c.state_deltas.clone();
-            chain.full_rows = rows(state);
-            chain.delta_rows = deltas.iter().map(|d| rows(d)).sum();
+            for (files, (full, deltas)) in c.state_files().into_iter().zip(state) {
+                chains.operators.push(Chain {
+                    full: files.file,
+                    deltas: files.deltas,
+                    full_rows: rows(full),
+                    delta_rows: deltas.iter().map(|d| rows(d)).sum(),
+                });
+            }
         }
         for id in self.ids("commits").await.unwrap_or_default() {
             let Ok(Some(bytes)) = self.get(&name("commits", id, "json")).await else {
                 continue;
             };
-            if let Ok(c) = serde_json::from_slice::<Commit>(&bytes) {
-                if let Some(base) = c.state_file.as_deref().and_then(file_batch) {
-                    chain.bases.insert(id, base);
-                }
+            if let Some(base) = serde_json::from_slice::<Commit>(&bytes)
+                .ok()
+                .as_ref()
+                .and_then(oldest_base)
+            {
+                chains.bases.insert(id, base);
             }
         }
         if let Ok(mut c) = self.chain.lock() {
-            *c = chain;
+            *c = chains;
         }
     }
 
@@ -454,7 +523,7 @@ impl Checkpoint {
     async fn read_commit(
         &self,
         id: u64,
-    ) -> std::result::Result<(Commit, (Vec<RecordBatch>, Vec<Vec<RecordBatch>>)), String> {
+    ) -> std::result::Result<(Commit, Vec<(Vec<RecordBatch>, Vec<Vec<RecordBatch>>)>), String> {
         let bytes = self
             .get(&name("commits", id, "json"))
             .await
@@ -465,15 +534,22 @@ impl Checkpoint {
         if commit.batch_id != id {
             return Err(format!("manifest names batch {}", commit.batch_id));
         }
-        let state = match &commit.state_file {
-            Some(file) => self.read_state(file).await?,
-            None => Vec::new(),
-        };
-        let mut deltas = Vec::with_capacity(commit.state_deltas.len());
-        for file in &commit.state_deltas {
-            deltas.push(self.read_state(file).await?);
+        let mut state = Vec::new();
+        for files in commit.state_files() {
+            let full = match &files.file {
+                Some(file) => self.read_state(file).await?,
+                None => Vec::new(),
+            };
+            let mut deltas = Vec::with_capacity(files.deltas.len());
+            for file in &files.deltas {
+                deltas.push(self.read_state(file).await?);
+            }
+            state.push((full, deltas));
         }
-        Ok((commit, (state, deltas)))
+        if commit.state_file.is_none() && commit.more_state.is_empty() {
+            state.clear();
+        }
+        Ok((commit, state))
     }
 }
 
@@ -505,6 +581,7 @@ mod tests {
             emitted_through: None,
             state_file: None,
             state_deltas: Vec::new(),
+            more_state: Vec::new(),
             limit_emitted: 0,
             source_max_event: BTreeMap::new(),
         }
@@ -523,31 +600,31 @@ mod tests {
         let schema: SchemaRef =
             Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
         let c = Checkpoint::open(&loc, 2).unwrap();
-        assert!(c.wants_full());
+        assert!(c.wants_full(0));
         let full = rows(&schema, &[1, 2, 3, 4]);
-        c.commit(commit(0), StateWrite::Full(&schema, &full))
+        c.commit(commit(0), &[StateWrite::Full(&schema, &full)])
             .await
             .unwrap();
         for id in 1..=2 {
             assert!(
-                !c.wants_full(),
+                !c.wants_full(0),
                 "batch {id}: 2 delta rows < 4 snapshot rows"
             );
             let d = rows(&schema, &[id as i64, 10 * id as i64]);
-            c.commit(commit(id), StateWrite::Delta(&schema, &d))
+            c.commit(commit(id), &[StateWrite::Delta(&schema, &d)])
                 .await
                 .unwrap();
         }
-        assert!(c.wants_full(), "4 delta rows reach the snapshot's 4");
+        assert!(c.wants_full(0), "4 delta rows reach the snapshot's 4");
 
         // A new process recovers the snapshot and both deltas, in order, although
         // batch 0's commit aged out (keep = 2): its snapshot is still needed.
         let again = Checkpoint::open(&loc, 2).unwrap();
         let rec = again.recover().await.unwrap();
         assert_eq!(rec.commit.as_ref().map(|c| c.batch_id), Some(2));
-        assert_eq!(rec.state[0].num_rows(), 4);
-        let firsts: Vec<i64> = rec
-            .deltas
+        assert_eq!(rec.state[0].0[0].num_rows(), 4);
+        let firsts: Vec<i64> = rec.state[0]
+            .1
             .iter()
             .map(|d| {
                 d[0].column(0)
@@ -558,18 +635,18 @@ mod tests {
             })
             .collect();
         assert_eq!(firsts, [1, 2]);
-        assert!(again.wants_full());
+        assert!(again.wants_full(0));
 
         // The next full snapshot starts a new chain; the old files go once no kept
         // commit needs them.
         let full = rows(&schema, &[7]);
         again
-            .commit(commit(3), StateWrite::Full(&schema, &full))
+            .commit(commit(3), &[StateWrite::Full(&schema, &full)])
             .await
             .unwrap();
         let d = rows(&schema, &[8]);
         again
-            .commit(commit(4), StateWrite::Delta(&schema, &d))
+            .commit(commit(4), &[StateWrite::Delta(&schema, &d)])
             .await
             .unwrap();
         let mut left: Vec<String> = std::fs::read_dir(dir.join("state"))

@@ -33,7 +33,7 @@ pub struct Analysis {
     /// output rows and compute time (ns), summed over partitions and batches; `None`
     /// for an operator that recorded no metrics (e.g. a merge over one partition, which
     /// passes its input through).
-    operators: [Vec<Option<(usize, usize)>>; 2],
+    operators: Vec<Vec<Option<(usize, usize)>>>,
     /// The annotated plan, once the run ended.
     pub text: String,
 }
@@ -107,6 +107,9 @@ impl Analysis {
         for (stage, tree) in plan.last_executed().iter().enumerate() {
             let Some(tree) = tree else { continue };
             let nodes = preorder(tree);
+            if self.operators.len() <= stage {
+                self.operators.resize(stage + 1, Vec::new());
+            }
             let ops = &mut self.operators[stage];
             ops.resize(nodes.len().max(ops.len()), None);
             for ((_, node), op) in nodes.iter().zip(ops.iter_mut()) {
@@ -177,7 +180,7 @@ impl Analysis {
 
     /// The note on DataFusion operator `index` (pre-order) of `stage` (0 or 1).
     pub fn operator(&self, stage: usize, index: usize) -> String {
-        match self.operators[stage].get(index) {
+        match self.operators.get(stage).and_then(|o| o.get(index)) {
             Some(&Some((rows, ns))) => format!(
                 "  [rows={rows}, time={}]",
                 show_duration(Duration::from_nanos(ns as u64))

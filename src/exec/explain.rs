@@ -16,9 +16,11 @@ use datafusion::physical_plan::display::DisplayableExecutionPlan;
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::analyze::{preorder, Analysis};
-use super::plan::{PlanKind, StreamPlan};
+use super::dataflow::{OperatorPlan, StagePlan};
+use super::plan::StreamPlan;
 use super::window::WindowKind;
 use super::RunOptions;
+use crate::operator::Emit;
 use crate::sql::QueryFile;
 
 /// Options of `sluice explain`.
@@ -166,84 +168,121 @@ pub fn describe(
             s.def.connector()
         );
     }
-    match &plan.kind {
-        PlanKind::Stateless { plan: p } => {
-            operators(p, 0, analysis, &mut out);
+    let stages = &plan.flow.stages;
+    if stages.is_empty() {
+        operators(&plan.flow.top, 0, analysis, &mut out);
+        let _ = writeln!(
+            out,
+            "Sink: {sink} (append each batch's rows){}",
+            note(Analysis::sink)
+        );
+        return out;
+    }
+    for (i, stage) in stages.iter().enumerate() {
+        if i > 0 {
+            let _ = writeln!(out, "Stage {}, over the changes of operator {i}:", i + 1);
+        }
+        operators(&stage.input, i, analysis, &mut out);
+        describe_operator(plan, stage, i + 2 == stages.len() + 1, note, &mut out);
+    }
+    operators(&plan.flow.top, stages.len(), analysis, &mut out);
+    let _ = writeln!(out, "Sink: {sink}{}", note(Analysis::sink));
+    out
+}
+
+/// The exchange, state and emit lines of one stage's operator.
+fn describe_operator(
+    plan: &StreamPlan,
+    stage: &StagePlan,
+    last: bool,
+    note: impl Fn(fn(&Analysis) -> String) -> String,
+    out: &mut String,
+) {
+    let names = |schema: &arrow::datatypes::SchemaRef| -> Vec<String> {
+        schema.fields().iter().map(|f| f.name().clone()).collect()
+    };
+    let emit = match (stage.emit, last) {
+        (_, true) => plan.mode.to_string(),
+        (Emit::Changes, _) => "changes (-old, +new, with weights) to the next stage".into(),
+        (Emit::Closed, _) => "closed windows to the next stage".into(),
+        (e, _) => format!("{e:?}").to_lowercase(),
+    };
+    let (spec, window) = match &stage.operator {
+        OperatorPlan::Updating { spec } => {
+            let aggs: Vec<&str> = spec.aggregates.iter().map(|(a, _)| a.name()).collect();
             let _ = writeln!(
                 out,
-                "Sink: {sink} (append each batch's rows){}",
-                note(Analysis::sink)
+                "Exchange: none: one task keeps every group{}",
+                note(Analysis::exchange)
             );
+            let _ = writeln!(out, "State, one task:");
+            let _ = writeln!(
+                out,
+                "  aggregate over an updating input, keys ({}): rows added and taken back for {}; a group with no rows left is deleted{}",
+                names(&spec.key_schema).join(", "),
+                aggs.join(", "),
+                note(Analysis::state)
+            );
+            let _ = writeln!(out, "  emit: {emit}{}", note(Analysis::emit));
+            return;
         }
-        PlanKind::Aggregate {
-            partial,
-            upper,
-            spec,
-            window,
-            ..
-        } => {
-            operators(partial, 0, analysis, &mut out);
-            let keys: Vec<&str> = spec
-                .key_schema
-                .fields()
-                .iter()
-                .map(|f| f.name().as_str())
-                .collect();
-            let aggs: Vec<&str> = spec.aggregates.iter().map(|a| a.name()).collect();
-            let sessions = window
-                .as_ref()
-                .is_some_and(|w| matches!(w.spec.kind, WindowKind::Session { .. }));
-            if sessions {
-                let _ = writeln!(
-                    out,
-                    "Exchange: none: open sessions' partial rows are kept together{}",
-                    note(Analysis::exchange)
-                );
-                let _ = writeln!(out, "Stage 2, one task:");
-                let _ = writeln!(
-                    out,
-                    "  state: open sessions' partial rows, joined per key in start order; a closed \
-                     session merged with GroupsAccumulator for {}{}",
-                    aggs.join(", "),
-                    note(Analysis::state)
-                );
-            } else {
-                let _ = writeln!(
-                    out,
-                    "Exchange: hash({}) → {} state shards{}",
-                    keys.join(", "),
-                    plan.partitions,
-                    note(Analysis::exchange)
-                );
-                let _ = writeln!(out, "Stage 2, one task per state shard:");
-                let _ = writeln!(
-                    out,
-                    "  state merge: GroupValues + GroupsAccumulator for {}{}",
-                    aggs.join(", "),
-                    note(Analysis::state)
-                );
-            }
-            if let Some(w) = window {
-                let delay = w
-                    .tracker
-                    .as_ref()
-                    .map(|t| format!("{} ms", t.delay_ms))
-                    .unwrap_or_else(|| "none".into());
-                let state = match w.spec.kind {
-                    WindowKind::Session { .. } => "per-event rows until a session closes".into(),
-                    kind => format!("panes of {} ms", kind.pane()),
-                };
-                let _ = writeln!(
-                    out,
-                    "  window: {:?} ({state}), watermark delay {delay}{}",
-                    w.spec.kind,
-                    note(Analysis::window)
-                );
-            }
-            let _ = writeln!(out, "  emit: {}{}", plan.mode, note(Analysis::emit));
-            operators(upper, 1, analysis, &mut out);
-            let _ = writeln!(out, "Sink: {sink}{}", note(Analysis::sink));
-        }
+        OperatorPlan::Aggregate { spec, window } => (spec, window),
+    };
+    let aggs: Vec<&str> = spec.aggregates.iter().map(|a| a.name()).collect();
+    let sessions = window
+        .as_ref()
+        .is_some_and(|w| matches!(w.spec.kind, WindowKind::Session { .. }));
+    if sessions {
+        let _ = writeln!(
+            out,
+            "Exchange: none: open sessions' partial rows are kept together{}",
+            note(Analysis::exchange)
+        );
+        let _ = writeln!(out, "Stage 2, one task:");
+        let _ = writeln!(
+            out,
+            "  state: open sessions' partial rows, joined per key in start order; a closed \
+             session merged with DataFusion's accumulators for {}{}",
+            aggs.join(", "),
+            note(Analysis::state)
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "Exchange: hash({}) → {} state shards (of {} key groups){}",
+            names(&spec.key_schema).join(", "),
+            plan.partitions,
+            crate::state::KEY_GROUPS,
+            note(Analysis::exchange)
+        );
+        let _ = writeln!(out, "Stage 2, one task per state shard:");
+        let checkpoint = match window {
+            Some(_) => "checkpointed whole (bounded by the watermark)",
+            None => "checkpointed as deltas of the changed groups",
+        };
+        let _ = writeln!(
+            out,
+            "  state merge: key table + per-group accumulators for {}; {checkpoint}{}",
+            aggs.join(", "),
+            note(Analysis::state)
+        );
     }
-    out
+    if let Some(w) = window {
+        let delay = w
+            .tracker
+            .as_ref()
+            .map(|t| format!("{} ms", t.delay_ms))
+            .unwrap_or_else(|| "none".into());
+        let state = match w.spec.kind {
+            WindowKind::Session { .. } => "per-event rows until a session closes".into(),
+            kind => format!("panes of {} ms", kind.pane()),
+        };
+        let _ = writeln!(
+            out,
+            "  window: {:?} ({state}), watermark delay {delay}{}",
+            w.spec.kind,
+            note(Analysis::window)
+        );
+    }
+    let _ = writeln!(out, "  emit: {emit}{}", note(Analysis::emit));
 }

@@ -8,6 +8,7 @@
 
 pub mod analyze;
 pub mod clocks;
+pub mod dataflow;
 pub mod explain;
 pub mod gather;
 pub mod input;
@@ -32,7 +33,7 @@ use crate::sink::kafka::KafkaSink;
 use crate::sink::Sink;
 use crate::source::OffsetRange;
 use crate::sql::{QueryFile, TableDef};
-pub use plan::{OutputMode, PlanKind, StreamPlan};
+pub use plan::{OutputMode, StreamPlan};
 pub use run::run;
 
 /// Options of `sluice run`. Each overrides what the query file says.

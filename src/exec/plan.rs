@@ -15,32 +15,29 @@ use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{FetchType, LogicalPlan, SkipType};
 use datafusion::optimizer::Optimizer;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
-use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::ExecutionPlanProperties;
-use datafusion::physical_plan::{
-    collect, execute_stream, ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions,
-};
+use datafusion::physical_plan::{execute_stream, ExecutionPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use futures::TryStreamExt;
 
+use super::dataflow::{Flow, OperatorPlan};
 use super::input::{BatchInputExec, InputSlot, StreamTable};
-use super::watermark::{WatermarkExec, WatermarkTracker};
-use super::window::WindowKind;
+use super::watermark::WatermarkTracker;
 use crate::decode::prefilter::Prefilter;
 use crate::join::lookup::StaticSide;
 use crate::sql::{QueryFile, TableDef};
 use crate::state::window::WindowSpec;
-use crate::state::AggregateSpec;
 
 /// Spark's output modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -61,28 +58,6 @@ impl std::fmt::Display for OutputMode {
             OutputMode::Complete => "complete",
         })
     }
-}
-
-/// The parts of a planned streaming query.
-pub enum PlanKind {
-    /// Filter/project only: the whole plan runs on each batch.
-    Stateless {
-        /// The query over the batch input.
-        plan: Arc<dyn ExecutionPlan>,
-    },
-    /// One level of GROUP BY with state kept across batches.
-    Aggregate {
-        /// Stage 1: input → filter/project → Partial aggregate (N partitions).
-        partial: Arc<dyn ExecutionPlan>,
-        /// Stage 2: emitted groups → post-aggregate operators.
-        upper: Arc<dyn ExecutionPlan>,
-        /// Where stage 2 reads the emitted groups.
-        upper_input: Arc<InputSlot>,
-        /// Keys, aggregates and schemas for the state.
-        spec: AggregateSpec,
-        /// The event-time window among the keys, with its watermark, if any.
-        window: Option<Windowing>,
-    },
 }
 
 /// An aggregation grouped by an event-time window.
@@ -149,8 +124,8 @@ pub struct StreamPlan {
     lookups: Vec<Arc<StaticSide>>,
     /// Number of input partitions (`--target-partitions`).
     pub partitions: usize,
-    /// Stateless or aggregate.
-    pub kind: PlanKind,
+    /// The stages (fragment + stateful operator) and the top fragment.
+    pub flow: Flow,
     /// The output mode in force.
     pub mode: OutputMode,
     /// Schema of the rows sinks receive.
@@ -158,10 +133,10 @@ pub struct StreamPlan {
     /// `LIMIT n` of a query without aggregation: n rows in all, over every batch.
     pub limit: Option<usize>,
     task_ctx: Arc<TaskContext>,
-    /// The trees the last batch executed (stage 1 or the stateless plan, stage 2): each
+    /// The trees the last batch executed (each stage's fragment, then the top): each
     /// batch runs a fresh copy, and its operator metrics are read from here
     /// (`explain --analyze`).
-    executed: Mutex<[Option<Arc<dyn ExecutionPlan>>; 2]>,
+    executed: Mutex<Vec<Option<Arc<dyn ExecutionPlan>>>>,
 }
 
 fn plan_err(msg: impl Into<String>) -> DataFusionError {
@@ -295,20 +270,29 @@ impl StreamPlan {
 
         let aggregates = count_aggregates(&physical)?;
         let mut limit = None;
-        let (kind, mode) = if aggregates == 0 {
+        let (flow, mode) = if aggregates == 0 {
             let mode = mode.unwrap_or(OutputMode::Append);
             limit = global_limit(&logical)?;
             check_stateless(&physical, mode)?;
-            (PlanKind::Stateless { plan: physical }, mode)
+            let flow = Flow {
+                stages: Vec::new(),
+                top: physical,
+            };
+            (flow, mode)
         } else {
-            split_aggregate(physical, mode, &event_time)?
+            if has_node(&physical, &["WindowAggExec", "BoundedWindowAggExec"])? {
+                return Err(plan_err(
+                    "window functions (OVER) are not supported on streams yet",
+                ));
+            }
+            super::dataflow::build(physical, mode, &event_time, partitions)?
         };
         Ok(Self {
             inputs,
             statics: static_inputs,
             lookups,
             partitions,
-            kind,
+            flow,
             mode,
             output_schema,
             limit,
@@ -328,25 +312,30 @@ impl StreamPlan {
             .iter()
             .map(|f| f.data_type().clone())
             .collect();
-        let plan = match &self.kind {
-            PlanKind::Stateless { plan } => plan,
-            PlanKind::Aggregate { partial, .. } => partial,
-        };
         let is_leaf = |node: &Arc<dyn ExecutionPlan>| {
             node.downcast_ref::<BatchInputExec>()
                 .is_some_and(|b| b.reads(&input.slot))
         };
+        let reads =
+            |plan: &Arc<dyn ExecutionPlan>| plan.exists(|n| Ok(is_leaf(n))).unwrap_or(false);
+        let fragments = self
+            .flow
+            .stages
+            .iter()
+            .map(|s| &s.input)
+            .chain([&self.flow.top]);
+        let plan = fragments.into_iter().find(|p| reads(p))?;
         Prefilter::from_plan(plan, &types, &is_leaf)
     }
 
-    /// The watermark of a windowed aggregate, if it has one.
+    /// The watermark of the first windowed aggregate, if it has one.
     pub fn watermark_tracker(&self) -> Option<&Arc<WatermarkTracker>> {
-        match &self.kind {
-            PlanKind::Aggregate {
+        self.flow.stages.iter().find_map(|s| match &s.operator {
+            OperatorPlan::Aggregate {
                 window: Some(w), ..
             } => w.tracker.as_ref(),
             _ => None,
-        }
+        })
     }
 
     /// Puts static table `i`'s rows in place and builds every lookup join that reads it;
@@ -386,43 +375,34 @@ impl StreamPlan {
         }
     }
 
-    /// Stateless: runs the whole plan over `input` (one list per partition).
-    pub async fn run_stateless(
-        &self,
-        plan: &Arc<dyn ExecutionPlan>,
-        inputs: Vec<Vec<Vec<RecordBatch>>>,
-    ) -> Result<Vec<RecordBatch>> {
+    /// Puts one batch's input in place for [`StreamPlan::run_fragment`]; `inputs[i]`
+    /// (one list per partition) feeds source `i`.
+    pub fn begin_batch(&self, inputs: Vec<Vec<Vec<RecordBatch>>>) {
         self.set_inputs(inputs);
-        let plan = reset_plan_states(Arc::clone(plan))?;
-        self.keep_executed(0, &plan);
-        // `collect` runs every output partition (a union has more than its inputs).
-        let out = collect(plan, Arc::clone(&self.task_ctx)).await;
-        self.clear_inputs();
-        out
     }
 
-    fn keep_executed(&self, stage: usize, plan: &Arc<dyn ExecutionPlan>) {
-        if let Ok(mut e) = self.executed.lock() {
-            e[stage] = Some(Arc::clone(plan));
+    /// Frees the batch's input and every operator output once the batch is over.
+    pub fn end_batch(&self) {
+        self.clear_inputs();
+        for s in &self.flow.stages {
+            s.output.clear();
         }
     }
 
-    /// The plan trees the last batch executed: stage 1 (or the stateless plan), stage 2.
-    pub fn last_executed(&self) -> [Option<Arc<dyn ExecutionPlan>>; 2] {
-        self.executed.lock().map(|e| e.clone()).unwrap_or_default()
-    }
-
-    /// Stage 1: the partial aggregate of each input partition, run in parallel.
-    pub async fn run_partial(
+    /// Runs fragment `index` (stage inputs in order, then the top) over what is in the
+    /// slots, every output partition in parallel (a union has more than its inputs).
+    pub async fn run_fragment(
         &self,
-        partial: &Arc<dyn ExecutionPlan>,
-        inputs: Vec<Vec<Vec<RecordBatch>>>,
+        index: usize,
+        fragment: &Arc<dyn ExecutionPlan>,
     ) -> Result<Vec<RecordBatch>> {
-        self.set_inputs(inputs);
-        let plan = reset_plan_states(Arc::clone(partial))?;
-        self.keep_executed(0, &plan);
-        // Every output partition: a union below the aggregate has more than the input.
+        let plan = reset_plan_states(Arc::clone(fragment))?;
+        self.keep_executed(index, &plan);
         let outputs = plan.output_partitioning().partition_count();
+        if outputs == 1 {
+            let stream = execute_stream(plan, Arc::clone(&self.task_ctx))?;
+            return stream.try_collect().await;
+        }
         let tasks: Vec<_> = (0..outputs)
             .map(|p| {
                 let plan = Arc::clone(&plan);
@@ -440,24 +420,21 @@ impl StreamPlan {
                 .map_err(|e| DataFusionError::External(Box::new(e)))??;
             out.extend(batches);
         }
-        self.clear_inputs();
         Ok(out)
     }
 
-    /// Stage 2: the operators above the aggregate, over the emitted groups.
-    pub async fn run_upper(
-        &self,
-        upper: &Arc<dyn ExecutionPlan>,
-        slot: &InputSlot,
-        emitted: Vec<RecordBatch>,
-    ) -> Result<Vec<RecordBatch>> {
-        slot.set(vec![emitted]);
-        let plan = reset_plan_states(Arc::clone(upper))?;
-        self.keep_executed(1, &plan);
-        let stream = execute_stream(plan, Arc::clone(&self.task_ctx))?;
-        let out = stream.try_collect().await;
-        slot.clear();
-        out
+    fn keep_executed(&self, index: usize, plan: &Arc<dyn ExecutionPlan>) {
+        if let Ok(mut e) = self.executed.lock() {
+            if e.len() <= index {
+                e.resize(index + 1, None);
+            }
+            e[index] = Some(Arc::clone(plan));
+        }
+    }
+
+    /// The plan trees the last batch executed: each stage's input fragment, then the top.
+    pub fn last_executed(&self) -> Vec<Option<Arc<dyn ExecutionPlan>>> {
+        self.executed.lock().map(|e| e.clone()).unwrap_or_default()
     }
 }
 
@@ -528,7 +505,7 @@ fn query_event_time(inputs: &[PlanInput]) -> Result<EventTime> {
     Ok(EventTime::default())
 }
 
-fn count_aggregates(plan: &Arc<dyn ExecutionPlan>) -> Result<usize> {
+pub(crate) fn count_aggregates(plan: &Arc<dyn ExecutionPlan>) -> Result<usize> {
     let mut n = 0;
     plan.apply(|node| {
         if node.downcast_ref::<AggregateExec>().is_some() {
@@ -539,7 +516,7 @@ fn count_aggregates(plan: &Arc<dyn ExecutionPlan>) -> Result<usize> {
     Ok(n)
 }
 
-fn has_node(plan: &Arc<dyn ExecutionPlan>, names: &[&str]) -> Result<bool> {
+pub(crate) fn has_node(plan: &Arc<dyn ExecutionPlan>, names: &[&str]) -> Result<bool> {
     let mut found = false;
     plan.apply(|node| {
         found |= names.contains(&node.name());
@@ -562,7 +539,7 @@ const JOINS: &[&str] = &[
     "PiecewiseMergeJoinExec",
 ];
 
-const SORT_OR_LIMIT: &[&str] = &[
+pub(crate) const SORT_OR_LIMIT: &[&str] = &[
     "SortExec",
     "SortPreservingMergeExec",
     "GlobalLimitExec",
@@ -621,162 +598,4 @@ fn check_stateless(plan: &Arc<dyn ExecutionPlan>, mode: OutputMode) -> Result<()
         ));
     }
     Ok(())
-}
-
-/// Cuts the physical plan into stage 1 (down from the Partial aggregate) and stage 2
-/// (everything above the Final aggregate, which becomes an input leaf).
-fn split_aggregate(
-    physical: Arc<dyn ExecutionPlan>,
-    mode: Option<OutputMode>,
-    event_time: &EventTime,
-) -> Result<(PlanKind, OutputMode)> {
-    let mut found: Option<Arc<dyn ExecutionPlan>> = None;
-    let mut finals = 0;
-    physical.apply(|node| {
-        if let Some(agg) = node.downcast_ref::<AggregateExec>() {
-            match agg.mode() {
-                AggregateMode::Partial => {
-                    if found.is_some() {
-                        return Err(plan_err("more than one GROUP BY level; Sluice keeps state for one aggregation per query"));
-                    }
-                    found = Some(Arc::clone(node));
-                }
-                _ => finals += 1,
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
-    })?;
-    let mut partial = found
-        .ok_or_else(|| plan_err("this aggregation cannot be split into partial and final steps"))?;
-    if finals != 1 {
-        return Err(plan_err(
-            "more than one GROUP BY level; Sluice keeps state for one aggregation per query",
-        ));
-    }
-    let original = Arc::clone(&partial);
-    let agg = original
-        .downcast_ref::<AggregateExec>()
-        .ok_or_else(|| plan_err("internal: partial aggregate lost"))?;
-    if !agg.group_expr().is_single() {
-        return Err(plan_err(
-            "GROUPING SETS, ROLLUP and CUBE are not supported on streams",
-        ));
-    }
-    let below = agg
-        .children()
-        .into_iter()
-        .next()
-        .cloned()
-        .ok_or_else(|| plan_err("internal: aggregate without input"))?;
-    if count_aggregates(&below)? > 0 || has_node(&below, SORT_OR_LIMIT)? {
-        return Err(plan_err("subqueries with GROUP BY, ORDER BY or LIMIT below the aggregation are not supported on streams"));
-    }
-
-    // An event-time window among the keys: state per pane, closed by the watermark.
-    let mut window = None;
-    for (i, (e, _)) in agg.group_expr().expr().iter().enumerate() {
-        if let Some(found) = WindowKind::from_expr(e) {
-            if window.is_some() {
-                return Err(plan_err("more than one window in GROUP BY"));
-            }
-            let (kind, ts) = found?;
-            window = Some((WindowSpec { kind, key_index: i }, ts));
-        }
-    }
-    let mode = mode.unwrap_or(match (&window, event_time.delay_ms) {
-        (Some(_), Some(_)) => OutputMode::Append,
-        _ => OutputMode::Complete,
-    });
-    let window = match window {
-        None => None,
-        Some((spec, ts)) => {
-            let tracker = event_time
-                .delay_ms
-                .map(|d| Arc::new(WatermarkTracker::new(d)));
-            if let Some(t) = &tracker {
-                let step: Arc<dyn ExecutionPlan> =
-                    Arc::new(WatermarkExec::new(below, ts, Arc::clone(t)));
-                partial = Arc::clone(&partial).replace_children(
-                    vec![step],
-                    ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-                )?;
-            }
-            if matches!(spec.kind, WindowKind::Session { .. }) && mode != OutputMode::Append {
-                return Err(plan_err(format!(
-                    "{mode} output mode is not supported for session windows; use append (each session is emitted once, when the watermark passes its end)"
-                )));
-            }
-            if matches!(spec.kind, WindowKind::Hop { .. }) && mode == OutputMode::Update {
-                return Err(plan_err("update output mode is not supported for hop windows yet; use append or complete"));
-            }
-            Some(Windowing { spec, tracker })
-        }
-    };
-    if mode == OutputMode::Append {
-        match &window {
-            None => {
-                return Err(plan_err(
-                    "append output mode needs a windowed aggregation with a watermark (a GROUP BY without \
-                     event-time windows never finishes a group); use --output-mode complete or update",
-                ))
-            }
-            Some(w) if w.tracker.is_none() => {
-                return Err(plan_err(
-                    "append output mode needs a watermark to know when a window is complete; add \
-                     watermark_delay = '30 seconds' to the source's WITH (…)",
-                ))
-            }
-            _ => {}
-        }
-    }
-
-    let partial_schema = partial.schema();
-    let keys = agg.group_expr().expr().len();
-    let key_schema = Arc::new(partial_schema.project(&(0..keys).collect::<Vec<_>>())?);
-    let aggregates = agg.aggr_expr().to_vec();
-    let state_widths = aggregates
-        .iter()
-        .map(|a| a.state_fields().map(|f| f.len()))
-        .collect::<Result<Vec<_>>>()?;
-
-    // Stage 2: replace the Final aggregate (and all below it) with an input leaf.
-    let upper_input = Arc::new(InputSlot::default());
-    let mut output_schema = None;
-    let upper = physical
-        .transform_down(|node| {
-            if let Some(a) = node.downcast_ref::<AggregateExec>() {
-                if a.mode() != &AggregateMode::Partial {
-                    let schema = node.schema();
-                    output_schema = Some(Arc::clone(&schema));
-                    let leaf: Arc<dyn ExecutionPlan> =
-                        Arc::new(BatchInputExec::new(Arc::clone(&upper_input), schema, 1));
-                    return Ok(Transformed::new(leaf, true, TreeNodeRecursion::Jump));
-                }
-            }
-            Ok(Transformed::no(node))
-        })?
-        .data;
-    let output_schema = output_schema.ok_or_else(|| plan_err("internal: final aggregate lost"))?;
-    if mode == OutputMode::Update && has_node(&upper, SORT_OR_LIMIT)? {
-        return Err(plan_err(
-            "ORDER BY and LIMIT need complete output mode; use --output-mode complete",
-        ));
-    }
-    let spec = AggregateSpec {
-        key_schema,
-        aggregates,
-        state_widths,
-        output_schema,
-        partial_schema,
-    };
-    Ok((
-        PlanKind::Aggregate {
-            partial,
-            upper,
-            upper_input,
-            spec,
-            window,
-        },
-        mode,
-    ))
 }

@@ -255,7 +255,7 @@ impl<'a> Job<'a> {
             if let Some(c) = self.clocks.as_mut() {
                 c.restore(&commit.source_max_event);
             }
-            self.state.restore(&rec.state, &rec.deltas, commit)?;
+            self.state.restore(&rec.state, commit)?;
             self.batch_id = commit.batch_id + 1;
             let msg = format!(
                 "[sluice] resuming after committed batch {}",
@@ -615,7 +615,7 @@ impl Outputs {
         p.phases.push(("sink", sink_started.elapsed()));
         let commit_started = Instant::now();
         if let Some(c) = &self.checkpoint {
-            let snapshot = state.snapshot(c.wants_full())?;
+            let snapshots = state.snapshot(|op| c.wants_full(op))?;
             let (watermark, max_event, emitted_through) = state.time();
             let commit = Commit {
                 batch_id,
@@ -626,17 +626,21 @@ impl Outputs {
                 emitted_through,
                 state_file: None,
                 state_deltas: Vec::new(),
+                more_state: Vec::new(),
                 limit_emitted: state.limit_emitted(),
                 source_max_event: clocks.unwrap_or_default(),
             };
-            let write = match &snapshot {
-                None => StateWrite::None,
-                Some((schema, rows, true)) => StateWrite::Full(schema, rows),
-                Some((schema, rows, false)) => StateWrite::Delta(schema, rows),
-            };
-            let full = matches!(write, StateWrite::Full(..));
-            let bytes = c.commit(commit, write).await?;
-            p.checkpoint_written = Some((bytes, full));
+            let writes: Vec<StateWrite> = snapshots
+                .iter()
+                .map(|s| match s.full {
+                    true => StateWrite::Full(&s.schema, &s.rows),
+                    false => StateWrite::Delta(&s.schema, &s.rows),
+                })
+                .collect();
+            let written = c.commit(commit, &writes).await?;
+            if !writes.is_empty() {
+                p.checkpoint_written = Some(written);
+            }
         }
         p.phases.push(("checkpoint", commit_started.elapsed()));
         state.describe(p);

@@ -1,19 +1,20 @@
-//! What a running query keeps between batches, and one batch's trip through it:
-//! stage 1, state merge, emit per output mode, stage 2. Also what a checkpoint takes
-//! from it and gives back.
+//! What a running query keeps between batches — its stateful operators and a global
+//! LIMIT's count — and one batch's trip through the dataflow: each stage's fragment,
+//! then its operator, then the top fragment. Also what a checkpoint takes from it and
+//! gives back.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
 
-use super::plan::{OutputMode, PlanKind, StreamPlan};
-use super::watermark::{WatermarkTracker, NO_WATERMARK};
+use super::dataflow::OperatorPlan;
+use super::plan::StreamPlan;
+use super::watermark::NO_WATERMARK;
 use crate::checkpoint::Commit;
 use crate::metrics::BatchProgress;
-use crate::state::window::WindowedState;
-use crate::state::ShardedState;
+use crate::operator::aggregate::AggregateOp;
+use crate::operator::updating::UpdatingAggregateOp;
+use crate::operator::{BatchContext, Operator, Snapshot};
 
 /// A streaming `LIMIT n`: n rows in all, over every batch (Spark's semantics).
 #[derive(Debug, Clone, Copy)]
@@ -46,60 +47,64 @@ impl RowLimit {
 }
 
 /// What the query keeps between batches.
-pub enum StreamState {
-    /// Filter/project only, with the rows a global LIMIT has let through.
-    Stateless(Option<RowLimit>),
-    /// GROUP BY without windows.
-    Groups(ShardedState),
-    /// GROUP BY with an event-time window, and its watermark.
-    Windows(WindowedState, Option<Arc<WatermarkTracker>>),
+pub struct StreamState {
+    /// One per stage of the plan's flow, in the same order.
+    operators: Vec<Box<dyn Operator>>,
+    /// A global LIMIT of a query without aggregation.
+    limit: Option<RowLimit>,
 }
 
 impl StreamState {
     /// Empty state for `plan`.
     pub fn new(plan: &StreamPlan) -> anyhow::Result<Self> {
-        Ok(match &plan.kind {
-            PlanKind::Stateless { .. } => StreamState::Stateless(plan.limit.map(|n| RowLimit {
+        let mut operators: Vec<Box<dyn Operator>> = Vec::new();
+        for stage in &plan.flow.stages {
+            operators.push(match &stage.operator {
+                OperatorPlan::Aggregate { spec, window } => Box::new(AggregateOp::new(
+                    spec,
+                    window.as_ref(),
+                    plan.partitions,
+                    stage.emit,
+                )?),
+                OperatorPlan::Updating { spec } => {
+                    Box::new(UpdatingAggregateOp::new(spec, stage.emit)?)
+                }
+            });
+        }
+        Ok(Self {
+            operators,
+            limit: plan.limit.map(|n| RowLimit {
                 n: n as u64,
                 emitted: 0,
-            })),
-            PlanKind::Aggregate {
-                spec, window: None, ..
-            } => StreamState::Groups(ShardedState::new(spec.clone(), plan.partitions)?),
-            PlanKind::Aggregate {
-                spec,
-                window: Some(w),
-                ..
-            } => StreamState::Windows(
-                WindowedState::new(spec.clone(), w.spec, plan.partitions),
-                w.tracker.clone(),
-            ),
+            }),
         })
+    }
+
+    /// Number of stateful operators.
+    pub fn operator_count(&self) -> usize {
+        self.operators.len()
     }
 
     /// Rows a global LIMIT has let through so far (0 without one).
     pub fn limit_emitted(&self) -> u64 {
-        match self {
-            StreamState::Stateless(Some(l)) => l.emitted,
-            _ => 0,
-        }
+        self.limit.map_or(0, |l| l.emitted)
     }
 
     /// Whether a global LIMIT has emitted all its rows: the query is done.
     pub fn limit_reached(&self) -> bool {
-        matches!(self, StreamState::Stateless(Some(l)) if l.emitted >= l.n)
+        self.limit.is_some_and(|l| l.emitted >= l.n)
     }
 
     /// Whether windows are still open.
     pub fn has_open_windows(&self) -> bool {
-        matches!(self, StreamState::Windows(w, _) if w.panes() > 0)
+        self.operators.iter().any(|o| o.has_open_windows())
     }
 
-    /// Runs one batch (`input[i]`: source `i`'s batches, one list per partition):
-    /// stage 1, state merge, emit per output mode, stage 2. With
-    /// `close_all`, the watermark first moves past every window. Adds the phases
-    /// `execute` (stage 1 and stage 2) and `stateMerge` (exchange, merge, emit) and the
-    /// rows routed to each shard to `p`.
+    /// Runs one batch (`input[i]`: source `i`'s batches, one list per partition)
+    /// through the dataflow: each stage's fragment and operator, then the top fragment.
+    /// With `close_all`, the watermark first moves past every window. Adds the phases
+    /// `execute` (fragments) and `stateMerge` (operators) and the rows routed to each
+    /// shard to `p`.
     pub async fn execute(
         &mut self,
         plan: &StreamPlan,
@@ -107,145 +112,92 @@ impl StreamState {
         close_all: bool,
         p: &mut BatchProgress,
     ) -> anyhow::Result<Vec<RecordBatch>> {
+        plan.begin_batch(input);
+        let out = self.run_flow(plan, close_all, p).await;
+        plan.end_batch();
+        let mut out = out?;
+        if let Some(limit) = self.limit.as_mut() {
+            out = limit.cut(out);
+        }
+        Ok(out)
+    }
+
+    async fn run_flow(
+        &mut self,
+        plan: &StreamPlan,
+        close_all: bool,
+        p: &mut BatchProgress,
+    ) -> anyhow::Result<Vec<RecordBatch>> {
+        let (mut fragments, mut operators) = (Duration::ZERO, Duration::ZERO);
+        for (i, (stage, op)) in plan.flow.stages.iter().zip(&mut self.operators).enumerate() {
+            let started = Instant::now();
+            let rows = plan.run_fragment(i, &stage.input).await?;
+            fragments += started.elapsed();
+            let started = Instant::now();
+            let mut ctx = BatchContext {
+                close_all,
+                progress: p,
+            };
+            let emitted = op.process(rows, &mut ctx)?;
+            operators += started.elapsed();
+            stage.output.set(vec![emitted]);
+        }
         let started = Instant::now();
-        let (partial, upper, upper_input) = match &plan.kind {
-            PlanKind::Stateless { plan: stateless } => {
-                let mut out = plan.run_stateless(stateless, input).await?;
-                if let StreamState::Stateless(Some(limit)) = self {
-                    out = limit.cut(out);
-                }
-                p.phases.push(("execute", started.elapsed()));
-                return Ok(out);
-            }
-            PlanKind::Aggregate {
-                partial,
-                upper,
-                upper_input,
-                ..
-            } => (partial, upper, upper_input),
-        };
-        let partials = plan.run_partial(partial, input).await?;
-        let stage1 = started.elapsed();
-        let merge_started = Instant::now();
-        let (rows, emitted) = match self {
-            StreamState::Stateless(_) => anyhow::bail!("internal: aggregate without state"),
-            StreamState::Groups(state) => {
-                let rows = state.merge(&partials)?;
-                (rows, state.emit(plan.mode == OutputMode::Update)?)
-            }
-            StreamState::Windows(state, tracker) => {
-                if let Some(t) = tracker {
-                    p.late_rows = t.take_late();
-                }
-                let rows = state.merge(&partials)?;
-                let watermark = match tracker {
-                    Some(t) if close_all => {
-                        t.close_all();
-                        t.watermark()
-                    }
-                    Some(t) => t.advance(),
-                    None => NO_WATERMARK,
-                };
-                let emitted = match plan.mode {
-                    OutputMode::Append => state.emit_closed(watermark)?,
-                    OutputMode::Update => state.emit_changed(watermark)?,
-                    OutputMode::Complete => state.emit_all()?,
-                };
-                (rows, emitted)
-            }
-        };
-        let merge = merge_started.elapsed();
-        p.shard_rows = rows;
-        p.emitted_rows = emitted.iter().map(|b| b.num_rows() as u64).sum();
-        let stage2_started = Instant::now();
-        let out = plan.run_upper(upper, upper_input, emitted).await?;
-        p.phases
-            .push(("execute", stage1 + stage2_started.elapsed()));
-        p.phases.push(("stateMerge", merge));
+        let top = plan.flow.stages.len();
+        let out = plan.run_fragment(top, &plan.flow.top).await?;
+        fragments += started.elapsed();
+        p.phases.push(("execute", fragments));
+        if !self.operators.is_empty() {
+            p.phases.push(("stateMerge", operators));
+        }
         Ok(out)
     }
 
     /// Fills in the state figures of `p`.
     pub fn describe(&self, p: &mut BatchProgress) {
-        match self {
-            StreamState::Stateless(_) => {}
-            StreamState::Groups(s) => {
-                p.state_groups = s.groups();
-                p.state_bytes = s.size();
-                p.shard_groups = s.shard_groups();
-            }
-            StreamState::Windows(s, tracker) => {
-                p.state_groups = s.groups();
-                p.shard_groups = s.shard_groups();
-                p.state_bytes = s.size();
-                p.open_panes = Some(s.panes());
-                if let Some(t) = tracker {
-                    p.watermark = Some(t.watermark());
-                }
-            }
+        for op in &self.operators {
+            op.describe(p);
         }
     }
 
-    /// The state to checkpoint: its schema, its rows, and whether they are the whole
-    /// state (`full`, or state that is always written whole: windows) or only the
-    /// groups changed since the previous checkpoint.
-    pub fn snapshot(
-        &mut self,
-        full: bool,
-    ) -> anyhow::Result<Option<(SchemaRef, Vec<RecordBatch>, bool)>> {
-        Ok(match self {
-            StreamState::Stateless(_) => None,
-            StreamState::Groups(s) if full => {
-                let rows = s.snapshot()?;
-                s.clear_delta();
-                Some((s.spec().partial_schema.clone(), rows, true))
-            }
-            StreamState::Groups(s) => Some((s.spec().partial_schema.clone(), s.delta()?, false)),
-            StreamState::Windows(w, _) => {
-                Some((w.spec().partial_schema.clone(), w.snapshot()?, true))
-            }
-        })
+    /// Each operator's state to checkpoint: whole where `full(i)` says so (an operator
+    /// may answer whole anyway), else the groups changed since the last checkpoint.
+    pub fn snapshot(&mut self, full: impl Fn(usize) -> bool) -> anyhow::Result<Vec<Snapshot>> {
+        let mut out = Vec::with_capacity(self.operators.len());
+        for (i, op) in self.operators.iter_mut().enumerate() {
+            out.push(op.snapshot(full(i))?);
+        }
+        Ok(out)
     }
 
-    /// Watermark, largest event time and last emitted window, for the commit.
+    /// Watermark, largest event time and last emitted window, for the commit: the
+    /// first operator's that keeps time.
     pub fn time(&self) -> (i64, i64, Option<i64>) {
-        match self {
-            StreamState::Windows(w, Some(t)) => (t.watermark(), t.max_event(), w.emitted_through()),
-            StreamState::Windows(w, None) => (NO_WATERMARK, NO_WATERMARK, w.emitted_through()),
-            _ => (NO_WATERMARK, NO_WATERMARK, None),
-        }
+        self.operators
+            .iter()
+            .map(|o| o.time())
+            .find(|t| *t != (NO_WATERMARK, NO_WATERMARK, None))
+            .unwrap_or((NO_WATERMARK, NO_WATERMARK, None))
     }
 
-    /// Restores a checkpointed snapshot and the deltas after it into empty state.
+    /// Restores each operator's checkpointed snapshot and deltas into empty state.
     pub fn restore(
         &mut self,
-        rows: &[RecordBatch],
-        deltas: &[Vec<RecordBatch>],
+        states: &[(Vec<RecordBatch>, Vec<Vec<RecordBatch>>)],
         commit: &Commit,
     ) -> anyhow::Result<()> {
-        if !deltas.is_empty() && !matches!(self, StreamState::Groups(_)) {
+        if let Some(l) = self.limit.as_mut() {
+            l.emitted = commit.limit_emitted;
+        }
+        if states.len() > self.operators.len() {
             anyhow::bail!(
-                "internal: state deltas in the checkpoint of a query whose state is written whole"
+                "the checkpoint holds state for {} operators, this query has {}",
+                states.len(),
+                self.operators.len()
             );
         }
-        match self {
-            StreamState::Stateless(limit) => {
-                if let Some(l) = limit {
-                    l.emitted = commit.limit_emitted;
-                }
-            }
-            StreamState::Groups(s) => {
-                s.restore(rows)?;
-                for d in deltas {
-                    s.restore(d)?;
-                }
-            }
-            StreamState::Windows(w, tracker) => {
-                w.restore(rows, commit.emitted_through)?;
-                if let Some(t) = tracker {
-                    t.restore(commit.watermark, commit.max_event);
-                }
-            }
+        for (op, (full, deltas)) in self.operators.iter_mut().zip(states) {
+            op.restore(full, deltas, commit)?;
         }
         Ok(())
     }

@@ -20,6 +20,7 @@
 
 pub mod accumulate;
 pub mod keys;
+pub mod retract;
 pub mod session;
 pub mod window;
 
@@ -81,6 +82,11 @@ impl AggregateSpec {
 /// `[s·K/n, (s+1)·K/n)`. Fixed, so a checkpoint's key groups mean the same on restore.
 pub const KEY_GROUPS: u64 = 128;
 
+/// The hasher of group keys (fixed seed: the same key hashes alike in every run).
+pub fn key_hasher() -> RandomState {
+    RandomState::with_seed(0x51u64 << 32 | 0x1ce)
+}
+
 /// The key group of a key hash.
 pub fn key_group(hash: u64) -> u64 {
     hash % KEY_GROUPS
@@ -93,13 +99,13 @@ fn shard_of(hash: u64, shards: usize) -> usize {
 
 /// A set of group ids in first-marked order, marked in O(1) and taken in O(marked).
 #[derive(Default)]
-struct Marks {
+pub(crate) struct Marks {
     list: Vec<u32>,
     set: Vec<bool>,
 }
 
 impl Marks {
-    fn mark(&mut self, ids: &[u32], capacity: usize) {
+    pub(crate) fn mark(&mut self, ids: &[u32], capacity: usize) {
         if self.set.len() < capacity {
             self.set.resize(capacity, false);
         }
@@ -112,15 +118,19 @@ impl Marks {
         }
     }
 
-    fn take(&mut self) -> Vec<u32> {
+    pub(crate) fn take(&mut self) -> Vec<u32> {
         for id in &self.list {
             self.set[*id as usize] = false;
         }
         std::mem::take(&mut self.list)
     }
 
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         let _ = self.take();
+    }
+
+    pub(crate) fn contains(&self, id: u32) -> bool {
+        self.set.get(id as usize).copied().unwrap_or(false)
     }
 
     fn retain(&mut self, keep: &[u32]) {
@@ -149,6 +159,10 @@ pub struct StateShard {
     /// Groups changed since the last checkpoint delta.
     dirty: Marks,
     ids: Vec<u32>,
+    /// Emitting changes: the values the touched groups had before this emit epoch
+    /// (taken back by `-1` rows).
+    capture: bool,
+    old: Vec<RecordBatch>,
 }
 
 impl StateShard {
@@ -159,6 +173,8 @@ impl StateShard {
             touched: Marks::default(),
             dirty: Marks::default(),
             ids: Vec::new(),
+            capture: false,
+            old: Vec::new(),
         })
     }
 
@@ -181,6 +197,8 @@ impl StateShard {
             for id in self.ids.iter().filter(|id| (**id as usize) < before) {
                 self.accs.iter_mut().for_each(|a| a.clear(*id));
             }
+        } else if self.capture {
+            self.capture_old(spec, before)?;
         }
         for acc in &mut self.accs {
             acc.resize(n);
@@ -191,6 +209,36 @@ impl StateShard {
             acc.merge(st, &self.ids)?;
         }
         Ok(())
+    }
+
+    /// The current values of the groups among `self.ids` that existed before (ids below
+    /// `before`) and were not touched yet since the last emit: what they must retract.
+    fn capture_old(&mut self, spec: &AggregateSpec, before: usize) -> Result<()> {
+        let mut seen = Marks::default();
+        let mut olds: Vec<u32> = Vec::new();
+        for id in &self.ids {
+            let i = *id as usize;
+            if i < before && !self.touched.set.get(i).copied().unwrap_or(false) {
+                olds.push(*id);
+            }
+        }
+        seen.mark(&olds, before);
+        let olds = seen.take();
+        if olds.is_empty() {
+            return Ok(());
+        }
+        let b = self.values_of(spec, &olds)?;
+        self.old.push(b);
+        Ok(())
+    }
+
+    /// Keys + final values of `ids`, in the aggregate's output schema.
+    fn values_of(&mut self, spec: &AggregateSpec, ids: &[u32]) -> Result<RecordBatch> {
+        let mut out = self.keys.keys(ids)?;
+        for acc in &mut self.accs {
+            out.push(acc.evaluate(ids)?);
+        }
+        Ok(RecordBatch::try_new(Arc::clone(&spec.output_schema), out)?)
     }
 
     /// Keys + partial state of `ids` (the Partial schema's columns).
@@ -218,14 +266,24 @@ impl StateShard {
         if ids.is_empty() {
             return Ok(None);
         }
-        let mut out = self.keys.keys(&ids)?;
-        for acc in &mut self.accs {
-            out.push(acc.evaluate(&ids)?);
+        self.values_of(spec, &ids).map(Some)
+    }
+
+    /// The change since the last emit: the touched groups' earlier values (weight -1),
+    /// then their values now (weight +1), in `weighted` (the output schema + weight).
+    fn emit_changes(
+        &mut self,
+        spec: &AggregateSpec,
+        weighted: &SchemaRef,
+    ) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        for b in std::mem::take(&mut self.old) {
+            out.push(crate::operator::weighted(&b, -1, weighted)?);
         }
-        Ok(Some(RecordBatch::try_new(
-            Arc::clone(&spec.output_schema),
-            out,
-        )?))
+        if let Some(b) = self.emit(spec, true)? {
+            out.push(crate::operator::weighted(&b, 1, weighted)?);
+        }
+        Ok(out)
     }
 
     /// Keys + partial state of the groups changed since the last delta.
@@ -280,13 +338,32 @@ impl ShardedState {
         Ok(Self {
             spec,
             shards,
-            hasher: RandomState::with_seed(0x51u64 << 32 | 0x1ce),
+            hasher: key_hasher(),
         })
     }
 
     /// What this state aggregates.
     pub fn spec(&self) -> &AggregateSpec {
         &self.spec
+    }
+
+    /// Keeps what changed groups held before, so [`ShardedState::emit_changes`] can
+    /// take it back.
+    pub fn with_retractions(mut self) -> Self {
+        for s in &mut self.shards {
+            s.capture = true;
+        }
+        self
+    }
+
+    /// The change since the last emit, with a weight column: `-old` for groups that
+    /// existed, `+new` for every changed group. The state is kept.
+    pub fn emit_changes(&mut self, weighted: &SchemaRef) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        for shard in &mut self.shards {
+            out.extend(shard.emit_changes(&self.spec, weighted)?);
+        }
+        Ok(out)
     }
 
     /// Groups held over all shards.
@@ -388,6 +465,7 @@ impl ShardedState {
         for s in &mut self.shards {
             s.touched.clear();
             s.dirty.clear();
+            s.old.clear();
         }
         Ok(())
     }

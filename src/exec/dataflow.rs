@@ -1,0 +1,460 @@
+//! Building the dataflow from DataFusion's optimized physical plan (design.md, "Data
+//! flow"): every GROUP BY becomes a stage — the fragment below it, run by DataFusion
+//! each batch, and a stateful operator — and the plan above the topmost one reads what
+//! that operator emits.
+//!
+//! ```text
+//!  top fragment ◄── leaf ◄── operator 2 ◄── fragment 2 ◄── leaf ◄── operator 1 ◄── fragment 1 ◄── sources
+//! ```
+//! Whether an edge can retract is decided here: an aggregate that feeds another
+//! operator emits its changes (`-old, +new`, with the weight column) unless it is a
+//! window closed by a watermark (final rows). The fragment above such an edge carries
+//! the weight column through its filters and projections; an aggregate over it takes
+//! rows back ([`crate::operator::updating`]).
+
+use std::sync::Arc;
+
+use datafusion::error::{DataFusionError, Result};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
+use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
+use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
+
+use super::input::{BatchInputExec, InputSlot};
+use super::plan::{EventTime, OutputMode, Windowing};
+use super::watermark::{WatermarkExec, WatermarkTracker};
+use super::window::WindowKind;
+use crate::operator::updating::UpdatingSpec;
+use crate::operator::{Emit, WEIGHT};
+use crate::state::window::WindowSpec;
+use crate::state::AggregateSpec;
+
+fn plan_err(msg: impl Into<String>) -> DataFusionError {
+    DataFusionError::Plan(msg.into())
+}
+
+/// The operator of a stage, as planned.
+#[derive(Clone)]
+pub enum OperatorPlan {
+    /// GROUP BY over an append-only input: stage 1 computes partial aggregates.
+    Aggregate {
+        /// Keys, aggregates and schemas.
+        spec: AggregateSpec,
+        /// The event-time window among the keys, if any.
+        window: Option<Windowing>,
+    },
+    /// GROUP BY over an updating input: rows are added and taken back.
+    Updating {
+        /// Keys, aggregates and schemas.
+        spec: UpdatingSpec,
+    },
+}
+
+/// One fragment and the operator it feeds.
+pub struct StagePlan {
+    /// The fragment whose rows the operator takes each batch (for an aggregate over an
+    /// append-only input: down from DataFusion's Partial aggregate).
+    pub input: Arc<dyn ExecutionPlan>,
+    /// The operator.
+    pub operator: OperatorPlan,
+    /// What it emits.
+    pub emit: Emit,
+    /// Where the fragment above reads what it emits.
+    pub output: Arc<InputSlot>,
+}
+
+/// The planned dataflow: stages in the order they run, then the top fragment.
+pub struct Flow {
+    /// Each stateful operator with the fragment below it, inputs first.
+    pub stages: Vec<StagePlan>,
+    /// The plan above the last operator (the whole query when it has none).
+    pub top: Arc<dyn ExecutionPlan>,
+}
+
+/// Cuts `physical` into stages. `mode` is the requested output mode (default: append
+/// for a window closed by a watermark, complete for other aggregates).
+pub fn build(
+    physical: Arc<dyn ExecutionPlan>,
+    mode: Option<OutputMode>,
+    event_time: &EventTime,
+    partitions: usize,
+) -> Result<(Flow, OutputMode)> {
+    let root = root_aggregate(&physical)?;
+    let root_window = window_of(as_aggregate(&partial_below(&root)?)?)?;
+    let mode = mode.unwrap_or(match (&root_window, event_time.delay_ms) {
+        (Some(_), Some(_)) => OutputMode::Append,
+        _ => OutputMode::Complete,
+    });
+    let mut cutter = Cutter {
+        root,
+        mode,
+        event_time,
+        partitions,
+        stages: Vec::new(),
+    };
+    let (top, _) = cutter.cut(physical)?;
+    if mode == OutputMode::Update && super::plan::has_node(&top, super::plan::SORT_OR_LIMIT)? {
+        return Err(plan_err(
+            "ORDER BY and LIMIT need complete output mode; use --output-mode complete",
+        ));
+    }
+    Ok((
+        Flow {
+            stages: cutter.stages,
+            top,
+        },
+        mode,
+    ))
+}
+
+/// The topmost Final aggregate: the operator whose output the sink's rows come from.
+fn root_aggregate(plan: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    let mut node = Arc::clone(plan);
+    loop {
+        if node.downcast_ref::<AggregateExec>().is_some() {
+            return Ok(node);
+        }
+        let with_aggregates: Vec<_> = node
+            .children()
+            .into_iter()
+            .filter(|c| super::plan::count_aggregates(c).is_ok_and(|n| n > 0))
+            .cloned()
+            .collect();
+        match with_aggregates.as_slice() {
+            [one] => node = Arc::clone(one),
+            [] => return Err(plan_err("internal: no aggregate in an aggregating plan")),
+            _ => {
+                return Err(plan_err(
+                    "several aggregations side by side (a UNION or JOIN of GROUP BY results) are not supported yet",
+                ))
+            }
+        }
+    }
+}
+
+/// The Partial aggregate under a Final one (through repartitioning and coalescing).
+fn partial_below(node: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    let mut at = node
+        .children()
+        .into_iter()
+        .next()
+        .cloned()
+        .ok_or_else(|| plan_err("internal: aggregate without input"))?;
+    loop {
+        if let Some(a) = at.downcast_ref::<AggregateExec>() {
+            if a.mode() == &AggregateMode::Partial {
+                return Ok(at);
+            }
+            return Err(plan_err("internal: final aggregate over a final aggregate"));
+        }
+        let next = match at.children().as_slice() {
+            [one] => Arc::clone(one),
+            _ => {
+                return Err(plan_err(
+                    "this aggregation cannot be split into partial and final steps",
+                ))
+            }
+        };
+        at = next;
+    }
+}
+
+fn as_aggregate(node: &Arc<dyn ExecutionPlan>) -> Result<&AggregateExec> {
+    node.downcast_ref::<AggregateExec>()
+        .ok_or_else(|| plan_err("internal: not an aggregate"))
+}
+
+/// The event-time window among an aggregate's keys, with its time column.
+fn window_of(
+    agg: &AggregateExec,
+) -> Result<Option<(WindowSpec, Arc<dyn datafusion::physical_expr::PhysicalExpr>)>> {
+    let mut window = None;
+    for (i, (e, _)) in agg.group_expr().expr().iter().enumerate() {
+        if let Some(found) = WindowKind::from_expr(e) {
+            if window.is_some() {
+                return Err(plan_err("more than one window in GROUP BY"));
+            }
+            let (kind, ts) = found?;
+            window = Some((WindowSpec { kind, key_index: i }, ts));
+        }
+    }
+    Ok(window)
+}
+
+struct Cutter<'a> {
+    root: Arc<dyn ExecutionPlan>,
+    mode: OutputMode,
+    event_time: &'a EventTime,
+    partitions: usize,
+    stages: Vec<StagePlan>,
+}
+
+impl Cutter<'_> {
+    /// `node` with every aggregate below it replaced by a leaf that reads its operator's
+    /// output; true when its rows carry weights.
+    fn cut(&mut self, node: Arc<dyn ExecutionPlan>) -> Result<(Arc<dyn ExecutionPlan>, bool)> {
+        if node.downcast_ref::<AggregateExec>().is_some() {
+            return self.stage(node);
+        }
+        let children: Vec<Arc<dyn ExecutionPlan>> = node.children().into_iter().cloned().collect();
+        if children.is_empty() {
+            return Ok((node, false));
+        }
+        let mut cut = Vec::with_capacity(children.len());
+        let mut updating = Vec::with_capacity(children.len());
+        for c in &children {
+            let (c, u) = self.cut(Arc::clone(c))?;
+            cut.push(c);
+            updating.push(u);
+        }
+        if cut.iter().zip(&children).all(|(a, b)| Arc::ptr_eq(a, b)) {
+            return Ok((node, false));
+        }
+        if !updating.iter().any(|u| *u) {
+            let opts = ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute);
+            return Ok((node.replace_children(cut, opts)?, false));
+        }
+        if !updating.iter().all(|u| *u) {
+            return Err(plan_err(format!(
+                "{} over both an updating input (the changing result of a GROUP BY) and an append-only one is not supported yet",
+                node.name()
+            )));
+        }
+        Ok((carry_weight(node, cut)?, true))
+    }
+
+    /// An aggregate's stage; returns the leaf that reads its output.
+    fn stage(&mut self, node: Arc<dyn ExecutionPlan>) -> Result<(Arc<dyn ExecutionPlan>, bool)> {
+        let is_root = Arc::ptr_eq(&node, &self.root);
+        let partial_node = partial_below(&node)?;
+        let agg = as_aggregate(&partial_node)?;
+        if !agg.group_expr().is_single() {
+            return Err(plan_err(
+                "GROUP BY GROUPING SETS, ROLLUP and CUBE are not supported on streams",
+            ));
+        }
+        let below = Arc::clone(agg.input());
+        if super::plan::has_node(&below, super::plan::SORT_OR_LIMIT)? {
+            return Err(plan_err(
+                "ORDER BY or LIMIT below an aggregation is not supported on streams",
+            ));
+        }
+        let (below_cut, updating) = self.cut(Arc::clone(&below))?;
+        let window = window_of(agg)?;
+        let slot = Arc::new(InputSlot::default());
+        let (stage, emits_changes) = if updating {
+            if window.is_some() {
+                return Err(plan_err(
+                    "a windowed aggregate over an updating input (the changing result of a GROUP BY) is not supported",
+                ));
+            }
+            let emit = match (is_root, self.mode) {
+                (false, _) => Emit::Changes,
+                (true, OutputMode::Complete) => Emit::All,
+                (true, mode) => {
+                    return Err(plan_err(format!(
+                        "{mode} output mode is not supported yet for an aggregate over another aggregate's result; use --output-mode complete"
+                    )))
+                }
+            };
+            let key_schema = project(&node.schema(), agg.group_expr().expr().len())?;
+            let spec = UpdatingSpec {
+                group_exprs: agg
+                    .group_expr()
+                    .expr()
+                    .iter()
+                    .map(|(e, _)| Arc::clone(e))
+                    .collect(),
+                key_schema,
+                aggregates: agg
+                    .aggr_expr()
+                    .iter()
+                    .cloned()
+                    .zip(agg.filter_expr().iter().cloned())
+                    .collect(),
+                input_schema: below.schema(),
+                output_schema: node.schema(),
+            };
+            spec.check()?;
+            let stage = StagePlan {
+                input: below_cut,
+                operator: OperatorPlan::Updating { spec },
+                emit,
+                output: Arc::clone(&slot),
+            };
+            (stage, emit == Emit::Changes)
+        } else {
+            let below_changed = !Arc::ptr_eq(&below_cut, &below);
+            let parts = AppendParts {
+                node: &node,
+                partial: &partial_node,
+                below: below_changed.then_some(below_cut),
+            };
+            self.append_stage(parts, window, is_root, &slot)?
+        };
+        let _ = self.partitions;
+        self.stages.push(stage);
+        let schema = match emits_changes {
+            true => crate::operator::with_weight(&node.schema()),
+            false => node.schema(),
+        };
+        let leaf: Arc<dyn ExecutionPlan> = Arc::new(BatchInputExec::new(slot, schema, 1));
+        Ok((leaf, emits_changes))
+    }
+
+    /// An aggregate over an append-only input: stage 1 is the Partial aggregate over
+    /// the fragment below; a window gets its watermark step.
+    fn append_stage(
+        &self,
+        parts: AppendParts,
+        window: Option<(WindowSpec, Arc<dyn datafusion::physical_expr::PhysicalExpr>)>,
+        is_root: bool,
+        slot: &Arc<InputSlot>,
+    ) -> Result<(StagePlan, bool)> {
+        let mode = self.mode;
+        let (node, agg) = (parts.node, as_aggregate(parts.partial)?);
+        let tracker = match (&window, self.event_time.delay_ms) {
+            (Some(_), Some(d)) => Some(Arc::new(WatermarkTracker::new(d))),
+            _ => None,
+        };
+        let below = match (&window, &tracker) {
+            (Some((_, ts)), Some(t)) => {
+                let below = parts.below.unwrap_or_else(|| Arc::clone(agg.input()));
+                let step: Arc<dyn ExecutionPlan> =
+                    Arc::new(WatermarkExec::new(below, Arc::clone(ts), Arc::clone(t)));
+                Some(step)
+            }
+            _ => parts.below,
+        };
+        let partial = match below {
+            Some(b) => Arc::clone(parts.partial).replace_children(
+                vec![b],
+                ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+            )?,
+            None => Arc::clone(parts.partial),
+        };
+        let emit = match (is_root, &window, mode) {
+            (false, Some(_), _) if tracker.is_some() => Emit::Closed,
+            (false, Some(_), _) => {
+                return Err(plan_err(
+                    "a windowed aggregate below another aggregation needs a watermark (watermark_delay on the source) so its windows close",
+                ))
+            }
+            (false, None, _) => Emit::Changes,
+            (true, _, OutputMode::Complete) => Emit::All,
+            (true, _, OutputMode::Update) => Emit::Upserts,
+            (true, _, OutputMode::Append) => Emit::Closed,
+        };
+        if is_root {
+            check_root_mode(mode, window.as_ref().map(|(w, _)| w), tracker.is_some())?;
+        }
+        let partial_schema = partial.schema();
+        let keys = agg.group_expr().expr().len();
+        let aggregates = agg.aggr_expr().to_vec();
+        let state_widths = aggregates
+            .iter()
+            .map(|a| a.state_fields().map(|f| f.len()))
+            .collect::<Result<Vec<_>>>()?;
+        let spec = AggregateSpec {
+            key_schema: project(&partial_schema, keys)?,
+            aggregates,
+            state_widths,
+            output_schema: node.schema(),
+            partial_schema,
+        };
+        let window = window.map(|(spec, _)| Windowing { spec, tracker });
+        let stage = StagePlan {
+            input: partial,
+            operator: OperatorPlan::Aggregate { spec, window },
+            emit,
+            output: Arc::clone(slot),
+        };
+        Ok((stage, emit == Emit::Changes))
+    }
+}
+
+/// An aggregate over an append-only input: the Final node, its Partial node, and the
+/// fragment below when it changed (it reads another operator's output).
+struct AppendParts<'a> {
+    node: &'a Arc<dyn ExecutionPlan>,
+    partial: &'a Arc<dyn ExecutionPlan>,
+    below: Option<Arc<dyn ExecutionPlan>>,
+}
+
+fn project(schema: &arrow::datatypes::SchemaRef, n: usize) -> Result<arrow::datatypes::SchemaRef> {
+    Ok(Arc::new(schema.project(&(0..n).collect::<Vec<_>>())?))
+}
+
+/// The output modes the topmost aggregate can honour.
+fn check_root_mode(mode: OutputMode, window: Option<&WindowSpec>, watermark: bool) -> Result<()> {
+    if let Some(w) = window {
+        if matches!(w.kind, WindowKind::Session { .. }) && mode != OutputMode::Append {
+            return Err(plan_err(format!(
+                "{mode} output mode is not supported for session windows; use append (each session is emitted once, when the watermark passes its end)"
+            )));
+        }
+        if matches!(w.kind, WindowKind::Hop { .. }) && mode == OutputMode::Update {
+            return Err(plan_err(
+                "update output mode is not supported for hop windows yet; use append or complete",
+            ));
+        }
+    }
+    if mode == OutputMode::Append {
+        match (window, watermark) {
+            (None, _) => {
+                return Err(plan_err(
+                    "append output mode needs a windowed aggregation with a watermark (a GROUP BY without \
+                     event-time windows never finishes a group); use --output-mode complete or update",
+                ))
+            }
+            (Some(_), false) => {
+                return Err(plan_err(
+                    "append output mode needs a watermark to know when a window is complete; add \
+                     watermark_delay = '30 seconds' to the source's WITH (…)",
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `node` over children whose rows end with the weight column, passing it through.
+fn carry_weight(
+    node: Arc<dyn ExecutionPlan>,
+    children: Vec<Arc<dyn ExecutionPlan>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let child = Arc::clone(&children[0]);
+    let weight_at = child.schema().fields().len() - 1;
+    if let Some(p) = node.downcast_ref::<ProjectionExec>() {
+        let mut exprs: Vec<ProjectionExpr> = p.expr().to_vec();
+        exprs.push(ProjectionExpr {
+            expr: Arc::new(Column::new(WEIGHT, weight_at)),
+            alias: WEIGHT.to_string(),
+        });
+        return Ok(Arc::new(ProjectionExec::try_new(exprs, child)?));
+    }
+    if let Some(f) = node.downcast_ref::<FilterExec>() {
+        let projection = f.projection().as_ref().map(|p| {
+            let mut p: Vec<usize> = p.to_vec();
+            p.push(weight_at);
+            p
+        });
+        let built = FilterExecBuilder::new(Arc::clone(f.predicate()), child)
+            .apply_projection(projection)?
+            .build()?;
+        return Ok(Arc::new(built));
+    }
+    match node.name() {
+        "CoalesceBatchesExec" | "CoalescePartitionsExec" | "RepartitionExec" | "UnionExec" => {
+            node.replace_children(
+                children,
+                ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+            )
+        }
+        other => Err(plan_err(format!(
+            "{other} over an updating input (the changing result of a GROUP BY) is not supported yet"
+        ))),
+    }
+}

@@ -1,0 +1,186 @@
+//! The operator dataflow: aggregates over aggregates (the inner GROUP BY's changes,
+//! `-old, +new`, feed the outer one, which takes rows back), checked against batch
+//! DataFusion running the same SQL over the records read back from the broker, with a
+//! checkpoint-and-restore in the middle (both operators' state restored from a full
+//! snapshot plus deltas).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use common::*;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+
+/// The records of `topic` as a batch DataFusion table `logs`.
+fn batch_context(broker: &str, topic: &str) -> SessionContext {
+    let recs: Vec<LogRecord> = consume_all(broker, topic)
+        .iter()
+        .map(|c| parse_record(&c.payload).expect("a well-formed record"))
+        .collect();
+    let s = |f: fn(&LogRecord) -> &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(recs.iter().map(f)))
+    };
+    let schema = Arc::new(Schema::new(
+        [
+            ("timestamp", DataType::Int64),
+            ("status", DataType::Utf8),
+            ("severity", DataType::Utf8),
+            ("source_ip", DataType::Utf8),
+            ("user_id", DataType::Utf8),
+            ("content", DataType::Utf8),
+        ]
+        .map(|(n, t)| Field::new(n, t, true))
+        .to_vec(),
+    ));
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(
+            recs.iter().map(|r| r.timestamp),
+        )),
+        s(|r| &r.status),
+        s(|r| &r.severity),
+        s(|r| &r.source_ip),
+        s(|r| &r.user_id),
+        s(|r| &r.content),
+    ];
+    let batch = RecordBatch::try_new(Arc::clone(&schema), cols).unwrap();
+    let ctx = SessionContext::new();
+    let table = MemTable::try_new(schema, vec![vec![batch]]).unwrap();
+    ctx.register_table("logs", Arc::new(table)).unwrap();
+    ctx
+}
+
+/// What the batch engine answers for `query`, as sorted JSON lines.
+fn oracle(broker: &str, topic: &str, query: &str) -> BTreeSet<String> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ctx = batch_context(broker, topic);
+    rt.block_on(batch_json(&ctx, query)).into_iter().collect()
+}
+
+/// The rows of the JSON-lines files under `dir` (complete mode keeps one copy).
+fn written(dir: &Path) -> BTreeSet<String> {
+    let mut rows = BTreeSet::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "jsonl") {
+            let text = std::fs::read_to_string(&p).unwrap();
+            rows.extend(text.lines().map(str::to_string));
+        }
+    }
+    rows
+}
+
+/// Runs `query` (complete mode, a JSON-lines sink) to the end of the topic in small
+/// batches with a checkpoint, adds records, runs again from the checkpoint, and checks
+/// each result against the batch engine; returns the checkpoint's state file names.
+fn check_across_a_restart(name: &str, query: &str) -> Vec<String> {
+    let (broker, topic) = seeded_topic(name, 6_000, 2, "crash", 10);
+    let dir = temp_dir(name);
+    let out = dir.join("out");
+    let q = dir.join("q.sql");
+    std::fs::write(
+        &q,
+        format!(
+            "CREATE TABLE logs (timestamp BIGINT, status VARCHAR, severity VARCHAR, source_ip VARCHAR, \
+             user_id VARCHAR, content VARCHAR) WITH (connector = 'kafka', topic = '{topic}', \
+             bootstrap_servers = '{broker}', format = 'json');\n\
+             CREATE TABLE out WITH (connector = 'jsonl', path = '{}');\nINSERT INTO out {query};\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    let ckpt = dir.join("ckpt");
+    let args = [
+        "run",
+        q.to_str().unwrap(),
+        "--available-now",
+        "--max-records-per-batch",
+        "700",
+        "--output-mode",
+        "complete",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+    ];
+    sluice_ok(&args);
+    assert_eq!(
+        written(&out),
+        oracle(&broker, &topic, query),
+        "{name}: first run"
+    );
+    append_records(&broker, &topic, 3_000, 77);
+    let o = sluice_ok(&args);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("resuming after committed batch"),
+        "{stderr}"
+    );
+    let expected = oracle(&broker, &topic, query);
+    assert!(!expected.is_empty());
+    assert_eq!(written(&out), expected, "{name}: after the restart");
+    std::fs::read_dir(ckpt.join("state"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn an_aggregate_over_an_aggregate_takes_back_what_changed() {
+    let files = check_across_a_restart(
+        "twolevel",
+        "SELECT n, count(*) AS users, min(u) AS first_user, max(u) AS last_user \
+         FROM (SELECT user_id AS u, count(*) AS n FROM logs GROUP BY user_id) t GROUP BY n",
+    );
+    // Both operators checkpoint incrementally.
+    assert!(
+        files
+            .iter()
+            .any(|f| f.ends_with(".delta.arrow") && !f.contains("op1")),
+        "{files:?}"
+    );
+    assert!(
+        files.iter().any(|f| f.ends_with(".op1.delta.arrow")),
+        "{files:?}"
+    );
+}
+
+#[test]
+fn a_global_aggregate_over_a_having_filter_sees_groups_come_and_go() {
+    check_across_a_restart(
+        "having",
+        "SELECT count(*) AS busy, sum(n) AS rows_in_busy, max(n) AS most, avg(n) AS mean \
+         FROM (SELECT source_ip, count(*) AS n FROM logs WHERE severity = 'High' \
+               GROUP BY source_ip HAVING count(*) > 8) t",
+    );
+}
+
+#[test]
+fn count_distinct_and_sum_over_an_updating_input_are_exact() {
+    check_across_a_restart(
+        "distinct",
+        "SELECT severity, count(DISTINCT n) AS sizes, count(*) AS users, sum(n) AS total \
+         FROM (SELECT severity, user_id, count(*) AS n FROM logs GROUP BY severity, user_id) t \
+         GROUP BY severity",
+    );
+}
+
+#[test]
+fn an_aggregate_that_cannot_take_rows_back_is_refused_by_name() {
+    let dir = temp_dir("noretract");
+    let q = query_file(
+        &dir,
+        "localhost:1",
+        "t",
+        "SELECT median(n) FROM (SELECT user_id, count(*) AS n FROM logs GROUP BY user_id) t;",
+    );
+    let o = sluice(&["explain", q.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        stderr.contains("median") && stderr.contains("updating input"),
+        "{stderr}"
+    );
+}
