@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
@@ -183,4 +183,182 @@ fn an_aggregate_that_cannot_take_rows_back_is_refused_by_name() {
         stderr.contains("median") && stderr.contains("updating input"),
         "{stderr}"
     );
+}
+
+const TWO_LEVEL: &str = "SELECT n, count(*) AS users, min(u) AS first_user, max(u) AS last_user \
+     FROM (SELECT user_id AS u, count(*) AS n FROM logs GROUP BY user_id) t GROUP BY n";
+
+/// A few severities whose counts all grow each batch: groups of the outer aggregate are
+/// deleted nearly every batch.
+const MOVING: &str = "SELECT n, count(*) AS levels, min(s) AS first_level, max(s) AS last_level \
+     FROM (SELECT severity AS s, count(*) AS n FROM logs GROUP BY severity) t GROUP BY n";
+
+/// JSON lines with their keys in one order.
+fn normalized(rows: impl IntoIterator<Item = String>) -> BTreeSet<String> {
+    rows.into_iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(&l)
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// A query file over `topic` writing to `sink_with` (a WITH clause's options).
+fn query_into(dir: &Path, broker: &str, topic: &str, sink_with: &str, query: &str) -> PathBuf {
+    let q = dir.join("q.sql");
+    std::fs::write(
+        &q,
+        format!(
+            "CREATE TABLE logs (timestamp BIGINT, status VARCHAR, severity VARCHAR, source_ip VARCHAR, \
+             user_id VARCHAR, content VARCHAR) WITH (connector = 'kafka', topic = '{topic}', \
+             bootstrap_servers = '{broker}', format = 'json');\n\
+             CREATE TABLE out WITH ({sink_with});\nINSERT INTO out {query};\n"
+        ),
+    )
+    .unwrap();
+    q
+}
+
+/// `row` (a JSON object) without its `op` field, as a JSON line.
+fn without_op(row: &serde_json::Value) -> String {
+    let mut row = row.clone();
+    row.as_object_mut().unwrap().remove("op");
+    row.to_string()
+}
+
+/// Runs `query` in changelog mode into JSON lines with a restart in the middle, folds
+/// the changelog and checks it against the batch answer; returns the kinds seen.
+fn fold_changelog(name: &str, query: &str) -> BTreeSet<String> {
+    let (broker, topic) = seeded_topic(name, 6_000, 2, "crash", 10);
+    let dir = temp_dir(name);
+    let out = dir.join("out");
+    let sink = format!("connector = 'jsonl', path = '{}'", out.display());
+    let q = query_into(&dir, &broker, &topic, &sink, query);
+    let ckpt = dir.join("ckpt");
+    let args = [
+        "run",
+        q.to_str().unwrap(),
+        "--available-now",
+        "--max-records-per-batch",
+        "700",
+        "--output-mode",
+        "changelog",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+    ];
+    sluice_ok(&args);
+    append_records(&broker, &topic, 3_000, 78);
+    sluice_ok(&args);
+    // Apply the changelog in batch order: +I adds a key that is absent, -U/-D remove
+    // exactly the row held, +U follows its -U.
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    let mut table: std::collections::BTreeMap<i64, String> = Default::default();
+    let mut kinds = BTreeSet::new();
+    for f in &files {
+        for line in std::fs::read_to_string(f).unwrap().lines() {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            let op = row["op"].as_str().unwrap().to_string();
+            let key = row["n"].as_i64().unwrap();
+            let value = without_op(&row);
+            match op.as_str() {
+                "+I" => assert!(
+                    table.insert(key, value).is_none(),
+                    "+I of a present key: {line}"
+                ),
+                "+U" => assert!(
+                    table.insert(key, value).is_none(),
+                    "+U without its -U: {line}"
+                ),
+                "-U" | "-D" => assert_eq!(table.remove(&key), Some(value), "{op} of another row"),
+                other => panic!("unknown op {other}"),
+            }
+            kinds.insert(op);
+        }
+    }
+    assert_eq!(
+        normalized(table.into_values()),
+        normalized(oracle(&broker, &topic, query)),
+        "{name}"
+    );
+    kinds
+}
+
+#[test]
+fn changelog_output_folds_to_the_batch_answer_across_a_restart() {
+    let mut kinds = fold_changelog("changelog", TWO_LEVEL);
+    kinds.extend(fold_changelog("changelog-moving", MOVING));
+    assert_eq!(kinds.len(), 4, "every kind of change occurs: {kinds:?}");
+}
+
+#[test]
+fn update_mode_into_kafka_writes_upserts_and_tombstones() {
+    let (broker, topic) = seeded_topic("upsert", 6_000, 2, "crash", 10);
+    let out_topic = unique_topic("upsert-out");
+    sluice::kafka::ensure_topic(&broker, &out_topic, 2).unwrap();
+    let dir = temp_dir("upsert");
+    let sink = format!(
+        "connector = 'kafka', topic = '{out_topic}', bootstrap_servers = '{broker}', key = 'n'"
+    );
+    let q = query_into(&dir, &broker, &topic, &sink, TWO_LEVEL);
+    let ckpt = dir.join("ckpt");
+    let args = [
+        "run",
+        q.to_str().unwrap(),
+        "--available-now",
+        "--max-records-per-batch",
+        "700",
+        "--output-mode",
+        "update",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+    ];
+    sluice_ok(&args);
+    append_records(&broker, &topic, 3_000, 79);
+    sluice_ok(&args);
+    let mut table: std::collections::BTreeMap<String, String> = Default::default();
+    let mut tombstones = 0;
+    for m in committed(&broker, &out_topic) {
+        let key = m.key.expect("every upsert is keyed");
+        match m.payload {
+            Some(p) => {
+                let row: serde_json::Value = serde_json::from_slice(&p).unwrap();
+                assert!(row.get("op").is_none(), "upserts carry the row only");
+                assert_eq!(row["n"].to_string(), key);
+                table.insert(key, row.to_string());
+            }
+            None => {
+                tombstones += 1;
+                assert!(
+                    table.remove(&key).is_some(),
+                    "a tombstone for an absent key"
+                );
+            }
+        }
+    }
+    assert!(tombstones > 0, "groups of the outer aggregate go away");
+    assert_eq!(
+        normalized(table.into_values()),
+        normalized(oracle(&broker, &topic, TWO_LEVEL))
+    );
+}
+
+#[test]
+fn update_mode_into_a_file_sink_is_refused_when_rows_can_be_deleted() {
+    let (broker, topic) = seeded_topic("updfile", 100, 1, "crash", 10);
+    let dir = temp_dir("upd-file");
+    let sink = format!(
+        "connector = 'jsonl', path = '{}'",
+        dir.join("out").display()
+    );
+    let q = query_into(&dir, &broker, &topic, &sink, TWO_LEVEL);
+    let o = sluice(&["run", q.to_str().unwrap(), "--output-mode", "update"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(stderr.contains("changelog"), "{stderr}");
 }

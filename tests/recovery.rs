@@ -348,39 +348,10 @@ fn a_checkpoint_of_another_query_is_refused_unless_forced() {
 
 /// Every committed message of `topic` (read_committed: what downstream consumers see).
 fn committed_messages(broker: &str, topic: &str) -> Vec<serde_json::Value> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::error::KafkaError;
-    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker)
-        .set("group.id", "sluice-tests-committed")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    let parts = sluice::kafka::topic_partitions(broker, topic)
-        .unwrap()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..parts as i32 {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut at_end = std::collections::BTreeSet::new();
-    let mut out = Vec::new();
-    while at_end.len() < parts {
-        match consumer.poll(Duration::from_secs(10)) {
-            Some(Ok(m)) => out.push(serde_json::from_slice(m.payload().unwrap()).unwrap()),
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                at_end.insert(p);
-            }
-            Some(Err(e)) => panic!("consume {topic}: {e}"),
-            None => panic!("nothing from {topic} within 10 s"),
-        }
-    }
-    out
+    committed(broker, topic)
+        .iter()
+        .map(|m| serde_json::from_slice(m.payload.as_deref().unwrap()).unwrap())
+        .collect()
 }
 
 #[test]

@@ -26,7 +26,7 @@ use super::plan::{EventTime, OutputMode, Windowing};
 use super::watermark::{WatermarkExec, WatermarkTracker};
 use super::window::WindowKind;
 use crate::operator::updating::UpdatingSpec;
-use crate::operator::{Emit, WEIGHT};
+use crate::operator::{Emit, CHANGE};
 use crate::state::window::WindowSpec;
 use crate::state::AggregateSpec;
 
@@ -252,10 +252,12 @@ impl Cutter<'_> {
             let emit = match (is_root, self.mode) {
                 (false, _) => Emit::Changes,
                 (true, OutputMode::Complete) => Emit::All,
-                (true, mode) => {
-                    return Err(plan_err(format!(
-                        "{mode} output mode is not supported yet for an aggregate over another aggregate's result; use --output-mode complete"
-                    )))
+                (true, OutputMode::Update | OutputMode::Changelog) => Emit::Changes,
+                (true, OutputMode::Append) => {
+                    return Err(plan_err(
+                        "append output mode cannot carry an aggregate over another aggregate's result (its rows change and go away); \
+                         use --output-mode changelog, update or complete",
+                    ))
                 }
             };
             let key_schema = project(&node.schema(), agg.group_expr().expr().len())?;
@@ -296,7 +298,7 @@ impl Cutter<'_> {
         let _ = self.partitions;
         self.stages.push(stage);
         let schema = match emits_changes {
-            true => crate::operator::with_weight(&node.schema()),
+            true => crate::operator::with_change(&node.schema()),
             false => node.schema(),
         };
         let leaf: Arc<dyn ExecutionPlan> = Arc::new(BatchInputExec::new(slot, schema, 1));
@@ -345,6 +347,14 @@ impl Cutter<'_> {
             (true, _, OutputMode::Complete) => Emit::All,
             (true, _, OutputMode::Update) => Emit::Upserts,
             (true, _, OutputMode::Append) => Emit::Closed,
+            (true, None, OutputMode::Changelog) => Emit::Changes,
+            (true, Some(_), OutputMode::Changelog) if tracker.is_some() => Emit::Closed,
+            (true, Some(_), OutputMode::Changelog) => {
+                return Err(plan_err(
+                    "changelog output of a windowed aggregate needs a watermark (windows are emitted once, closed); \
+                     add watermark_delay to the source's WITH (…), or use --output-mode update or complete",
+                ))
+            }
         };
         if is_root {
             check_root_mode(mode, window.as_ref().map(|(w, _)| w), tracker.is_some())?;
@@ -389,7 +399,8 @@ fn project(schema: &arrow::datatypes::SchemaRef, n: usize) -> Result<arrow::data
 /// The output modes the topmost aggregate can honour.
 fn check_root_mode(mode: OutputMode, window: Option<&WindowSpec>, watermark: bool) -> Result<()> {
     if let Some(w) = window {
-        if matches!(w.kind, WindowKind::Session { .. }) && mode != OutputMode::Append {
+        let once = matches!(mode, OutputMode::Append | OutputMode::Changelog);
+        if matches!(w.kind, WindowKind::Session { .. }) && !once {
             return Err(plan_err(format!(
                 "{mode} output mode is not supported for session windows; use append (each session is emitted once, when the watermark passes its end)"
             )));
@@ -430,8 +441,8 @@ fn carry_weight(
     if let Some(p) = node.downcast_ref::<ProjectionExec>() {
         let mut exprs: Vec<ProjectionExpr> = p.expr().to_vec();
         exprs.push(ProjectionExpr {
-            expr: Arc::new(Column::new(WEIGHT, weight_at)),
-            alias: WEIGHT.to_string(),
+            expr: Arc::new(Column::new(CHANGE, weight_at)),
+            alias: CHANGE.to_string(),
         });
         return Ok(Arc::new(ProjectionExec::try_new(exprs, child)?));
     }

@@ -295,10 +295,11 @@ fn with_source_option(def: &TableDef, opts: &RunOptions) -> Result<TableDef> {
 
 /// The sink the query writes to: the INSERT INTO target, or the console.
 /// `replay` is the batch a restart replays from the checkpoint's log, if any.
+/// `changes`: the result's rows can be updated and deleted (an `op` column leads them).
 fn open_sink(
     file: &QueryFile,
     opts: &RunOptions,
-    mode: OutputMode,
+    (mode, changes): (OutputMode, bool),
     schema: SchemaRef,
     replay: Option<u64>,
 ) -> Result<Box<dyn Sink>> {
@@ -326,6 +327,15 @@ fn open_sink(
         "parquet" | "jsonl" => {
             let def =
                 def.ok_or_else(|| Error::option("sink", "internal: file sink without a table"))?;
+            if changes && mode == OutputMode::Update {
+                return Err(Error::option(
+                    "output mode",
+                    format!(
+                        "update mode cannot express into a {connector} sink the rows this query deletes; \
+                         use --output-mode changelog (each row with its op: +I, -U, +U, -D) or complete"
+                    ),
+                ));
+            }
             let sink = FileSink::from_table(def, schema)?;
             // Complete mode: each batch's whole result replaces the previous one, so the
             // directory always holds one copy of the result (never duplicates).
@@ -339,12 +349,16 @@ fn open_sink(
             let def =
                 def.ok_or_else(|| Error::option("sink", "internal: Kafka sink without a table"))?;
             let checkpoint = opts.checkpoint.as_deref().unwrap_or("");
-            Ok(Box::new(KafkaSink::from_table(
+            let sink = KafkaSink::from_table(
                 def,
                 schema,
                 &[&file.query.to_string(), checkpoint],
                 replay,
-            )?))
+            )?;
+            Ok(Box::new(match changes && mode == OutputMode::Update {
+                true => sink.upserts()?,
+                false => sink,
+            }))
         }
         other => Err(Error::option(
             "sink connector",

@@ -48,6 +48,9 @@ pub enum OutputMode {
     Update,
     /// The whole result, every batch (aggregates only; ORDER BY and LIMIT allowed).
     Complete,
+    /// Every change with its kind in an `op` column first: `+I`, `-U`, `+U`, `-D`
+    /// (Flink's changelog).
+    Changelog,
 }
 
 impl std::fmt::Display for OutputMode {
@@ -56,6 +59,7 @@ impl std::fmt::Display for OutputMode {
             OutputMode::Append => "append",
             OutputMode::Update => "update",
             OutputMode::Complete => "complete",
+            OutputMode::Changelog => "changelog",
         })
     }
 }
@@ -265,7 +269,6 @@ impl StreamPlan {
             ));
         }
         let event_time = query_event_time(&inputs)?;
-        let output_schema = physical.schema();
         let task_ctx = ctx.task_ctx();
 
         let aggregates = count_aggregates(&physical)?;
@@ -287,6 +290,7 @@ impl StreamPlan {
             }
             super::dataflow::build(physical, mode, &event_time, partitions)?
         };
+        let output_schema = crate::operator::output_schema(&flow.top.schema(), mode);
         Ok(Self {
             inputs,
             statics: static_inputs,

@@ -199,7 +199,9 @@ impl<'a> Job<'a> {
         if !analyzing {
             let replay = job.pending.as_ref().map(|l| l.batch_id);
             let schema = job.plan.output_schema.clone();
-            job.outputs.sink = open_sink(&job.file, opts, job.plan.mode, schema, replay)?;
+            let changes = crate::operator::has_change(&job.plan.flow.top.schema());
+            let mode = (job.plan.mode, changes);
+            job.outputs.sink = open_sink(&job.file, opts, mode, schema, replay)?;
         }
         job.dead_letter = opts
             .dead_letter

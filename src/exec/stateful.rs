@@ -115,7 +115,7 @@ impl StreamState {
         plan.begin_batch(input);
         let out = self.run_flow(plan, close_all, p).await;
         plan.end_batch();
-        let mut out = out?;
+        let mut out = crate::operator::output_rows(out?, &plan.output_schema, plan.mode)?;
         if let Some(limit) = self.limit.as_mut() {
             out = limit.cut(out);
         }

@@ -25,8 +25,8 @@ pub enum AggregateOp {
         state: ShardedState,
         /// What it emits.
         emit: Emit,
-        /// The output schema with the weight column (emitting changes).
-        weighted: SchemaRef,
+        /// The output schema with the change column (emitting changes).
+        changes: SchemaRef,
     },
     /// With an event-time window, and its watermark.
     Windows {
@@ -56,7 +56,7 @@ impl AggregateOp {
                 AggregateOp::Groups {
                     state,
                     emit,
-                    weighted: super::with_weight(&spec.output_schema),
+                    changes: super::with_change(&spec.output_schema),
                 }
             }
             Some(w) => AggregateOp::Windows {
@@ -79,13 +79,13 @@ impl Operator for AggregateOp {
             AggregateOp::Groups {
                 state,
                 emit,
-                weighted,
+                changes,
             } => {
                 let rows = state.merge(&partials)?;
                 let out = match emit {
                     Emit::All => state.emit(false)?,
                     Emit::Upserts => state.emit(true)?,
-                    Emit::Changes => state.emit_changes(weighted)?,
+                    Emit::Changes => state.emit_changes(changes)?,
                     Emit::Closed => {
                         return Err(DataFusionError::Internal(
                             "append emit without a window".into(),

@@ -11,24 +11,56 @@
 //! operator owns its state: it merges the batch into it, emits per its [`Emit`], and
 //! gives the checkpoint a full snapshot or the delta since the last one.
 //!
-//! Edges that can retract carry a weight column ([`WEIGHT`], Int64, last): `+1` adds a
-//! row, `-1` takes one back (an update is `-old, +new`). Filters and projections between
-//! operators pass it through. Append-only edges have no weight column.
+//! Edges that can retract carry a change column ([`CHANGE`], Int8, last) holding each
+//! row's kind as Flink names them: `+I` insert, `-U` the row before an update, `+U` the
+//! row after it, `-D` delete. Its weight is +1 for `+I`/`+U` and -1 for `-U`/`-D` (an
+//! update is `-old, +new`). Filters and projections between operators pass it through.
+//! Append-only edges have no change column.
 
 pub mod aggregate;
 pub mod updating;
 
-use arrow::array::{ArrayRef, Int64Array, RecordBatch};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::error::Result;
+use arrow::array::{ArrayRef, AsArray, BooleanArray, Int8Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Int8Type, Schema, SchemaRef};
+use datafusion::error::{DataFusionError, Result};
 use std::sync::Arc;
 
 use crate::checkpoint::Commit;
 use crate::exec::watermark::NO_WATERMARK;
 use crate::metrics::BatchProgress;
 
-/// Name of the weight column on edges that can retract.
-pub const WEIGHT: &str = "__sluice_weight";
+/// Name of the change column on edges that can retract.
+pub const CHANGE: &str = "__sluice_op";
+
+/// A row's kind of change (Flink's `RowKind` codes).
+pub mod kind {
+    /// `+I`: a new row.
+    pub const INSERT: i8 = 0;
+    /// `-U`: the row as it was before an update.
+    pub const UPDATE_BEFORE: i8 = 1;
+    /// `+U`: the row after an update.
+    pub const UPDATE_AFTER: i8 = 2;
+    /// `-D`: a row that is gone.
+    pub const DELETE: i8 = 3;
+
+    /// The weight of a change: +1 adds the row, -1 takes it back.
+    pub fn weight(kind: i8) -> i64 {
+        match kind {
+            INSERT | UPDATE_AFTER => 1,
+            _ => -1,
+        }
+    }
+
+    /// How Flink prints it.
+    pub fn name(kind: i8) -> &'static str {
+        match kind {
+            INSERT => "+I",
+            UPDATE_BEFORE => "-U",
+            UPDATE_AFTER => "+U",
+            _ => "-D",
+        }
+    }
+}
 
 /// What an operator emits after each batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,8 +71,8 @@ pub enum Emit {
     Upserts,
     /// Rows that are final: windows the watermark closed (append output mode).
     Closed,
-    /// The change: `-old, +new` per changed group, with the weight column (into another
-    /// operator).
+    /// The change: `-old, +new` per changed group, with the change column (into another
+    /// operator, or a changelog).
     Changes,
 }
 
@@ -99,16 +131,84 @@ pub trait Operator: Send {
     }
 }
 
-/// `schema` with the weight column added last.
-pub fn with_weight(schema: &SchemaRef) -> SchemaRef {
+/// `schema` with the change column added last.
+pub fn with_change(schema: &SchemaRef) -> SchemaRef {
     let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
-    fields.push(Arc::new(Field::new(WEIGHT, DataType::Int64, false)));
+    fields.push(Arc::new(Field::new(CHANGE, DataType::Int8, false)));
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
-/// `batch` with a constant weight column added last, in `schema` (= with_weight).
-pub fn weighted(batch: &RecordBatch, weight: i64, schema: &SchemaRef) -> Result<RecordBatch> {
+/// `batch` with the change column `kinds` added last, in `schema` (= with_change).
+pub fn with_kinds(batch: &RecordBatch, kinds: Vec<i8>, schema: &SchemaRef) -> Result<RecordBatch> {
     let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
-    cols.push(Arc::new(Int64Array::from_value(weight, batch.num_rows())));
+    cols.push(Arc::new(Int8Array::from(kinds)));
     Ok(RecordBatch::try_new(Arc::clone(schema), cols)?)
+}
+
+/// The weight of each row of a batch with a change column.
+pub fn weights(batch: &RecordBatch) -> Result<Vec<i64>> {
+    let col = batch.column_by_name(CHANGE).ok_or_else(|| {
+        DataFusionError::Internal("updating input without its change column".into())
+    })?;
+    Ok(col
+        .as_primitive::<Int8Type>()
+        .values()
+        .iter()
+        .map(|k| kind::weight(*k))
+        .collect())
+}
+
+/// What sinks receive for rows of `top` (the top fragment's schema) in `mode`: with
+/// a change column (an updating result) or in changelog mode, an `op` column first
+/// (`+I`, `-U`, `+U`, `-D`) and the rows' columns; otherwise the rows as they are.
+pub fn output_schema(top: &SchemaRef, mode: crate::exec::OutputMode) -> SchemaRef {
+    let changes = has_change(top);
+    if !changes && mode != crate::exec::OutputMode::Changelog {
+        return Arc::clone(top);
+    }
+    let n = top.fields().len() - usize::from(changes);
+    let mut fields = vec![Arc::new(Field::new("op", DataType::Utf8, false))];
+    fields.extend(top.fields().iter().take(n).cloned());
+    Arc::new(Schema::new_with_metadata(fields, top.metadata().clone()))
+}
+
+/// Whether rows of `schema` carry the change column.
+pub fn has_change(schema: &SchemaRef) -> bool {
+    schema.fields().last().is_some_and(|f| f.name() == CHANGE)
+}
+
+/// The top fragment's rows as sinks receive them (see [`output_schema`]); update mode
+/// leaves out the `-U` rows (the `+U` that follows is the upsert).
+pub fn output_rows(
+    batches: Vec<RecordBatch>,
+    out: &SchemaRef,
+    mode: crate::exec::OutputMode,
+) -> Result<Vec<RecordBatch>> {
+    let mut rows = Vec::with_capacity(batches.len());
+    for b in batches {
+        if b.num_rows() == 0 {
+            continue;
+        }
+        let changes = has_change(&b.schema());
+        if !changes && mode != crate::exec::OutputMode::Changelog {
+            rows.push(b);
+            continue;
+        }
+        let n = b.num_columns() - usize::from(changes);
+        let kinds: Vec<i8> = match changes {
+            true => b.column(n).as_primitive::<Int8Type>().values().to_vec(),
+            false => vec![kind::INSERT; b.num_rows()],
+        };
+        let ops = StringArray::from_iter_values(kinds.iter().map(|k| kind::name(*k)));
+        let mut cols: Vec<ArrayRef> = vec![Arc::new(ops)];
+        cols.extend(b.columns()[..n].iter().cloned());
+        let mut batch = RecordBatch::try_new(Arc::clone(out), cols)?;
+        if mode == crate::exec::OutputMode::Update {
+            let keep =
+                BooleanArray::from_iter(kinds.iter().map(|k| Some(*k != kind::UPDATE_BEFORE)));
+            batch = arrow::compute::filter_record_batch(&batch, &keep)?;
+        }
+        rows.push(batch);
+    }
+    Ok(rows)
 }

@@ -15,7 +15,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::{BatchContext, Emit, Operator, Snapshot, WEIGHT};
+use super::{kind, BatchContext, Emit, Operator, Snapshot};
 use crate::checkpoint::Commit;
 use crate::metrics::BatchProgress;
 use crate::state::keys::KeyTable;
@@ -48,19 +48,20 @@ impl UpdatingSpec {
     }
 }
 
-/// GROUP BY over weighted rows.
+/// GROUP BY over rows that come and go.
 pub struct UpdatingAggregateOp {
     spec: UpdatingSpec,
     emit: Emit,
-    weighted: SchemaRef,
+    changes: SchemaRef,
     keys: KeyTable,
     /// Rows (sum of weights) per group: zero means the group is gone.
     rows: Vec<i64>,
     accs: Vec<Box<dyn RetractAcc>>,
     touched: Marks,
     dirty: Marks,
-    /// Values of touched groups before this batch (emitting changes).
+    /// Values of touched groups before this batch (emitting changes), and their ids.
     old: Vec<RecordBatch>,
+    old_ids: Vec<u32>,
     hasher: RandomState,
     ids: Vec<u32>,
 }
@@ -74,7 +75,7 @@ impl UpdatingAggregateOp {
             .map(|(a, _)| retract::for_aggregate(a, &spec.input_schema))
             .collect::<Result<_>>()?;
         Ok(Self {
-            weighted: super::with_weight(&spec.output_schema),
+            changes: super::with_change(&spec.output_schema),
             keys: KeyTable::new(&spec.key_schema)?,
             spec: spec.clone(),
             emit,
@@ -83,6 +84,7 @@ impl UpdatingAggregateOp {
             touched: Marks::default(),
             dirty: Marks::default(),
             old: Vec::new(),
+            old_ids: Vec::new(),
             hasher: crate::state::key_hasher(),
             ids: Vec::new(),
         })
@@ -114,12 +116,7 @@ impl UpdatingAggregateOp {
 
     fn apply(&mut self, b: &RecordBatch) -> Result<()> {
         let n = b.num_rows();
-        let weight = b
-            .column_by_name(WEIGHT)
-            .ok_or_else(|| DataFusionError::Internal("updating input without weights".into()))?
-            .as_primitive::<Int64Type>()
-            .values()
-            .to_vec();
+        let weight = super::weights(b)?;
         let keys = self
             .spec
             .group_exprs
@@ -147,6 +144,7 @@ impl UpdatingAggregateOp {
             if !olds.is_empty() {
                 let old = self.values_of(&olds)?;
                 self.old.push(old);
+                self.old_ids.extend(olds);
             }
         }
         for (w, id) in weight.iter().zip(&ids) {
@@ -270,12 +268,32 @@ impl Operator for UpdatingAggregateOp {
         let mut out = Vec::new();
         match self.emit {
             Emit::Changes => {
+                // An old row is `-U` when its group lives on, `-D` when it is gone.
+                let mut at = 0;
+                let old_ids = std::mem::take(&mut self.old_ids);
                 for b in std::mem::take(&mut self.old) {
-                    out.push(super::weighted(&b, -1, &self.weighted)?);
+                    let kinds = old_ids[at..at + b.num_rows()]
+                        .iter()
+                        .map(|id| match self.keys.is_live(*id) {
+                            true => kind::UPDATE_BEFORE,
+                            false => kind::DELETE,
+                        })
+                        .collect();
+                    at += b.num_rows();
+                    out.push(super::with_kinds(&b, kinds, &self.changes)?);
                 }
                 if !live.is_empty() {
+                    let mut had = Marks::default();
+                    had.mark(&old_ids, self.keys.capacity());
+                    let kinds = live
+                        .iter()
+                        .map(|id| match had.contains(*id) {
+                            true => kind::UPDATE_AFTER,
+                            false => kind::INSERT,
+                        })
+                        .collect();
                     let b = self.values_of(&live)?;
-                    out.push(super::weighted(&b, 1, &self.weighted)?);
+                    out.push(super::with_kinds(&b, kinds, &self.changes)?);
                 }
             }
             Emit::All => {
@@ -329,6 +347,7 @@ impl Operator for UpdatingAggregateOp {
         self.touched.clear();
         self.dirty.clear();
         self.old.clear();
+        self.old_ids.clear();
         Ok(())
     }
 

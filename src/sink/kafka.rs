@@ -35,6 +35,9 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct KafkaSink {
     topic: String,
     key: Option<usize>,
+    /// Update mode over a result with deletes: the first column is the op; `-D` rows are
+    /// tombstones, the others upserts of the row without its op.
+    upsert: bool,
     producer: ThreadedProducer<DefaultProducerContext>,
     /// Reads and writes the "last batch written" offset of the sink's group.
     group: BaseConsumer,
@@ -114,6 +117,7 @@ impl KafkaSink {
         Ok(Self {
             topic,
             key,
+            upsert: false,
             producer,
             group,
             written: None,
@@ -154,6 +158,20 @@ impl KafkaSink {
         Ok(written)
     }
 
+    /// Writes upserts keyed by the `key` column, and a tombstone (no payload) for a
+    /// deleted row, from rows led by their op column.
+    pub fn upserts(mut self) -> Result<Self> {
+        if self.key.is_none() {
+            return Err(Error::option(
+                "Kafka sink",
+                "update output mode writes upserts keyed by the result's key, and tombstones for deleted rows; \
+                 add key = '<column>' to the sink's WITH (…), or use --output-mode changelog",
+            ));
+        }
+        self.upsert = true;
+        Ok(self)
+    }
+
     /// Sends every row of `batches` as a JSON message.
     fn send_rows(&self, batch_id: u64, batches: &[RecordBatch]) -> Result<()> {
         let id = batch_id.to_string();
@@ -168,16 +186,36 @@ impl KafkaSink {
             let keys = keys
                 .as_ref()
                 .and_then(|k| k.as_any().downcast_ref::<StringArray>());
+            // Upserts: the row without its op column; a delete is a tombstone.
+            let (b, deletes) = match self.upsert {
+                true => {
+                    let ops = b.column(0).as_any().downcast_ref::<StringArray>();
+                    let deletes: Vec<bool> = (0..b.num_rows())
+                        .map(|r| ops.is_some_and(|o| o.value(r) == "-D"))
+                        .collect();
+                    let cols: Vec<usize> = (1..b.num_columns()).collect();
+                    let b = b
+                        .project(&cols)
+                        .map_err(|e| Error::option("Kafka sink", e.to_string()))?;
+                    (b, deletes)
+                }
+                false => (b.clone(), Vec::new()),
+            };
             let text =
-                super::json_lines(&[b]).map_err(|e| Error::option("Kafka sink", e.to_string()))?;
+                super::json_lines(&[&b]).map_err(|e| Error::option("Kafka sink", e.to_string()))?;
             for (row, line) in super::json_rows(&text).enumerate() {
+                let line: Option<&[u8]> = match deletes.get(row) {
+                    Some(true) => None,
+                    _ => Some(line),
+                };
                 let headers = OwnedHeaders::new().insert(Header {
                     key: "sluice.batch",
                     value: Some(id.as_str()),
                 });
-                let mut record = BaseRecord::<str, [u8]>::to(&self.topic)
-                    .payload(line)
-                    .headers(headers);
+                let mut record = BaseRecord::<str, [u8]>::to(&self.topic).headers(headers);
+                if let Some(line) = line {
+                    record = record.payload(line);
+                }
                 if let Some(k) = keys.filter(|k| k.is_valid(row)) {
                     record = record.key(k.value(row));
                 }

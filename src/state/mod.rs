@@ -160,9 +160,10 @@ pub struct StateShard {
     dirty: Marks,
     ids: Vec<u32>,
     /// Emitting changes: the values the touched groups had before this emit epoch
-    /// (taken back by `-1` rows).
+    /// (taken back by `-U` rows), and which groups they were.
     capture: bool,
     old: Vec<RecordBatch>,
+    prior: Marks,
 }
 
 impl StateShard {
@@ -175,6 +176,7 @@ impl StateShard {
             ids: Vec::new(),
             capture: false,
             old: Vec::new(),
+            prior: Marks::default(),
         })
     }
 
@@ -227,6 +229,7 @@ impl StateShard {
         if olds.is_empty() {
             return Ok(());
         }
+        self.prior.mark(&olds, before);
         let b = self.values_of(spec, &olds)?;
         self.old.push(b);
         Ok(())
@@ -269,20 +272,33 @@ impl StateShard {
         self.values_of(spec, &ids).map(Some)
     }
 
-    /// The change since the last emit: the touched groups' earlier values (weight -1),
-    /// then their values now (weight +1), in `weighted` (the output schema + weight).
+    /// The change since the last emit: the touched groups' earlier values (`-U`), then
+    /// their values now (`+U`, or `+I` for a new group), in `changes` (the output schema
+    /// + the change column).
     fn emit_changes(
         &mut self,
         spec: &AggregateSpec,
-        weighted: &SchemaRef,
+        changes: &SchemaRef,
     ) -> Result<Vec<RecordBatch>> {
+        use crate::operator::{kind, with_kinds};
         let mut out = Vec::new();
         for b in std::mem::take(&mut self.old) {
-            out.push(crate::operator::weighted(&b, -1, weighted)?);
+            let kinds = vec![kind::UPDATE_BEFORE; b.num_rows()];
+            out.push(with_kinds(&b, kinds, changes)?);
         }
-        if let Some(b) = self.emit(spec, true)? {
-            out.push(crate::operator::weighted(&b, 1, weighted)?);
+        let ids = self.touched.take();
+        if !ids.is_empty() {
+            let kinds = ids
+                .iter()
+                .map(|id| match self.prior.contains(*id) {
+                    true => kind::UPDATE_AFTER,
+                    false => kind::INSERT,
+                })
+                .collect();
+            let b = self.values_of(spec, &ids)?;
+            out.push(with_kinds(&b, kinds, changes)?);
         }
+        self.prior.clear();
         Ok(out)
     }
 
@@ -356,12 +372,13 @@ impl ShardedState {
         self
     }
 
-    /// The change since the last emit, with a weight column: `-old` for groups that
-    /// existed, `+new` for every changed group. The state is kept.
-    pub fn emit_changes(&mut self, weighted: &SchemaRef) -> Result<Vec<RecordBatch>> {
+    /// The change since the last emit, with the change column: `-U` with the old row
+    /// of groups that existed, then `+U` (or `+I`) with every changed group's new row.
+    /// The state is kept.
+    pub fn emit_changes(&mut self, changes: &SchemaRef) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
         for shard in &mut self.shards {
-            out.extend(shard.emit_changes(&self.spec, weighted)?);
+            out.extend(shard.emit_changes(&self.spec, changes)?);
         }
         Ok(out)
     }
@@ -466,6 +483,7 @@ impl ShardedState {
             s.touched.clear();
             s.dirty.clear();
             s.old.clear();
+            s.prior.clear();
         }
         Ok(())
     }

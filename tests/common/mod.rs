@@ -143,6 +143,50 @@ pub fn consume_all(broker: &str, topic: &str) -> Vec<Consumed> {
     out
 }
 
+/// A committed message: its key and payload (`None`: a tombstone).
+pub struct Committed {
+    pub key: Option<String>,
+    pub payload: Option<Vec<u8>>,
+}
+
+/// Every committed message of `topic` (read_committed: what downstream consumers see),
+/// in order within each partition.
+pub fn committed(broker: &str, topic: &str) -> Vec<Committed> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .set("group.id", "sluice-tests-committed")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let parts = sluice::kafka::topic_partitions(broker, topic)
+        .unwrap()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..parts as i32 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut at_end = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    while at_end.len() < parts {
+        match consumer.poll(Duration::from_secs(10)) {
+            Some(Ok(m)) => out.push(Committed {
+                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                payload: m.payload().map(<[u8]>::to_vec),
+            }),
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => panic!("consume {topic}: {e}"),
+            None => panic!("nothing from {topic} within 10 s"),
+        }
+    }
+    out
+}
+
 /// A loopback port where nothing listens (bound, then released).
 pub fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
