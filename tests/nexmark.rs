@@ -135,6 +135,16 @@ fn sorted_json(rows: Vec<serde_json::Value>) -> Vec<String> {
 /// Runs Nexmark query `name` with kills and restarts; `keys` are the group keys of an
 /// updating query (the newest row per key is its result), empty for an append query.
 fn check(name: &str, keys: &[&str]) {
+    check_in(
+        name,
+        keys,
+        if keys.is_empty() { "append" } else { "update" },
+    );
+}
+
+/// [`check`] in output `mode`; in changelog mode the rows are folded by `keys` (`+I`
+/// and `+U` set a key's row, `-U` and `-D` take it away).
+fn check_in(name: &str, keys: &[&str], mode: &str) {
     let dir = temp_dir(&format!("nexmark-{name}"));
     write_events(&dir);
     let out = dir.join("out");
@@ -151,9 +161,7 @@ fn check(name: &str, keys: &[&str]) {
         "--checkpoint",
         ckpt.to_str().unwrap(),
     ];
-    if !keys.is_empty() {
-        args.extend(["--output-mode", "update"]);
-    }
+    args.extend(["--output-mode", mode]);
     // 23 batches of bids at most every 80 ms: the first run (killed after at most
     // 1.2 s) is always cut short, so each query restores from its checkpoint.
     let killed = kill_and_restart(&args, &delays(4, 3, 300, 1200));
@@ -176,8 +184,20 @@ fn check(name: &str, keys: &[&str]) {
         let key =
             |r: &serde_json::Value| keys.iter().map(|k| r[*k].to_string()).collect::<Vec<_>>();
         let mut last = BTreeMap::new();
-        for r in got {
-            last.insert(key(&r), r);
+        for mut r in got {
+            let op = r.as_object_mut().unwrap().remove("op");
+            match op.as_ref().and_then(|o| o.as_str()) {
+                Some("-U") | Some("-D") => {
+                    assert_eq!(
+                        last.remove(&key(&r)).as_ref(),
+                        Some(&r),
+                        "{name}: {op:?} of another row"
+                    );
+                }
+                _ => {
+                    last.insert(key(&r), r);
+                }
+            }
         }
         assert_eq!(
             sorted_json(last.into_values().collect()),
@@ -230,6 +250,16 @@ fn q16_counts_per_channel_and_day() {
 #[test]
 fn q17_counts_per_auction_and_day() {
     check("q17", &["auction", "day"]);
+}
+
+#[test]
+fn q18_keeps_the_last_bid_per_bidder_and_auction() {
+    check_in("q18", &["bidder", "auction"], "changelog");
+}
+
+#[test]
+fn q19_keeps_the_ten_best_bids_per_auction() {
+    check_in("q19", &["auction", "rank_number"], "changelog");
 }
 
 #[test]

@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+use datafusion::common::tree_node::TreeNode;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
@@ -25,6 +26,7 @@ use super::input::{BatchInputExec, InputSlot};
 use super::plan::{EventTime, OutputMode, Windowing};
 use super::watermark::{WatermarkExec, WatermarkTracker};
 use super::window::WindowKind;
+use crate::operator::rank::{RankFunction, RankSpec};
 use crate::operator::updating::UpdatingSpec;
 use crate::operator::{Emit, CHANGE};
 use crate::state::window::WindowSpec;
@@ -48,6 +50,11 @@ pub enum OperatorPlan {
     Updating {
         /// Keys, aggregates and schemas.
         spec: UpdatingSpec,
+    },
+    /// Top-N per key.
+    Rank {
+        /// The numbering, keys, order and N.
+        spec: RankSpec,
     },
 }
 
@@ -80,8 +87,11 @@ pub fn build(
     event_time: &EventTime,
     partitions: usize,
 ) -> Result<(Flow, OutputMode)> {
-    let root = root_aggregate(&physical)?;
-    let root_window = window_of(as_aggregate(&partial_below(&root)?)?)?;
+    let root = root_stateful(&physical)?;
+    let root_window = match root.downcast_ref::<AggregateExec>() {
+        Some(_) => window_of(as_aggregate(&partial_below(&root)?)?)?,
+        None => None,
+    };
     let mode = mode.unwrap_or(match (&root_window, event_time.delay_ms) {
         (Some(_), Some(_)) => OutputMode::Append,
         _ => OutputMode::Complete,
@@ -92,6 +102,7 @@ pub fn build(
         event_time,
         partitions,
         stages: Vec::new(),
+        ranks: Vec::new(),
     };
     let (top, _) = cutter.cut(physical)?;
     if mode == OutputMode::Update && super::plan::has_node(&top, super::plan::SORT_OR_LIMIT)? {
@@ -108,22 +119,33 @@ pub fn build(
     ))
 }
 
-/// The topmost Final aggregate: the operator whose output the sink's rows come from.
-fn root_aggregate(plan: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+/// Whether `node` becomes a stateful operator: a (Final) aggregate, or a filter of a
+/// rank over a window (a top-N).
+fn is_stateful(node: &Arc<dyn ExecutionPlan>) -> bool {
+    node.downcast_ref::<AggregateExec>().is_some() || rank_pattern(node).is_some()
+}
+
+/// Whether `plan` holds a stateful operator.
+pub fn has_stateful(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
+    plan.exists(|n| Ok(is_stateful(n)))
+}
+
+/// The topmost stateful node: the operator whose output the sink's rows come from.
+fn root_stateful(plan: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     let mut node = Arc::clone(plan);
     loop {
-        if node.downcast_ref::<AggregateExec>().is_some() {
+        if is_stateful(&node) {
             return Ok(node);
         }
-        let with_aggregates: Vec<_> = node
+        let with_state: Vec<_> = node
             .children()
             .into_iter()
-            .filter(|c| super::plan::count_aggregates(c).is_ok_and(|n| n > 0))
+            .filter(|c| has_stateful(c).unwrap_or(false))
             .cloned()
             .collect();
-        match with_aggregates.as_slice() {
+        match with_state.as_slice() {
             [one] => node = Arc::clone(one),
-            [] => return Err(plan_err("internal: no aggregate in an aggregating plan")),
+            [] => return Err(plan_err("internal: no stateful operator in a stateful plan")),
             _ => {
                 return Err(plan_err(
                     "several aggregations side by side (a UNION or JOIN of GROUP BY results) are not supported yet",
@@ -188,6 +210,9 @@ struct Cutter<'a> {
     event_time: &'a EventTime,
     partitions: usize,
     stages: Vec<StagePlan>,
+    /// Top-N filters seen on the way down, until their window node is reached (with
+    /// whether the filter is the root).
+    ranks: Vec<(RankMatch, bool)>,
 }
 
 impl Cutter<'_> {
@@ -196,6 +221,26 @@ impl Cutter<'_> {
     fn cut(&mut self, node: Arc<dyn ExecutionPlan>) -> Result<(Arc<dyn ExecutionPlan>, bool)> {
         if node.downcast_ref::<AggregateExec>().is_some() {
             return self.stage(node);
+        }
+        if let Some(m) = rank_pattern(&node) {
+            // The window below becomes the operator; this filter stays above it.
+            let root = Arc::ptr_eq(&node, &self.root);
+            self.ranks.push((m, root));
+        }
+        if let Some(i) = self
+            .ranks
+            .iter()
+            .position(|(m, _)| Arc::ptr_eq(&m.window, &node))
+        {
+            let (m, root) = self.ranks.remove(i);
+            return self.rank_stage(m, root);
+        }
+        if WINDOWS.contains(&node.name()) {
+            return Err(plan_err(
+                "window functions (OVER) run on streams as a top-N only: \
+                 SELECT … FROM (SELECT …, row_number() OVER (PARTITION BY k ORDER BY t) AS rn FROM …) WHERE rn <= N \
+                 (also rank() and dense_rank())",
+            ));
         }
         let children: Vec<Arc<dyn ExecutionPlan>> = node.children().into_iter().cloned().collect();
         if children.is_empty() {
@@ -222,6 +267,62 @@ impl Cutter<'_> {
             )));
         }
         Ok((carry_weight(node, cut)?, true))
+    }
+
+    /// A top-N's stage; returns its filter over the leaf that reads the operator's output.
+    fn rank_stage(
+        &mut self,
+        m: RankMatch,
+        is_root: bool,
+    ) -> Result<(Arc<dyn ExecutionPlan>, bool)> {
+        use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
+        let below = below_window(&m.window)?;
+        let (below_cut, updating) = self.cut(Arc::clone(&below))?;
+        if updating {
+            return Err(plan_err(
+                "a top-N (row_number() … <= N) over an updating input (the changing result of a GROUP BY) is not supported yet",
+            ));
+        }
+        let expr = match (
+            m.window.downcast_ref::<BoundedWindowAggExec>(),
+            m.window.downcast_ref::<WindowAggExec>(),
+        ) {
+            (Some(w), _) => Arc::clone(&w.window_expr()[0]),
+            (_, Some(w)) => Arc::clone(&w.window_expr()[0]),
+            _ => return Err(plan_err("internal: top-N without its window")),
+        };
+        let emit = match (is_root, self.mode) {
+            (true, OutputMode::Complete) => Emit::All,
+            (true, OutputMode::Append) => {
+                return Err(plan_err(
+                    "append output mode cannot carry a top-N (a better row later replaces a ranked one); \
+                     use --output-mode changelog, update or complete",
+                ))
+            }
+            _ => Emit::Changes,
+        };
+        let spec = RankSpec {
+            function: m.function,
+            partition_by: expr.partition_by().to_vec(),
+            order_by: expr.order_by().to_vec(),
+            limit: m.limit,
+            input_schema: below.schema(),
+            output_schema: m.window.schema(),
+        };
+        let slot = Arc::new(InputSlot::default());
+        self.stages.push(StagePlan {
+            input: below_cut,
+            operator: OperatorPlan::Rank { spec },
+            emit,
+            output: Arc::clone(&slot),
+        });
+        let changes = emit == Emit::Changes;
+        let schema = match changes {
+            true => crate::operator::with_change(&m.window.schema()),
+            false => m.window.schema(),
+        };
+        let leaf: Arc<dyn ExecutionPlan> = Arc::new(BatchInputExec::new(slot, schema, 1));
+        Ok((leaf, changes))
     }
 
     /// An aggregate's stage; returns the leaf that reads its output.
@@ -382,6 +483,118 @@ impl Cutter<'_> {
         };
         Ok((stage, emit == Emit::Changes))
     }
+}
+
+const WINDOWS: &[&str] = &["WindowAggExec", "BoundedWindowAggExec"];
+
+/// A top-N found in the plan: the window node under the filter, and what it ranks.
+pub struct RankMatch {
+    window: Arc<dyn ExecutionPlan>,
+    function: RankFunction,
+    limit: u64,
+}
+
+/// `Filter(rn <= N | rn < N | rn = 1)` over a window node computing one
+/// `row_number()` / `rank()` / `dense_rank()` as `rn`.
+fn rank_pattern(node: &Arc<dyn ExecutionPlan>) -> Option<RankMatch> {
+    use datafusion::logical_expr::Operator as Op;
+    use datafusion::physical_expr::expressions::{BinaryExpr, Literal};
+    use datafusion::physical_expr::window::StandardWindowExpr;
+    use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec, WindowUDFExpr};
+    let filter = node.downcast_ref::<FilterExec>()?;
+    // The rank column may reach the filter through a projection.
+    let (window, projection) = match filter.input().downcast_ref::<ProjectionExec>() {
+        Some(p) => (Arc::clone(p.input()), Some(p)),
+        None => (Arc::clone(filter.input()), None),
+    };
+    let exprs = match (
+        window.downcast_ref::<BoundedWindowAggExec>(),
+        window.downcast_ref::<WindowAggExec>(),
+    ) {
+        (Some(w), _) => w.window_expr(),
+        (_, Some(w)) => w.window_expr(),
+        _ => return None,
+    };
+    let [expr] = exprs else { return None };
+    let udf = expr
+        .as_any()
+        .downcast_ref::<StandardWindowExpr>()?
+        .get_standard_func_expr()
+        .as_any()
+        .downcast_ref::<WindowUDFExpr>()?;
+    let function = match udf.fun().name() {
+        "row_number" => RankFunction::RowNumber,
+        "rank" => RankFunction::Rank,
+        "dense_rank" => RankFunction::DenseRank,
+        _ => return None,
+    };
+    let in_window = window.schema().fields().len() - 1;
+    let rank_at = match projection {
+        None => in_window,
+        Some(p) => p.expr().iter().position(|e| {
+            e.expr
+                .downcast_ref::<Column>()
+                .is_some_and(|c| c.index() == in_window)
+        })?,
+    };
+    let pred = filter.predicate().downcast_ref::<BinaryExpr>()?;
+    let column = |e: &Arc<dyn datafusion::physical_expr::PhysicalExpr>| {
+        e.downcast_ref::<Column>()
+            .is_some_and(|c| c.index() == rank_at)
+    };
+    let number = |e: &Arc<dyn datafusion::physical_expr::PhysicalExpr>| -> Option<u64> {
+        e.downcast_ref::<Literal>()?
+            .value()
+            .to_string()
+            .parse()
+            .ok()
+    };
+    let limit = match (pred.op(), column(pred.left()), column(pred.right())) {
+        (Op::LtEq, true, _) | (Op::GtEq, _, true) => {
+            number(pred.right()).or(number(pred.left()))?
+        }
+        (Op::Lt, true, _) | (Op::Gt, _, true) => number(pred.right())
+            .or(number(pred.left()))?
+            .checked_sub(1)?,
+        (Op::Eq, true, _) | (Op::Eq, _, true) => {
+            match number(pred.right()).or(number(pred.left()))? {
+                1 => 1,
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    (limit > 0).then_some(RankMatch {
+        window,
+        function,
+        limit,
+    })
+}
+
+/// The rows a window node ranks: below the sort and repartitioning DataFusion put
+/// under it (the operator keeps its own order).
+fn below_window(window: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    let mut at = window
+        .children()
+        .into_iter()
+        .next()
+        .cloned()
+        .ok_or_else(|| plan_err("internal: window without input"))?;
+    while matches!(
+        at.name(),
+        "SortExec"
+            | "RepartitionExec"
+            | "CoalescePartitionsExec"
+            | "SortPreservingMergeExec"
+            | "CoalesceBatchesExec"
+    ) {
+        let next = at.children().into_iter().next().cloned();
+        match next {
+            Some(n) => at = n,
+            None => break,
+        }
+    }
+    Ok(at)
 }
 
 /// An aggregate over an append-only input: the Final node, its Partial node, and the

@@ -208,6 +208,27 @@ fn describe_operator(
         (e, _) => format!("{e:?}").to_lowercase(),
     };
     let (spec, window) = match &stage.operator {
+        OperatorPlan::Rank { spec } => {
+            let keys: Vec<String> = spec.partition_by.iter().map(|e| e.to_string()).collect();
+            let order: Vec<String> = spec.order_by.iter().map(|e| e.to_string()).collect();
+            let _ = writeln!(
+                out,
+                "Exchange: none: one task keeps every key{}",
+                note(Analysis::exchange)
+            );
+            let _ = writeln!(out, "State, one task:");
+            let _ = writeln!(
+                out,
+                "  top-{} per ({}) by {:?} over ({}): the kept rows per key; checkpointed as deltas of the changed keys{}",
+                spec.limit,
+                keys.join(", "),
+                spec.function,
+                order.join(", "),
+                note(Analysis::state)
+            );
+            let _ = writeln!(out, "  emit: {emit}{}", note(Analysis::emit));
+            return;
+        }
         OperatorPlan::Updating { spec } => {
             let aggs: Vec<&str> = spec.aggregates.iter().map(|(a, _)| a.name()).collect();
             let _ = writeln!(

@@ -22,7 +22,6 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{FetchType, LogicalPlan, SkipType};
 use datafusion::optimizer::Optimizer;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
-use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::ExecutionPlanProperties;
 use datafusion::physical_plan::{execute_stream, ExecutionPlan};
@@ -271,9 +270,9 @@ impl StreamPlan {
         let event_time = query_event_time(&inputs)?;
         let task_ctx = ctx.task_ctx();
 
-        let aggregates = count_aggregates(&physical)?;
+        let stateful = super::dataflow::has_stateful(&physical)?;
         let mut limit = None;
-        let (flow, mode) = if aggregates == 0 {
+        let (flow, mode) = if !stateful {
             let mode = mode.unwrap_or(OutputMode::Append);
             limit = global_limit(&logical)?;
             check_stateless(&physical, mode)?;
@@ -283,11 +282,6 @@ impl StreamPlan {
             };
             (flow, mode)
         } else {
-            if has_node(&physical, &["WindowAggExec", "BoundedWindowAggExec"])? {
-                return Err(plan_err(
-                    "window functions (OVER) are not supported on streams yet",
-                ));
-            }
             super::dataflow::build(physical, mode, &event_time, partitions)?
         };
         let output_schema = crate::operator::output_schema(&flow.top.schema(), mode);
@@ -509,17 +503,6 @@ fn query_event_time(inputs: &[PlanInput]) -> Result<EventTime> {
     Ok(EventTime::default())
 }
 
-pub(crate) fn count_aggregates(plan: &Arc<dyn ExecutionPlan>) -> Result<usize> {
-    let mut n = 0;
-    plan.apply(|node| {
-        if node.downcast_ref::<AggregateExec>().is_some() {
-            n += 1;
-        }
-        Ok(TreeNodeRecursion::Continue)
-    })?;
-    Ok(n)
-}
-
 pub(crate) fn has_node(plan: &Arc<dyn ExecutionPlan>, names: &[&str]) -> Result<bool> {
     let mut found = false;
     plan.apply(|node| {
@@ -590,15 +573,17 @@ fn check_stateless(plan: &Arc<dyn ExecutionPlan>, mode: OutputMode) -> Result<()
              use --output-mode append for a query that only filters and projects",
         ));
     }
+    if has_node(plan, &["WindowAggExec", "BoundedWindowAggExec"])? {
+        return Err(plan_err(
+            "window functions (OVER) run on streams as a top-N only: \
+             SELECT … FROM (SELECT …, row_number() OVER (PARTITION BY k ORDER BY t) AS rn FROM …) WHERE rn <= N \
+             (also rank() and dense_rank())",
+        ));
+    }
     if has_node(plan, &["SortExec", "SortPreservingMergeExec"])? {
         return Err(plan_err(
             "ORDER BY over a stream needs an aggregation in complete output mode; \
              remove it or aggregate the stream",
-        ));
-    }
-    if has_node(plan, &["WindowAggExec", "BoundedWindowAggExec"])? {
-        return Err(plan_err(
-            "window functions (OVER) are not supported on streams yet",
         ));
     }
     Ok(())

@@ -13,6 +13,7 @@ use super::watermark::NO_WATERMARK;
 use crate::checkpoint::Commit;
 use crate::metrics::BatchProgress;
 use crate::operator::aggregate::AggregateOp;
+use crate::operator::rank::RankOp;
 use crate::operator::updating::UpdatingAggregateOp;
 use crate::operator::{BatchContext, Operator, Snapshot};
 
@@ -69,6 +70,7 @@ impl StreamState {
                 OperatorPlan::Updating { spec } => {
                     Box::new(UpdatingAggregateOp::new(spec, stage.emit)?)
                 }
+                OperatorPlan::Rank { spec } => Box::new(RankOp::new(spec, stage.emit)?),
             });
         }
         Ok(Self {

@@ -18,6 +18,7 @@
 //! Append-only edges have no change column.
 
 pub mod aggregate;
+pub mod rank;
 pub mod updating;
 
 use arrow::array::{ArrayRef, AsArray, BooleanArray, Int8Array, RecordBatch, StringArray};

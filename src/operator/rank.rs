@@ -1,0 +1,413 @@
+//! Top-N per key: `row_number()` / `rank()` / `dense_rank()` `OVER (PARTITION BY k
+//! ORDER BY …)` filtered by `<= N` (N = 1: dedup, Flink's Deduplicate keeping the first
+//! or last row by the order). The state keeps, per partition key, the best N rows in
+//! order; a batch's rows that rank inside are inserted, rows pushed out are dropped.
+//!
+//! ```text
+//!  key k: [r1, r2, r3]  + row x ranking 2nd  ─►  [r1, x, r2]   emits  -U r2@2 +U x@2
+//!                                                               -U r3@3 +U r2@3
+//! ```
+//! The result's unique key is (partition key, rank): each position that changed emits
+//! its old row (`-U`) and its new one (`+U`); a new position is `+I`, a position gone
+//! (ties left the top with `rank()`) is `-D`. Rows are kept as arrow row bytes, so any
+//! column type works.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch, UInt64Array};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::row::{RowConverter, SortField};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::physical_expr::{PhysicalExpr, PhysicalSortExpr};
+
+use super::{kind, BatchContext, Emit, Operator, Snapshot};
+use crate::checkpoint::Commit;
+use crate::metrics::BatchProgress;
+
+/// Which rank function numbers the rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RankFunction {
+    /// 1, 2, 3, … (ties in arrival order).
+    RowNumber,
+    /// Ties share a rank; the next rank skips (1, 1, 3).
+    Rank,
+    /// Ties share a rank; the next rank does not skip (1, 1, 2).
+    DenseRank,
+}
+
+/// What a top-N computes.
+#[derive(Debug, Clone)]
+pub struct RankSpec {
+    /// The numbering.
+    pub function: RankFunction,
+    /// PARTITION BY expressions over the input rows.
+    pub partition_by: Vec<Arc<dyn PhysicalExpr>>,
+    /// ORDER BY expressions over the input rows.
+    pub order_by: Vec<PhysicalSortExpr>,
+    /// Rows ranked above this are dropped.
+    pub limit: u64,
+    /// The input rows' schema.
+    pub input_schema: SchemaRef,
+    /// Input columns + the rank column.
+    pub output_schema: SchemaRef,
+}
+
+/// One kept row: its order key and the row itself, as row bytes.
+#[derive(Clone, PartialEq, Eq)]
+struct Entry {
+    order: Box<[u8]>,
+    row: Box<[u8]>,
+}
+
+/// The top-N operator.
+pub struct RankOp {
+    spec: RankSpec,
+    emit: Emit,
+    changes: SchemaRef,
+    partition_rows: RowConverter,
+    order_rows: RowConverter,
+    input_rows: RowConverter,
+    lists: HashMap<Box<[u8]>, Vec<Entry>>,
+    /// Lists as they were before this batch, for the keys it touched.
+    before: HashMap<Box<[u8]>, Vec<Entry>>,
+    /// Keys changed since the last checkpoint delta.
+    dirty: std::collections::HashSet<Box<[u8]>>,
+    bytes: usize,
+}
+
+impl RankOp {
+    /// Empty state for `spec`.
+    pub fn new(spec: &RankSpec, emit: Emit) -> Result<Self> {
+        let schema = &spec.input_schema;
+        let types = |exprs: &mut dyn Iterator<Item = &Arc<dyn PhysicalExpr>>| {
+            exprs
+                .map(|e| e.data_type(schema))
+                .collect::<Result<Vec<DataType>>>()
+        };
+        let mut partition_fields: Vec<SortField> = types(&mut spec.partition_by.iter())?
+            .into_iter()
+            .map(SortField::new)
+            .collect();
+        if partition_fields.is_empty() {
+            partition_fields.push(SortField::new(DataType::Null));
+        }
+        let order_fields = spec
+            .order_by
+            .iter()
+            .map(|s| {
+                Ok(SortField::new_with_options(
+                    s.expr.data_type(schema)?,
+                    s.options,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let input_fields = schema
+            .fields()
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
+        Ok(Self {
+            changes: super::with_change(&spec.output_schema),
+            spec: spec.clone(),
+            emit,
+            partition_rows: RowConverter::new(partition_fields)?,
+            order_rows: RowConverter::new(order_fields)?,
+            input_rows: RowConverter::new(input_fields)?,
+            lists: HashMap::new(),
+            before: HashMap::new(),
+            dirty: Default::default(),
+            bytes: 0,
+        })
+    }
+
+    fn partition_keys(&self, b: &RecordBatch) -> Result<arrow::row::Rows> {
+        let n = b.num_rows();
+        let mut cols = self
+            .spec
+            .partition_by
+            .iter()
+            .map(|e| e.evaluate(b)?.into_array(n))
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        if cols.is_empty() {
+            cols.push(arrow::array::new_null_array(&DataType::Null, n));
+        }
+        Ok(self.partition_rows.convert_columns(&cols)?)
+    }
+
+    fn insert(&mut self, b: &RecordBatch) -> Result<()> {
+        let n = b.num_rows();
+        let parts = self.partition_keys(b)?;
+        let order_cols = self
+            .spec
+            .order_by
+            .iter()
+            .map(|s| s.expr.evaluate(b)?.into_array(n))
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        let orders = self.order_rows.convert_columns(&order_cols)?;
+        let rows = self.input_rows.convert_columns(b.columns())?;
+        for r in 0..n {
+            let part = parts.row(r);
+            let order = orders.row(r);
+            let list = match self.lists.get_mut(part.as_ref()) {
+                Some(l) => l,
+                None => self.lists.entry(part.as_ref().into()).or_default(),
+            };
+            // A row that cannot rank inside the list as it is changes nothing.
+            let pos = list.partition_point(|e| e.order.as_ref() <= order.as_ref());
+            let full = list.len() as u64 >= self.spec.limit;
+            if full && pos >= list.len() && self.spec.function == RankFunction::RowNumber {
+                continue;
+            }
+            if !self.before.contains_key(part.as_ref()) {
+                self.before.insert(part.as_ref().into(), list.clone());
+            }
+            self.dirty.insert(part.as_ref().into());
+            let entry = Entry {
+                order: order.as_ref().into(),
+                row: rows.row(r).as_ref().into(),
+            };
+            self.bytes += entry.order.len() + entry.row.len() + 32;
+            list.insert(pos, entry);
+            let keep = kept(self.spec.function, list, self.spec.limit);
+            for e in list.drain(keep..) {
+                self.bytes = self.bytes.saturating_sub(e.order.len() + e.row.len() + 32);
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows (with their ranks) as the output schema, in `kinds`' order.
+    fn rows_of(&self, entries: &[(&Entry, u64)]) -> Result<(RecordBatch, usize)> {
+        let parser = self.input_rows.parser();
+        let cols = self
+            .input_rows
+            .convert_rows(entries.iter().map(|(e, _)| parser.parse(&e.row)))?;
+        let ranks: ArrayRef = Arc::new(UInt64Array::from_iter_values(
+            entries.iter().map(|(_, r)| *r),
+        ));
+        let rank_type = self
+            .spec
+            .output_schema
+            .fields()
+            .last()
+            .map(|f| f.data_type().clone())
+            .unwrap_or(DataType::UInt64);
+        let mut all = cols;
+        all.push(cast(&ranks, &rank_type)?);
+        Ok((
+            RecordBatch::try_new(Arc::clone(&self.spec.output_schema), all)?,
+            entries.len(),
+        ))
+    }
+
+    /// Every kept row with its rank.
+    fn all_rows(&self) -> Result<Vec<RecordBatch>> {
+        let mut entries = Vec::new();
+        for list in self.lists.values() {
+            let ranks = ranks(self.spec.function, list);
+            entries.extend(list.iter().zip(ranks));
+        }
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(vec![self.rows_of(&entries)?.0])
+    }
+
+    /// Each changed position of each touched key: `-U`/`+U`, `+I` or `-D`.
+    fn changes(&mut self) -> Result<Vec<RecordBatch>> {
+        let before = std::mem::take(&mut self.before);
+        let mut entries: Vec<(&Entry, u64)> = Vec::new();
+        let mut kinds = Vec::new();
+        let empty = Vec::new();
+        for (part, old) in &before {
+            let new = self.lists.get(part).unwrap_or(&empty);
+            let (old_ranks, new_ranks) = (
+                ranks(self.spec.function, old),
+                ranks(self.spec.function, new),
+            );
+            for i in 0..old.len().max(new.len()) {
+                let o = old.get(i).map(|e| (e, old_ranks[i]));
+                let n = new.get(i).map(|e| (e, new_ranks[i]));
+                match (o, n) {
+                    (Some(o), Some(n)) if o == n => {}
+                    (Some(o), Some(n)) => {
+                        entries.extend([o, n]);
+                        kinds.extend([kind::UPDATE_BEFORE, kind::UPDATE_AFTER]);
+                    }
+                    (None, Some(n)) => {
+                        entries.push(n);
+                        kinds.push(kind::INSERT);
+                    }
+                    (Some(o), None) => {
+                        entries.push(o);
+                        kinds.push(kind::DELETE);
+                    }
+                    (None, None) => {}
+                }
+            }
+        }
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (b, _) = self.rows_of(&entries)?;
+        Ok(vec![super::with_kinds(&b, kinds, &self.changes)?])
+    }
+
+    fn state_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("partition", DataType::Binary, false),
+            Field::new("order", DataType::Binary, true),
+            Field::new("row", DataType::Binary, true),
+        ]))
+    }
+
+    /// The lists of `keys` as state rows (a key without rows: one row of nulls, so a
+    /// delta can say it emptied).
+    fn state_rows(&self, keys: &mut dyn Iterator<Item = &Box<[u8]>>) -> Result<Vec<RecordBatch>> {
+        let (mut parts, mut orders, mut rows) = (Vec::new(), Vec::new(), Vec::new());
+        for k in keys {
+            match self.lists.get(k).filter(|l| !l.is_empty()) {
+                Some(list) => {
+                    for e in list {
+                        parts.push(k.as_ref());
+                        orders.push(Some(e.order.as_ref()));
+                        rows.push(Some(e.row.as_ref()));
+                    }
+                }
+                None => {
+                    parts.push(k.as_ref());
+                    orders.push(None);
+                    rows.push(None);
+                }
+            }
+        }
+        if parts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(BinaryArray::from_iter_values(parts)),
+            Arc::new(BinaryArray::from(orders)),
+            Arc::new(BinaryArray::from(rows)),
+        ];
+        Ok(vec![RecordBatch::try_new(Self::state_schema(), cols)?])
+    }
+}
+
+/// How many entries of an ordered list rank within `limit`.
+fn kept(function: RankFunction, list: &[Entry], limit: u64) -> usize {
+    let ranks = ranks(function, list);
+    ranks.iter().take_while(|r| **r <= limit).count()
+}
+
+/// The rank of each entry of an ordered list.
+fn ranks(function: RankFunction, list: &[Entry]) -> Vec<u64> {
+    let mut out = Vec::with_capacity(list.len());
+    let mut dense = 0;
+    for (i, e) in list.iter().enumerate() {
+        let tie = i > 0 && list[i - 1].order == e.order;
+        let r = match function {
+            RankFunction::RowNumber => i as u64 + 1,
+            RankFunction::Rank if tie => out[i - 1],
+            RankFunction::Rank => i as u64 + 1,
+            RankFunction::DenseRank => {
+                if !tie {
+                    dense += 1;
+                }
+                dense
+            }
+        };
+        out.push(r);
+    }
+    out
+}
+
+impl Operator for RankOp {
+    fn process(
+        &mut self,
+        input: Vec<RecordBatch>,
+        ctx: &mut BatchContext,
+    ) -> Result<Vec<RecordBatch>> {
+        let mut rows = 0;
+        for b in input.iter().filter(|b| b.num_rows() > 0) {
+            rows += b.num_rows() as u64;
+            self.insert(b)?;
+        }
+        ctx.progress.shard_rows = vec![rows];
+        let out = match self.emit {
+            Emit::All => {
+                self.before.clear();
+                self.all_rows()?
+            }
+            Emit::Changes => self.changes()?,
+            Emit::Upserts | Emit::Closed => {
+                return Err(DataFusionError::Internal(
+                    "a top-N emits changes or all rows".into(),
+                ))
+            }
+        };
+        ctx.progress.emitted_rows += out.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        Ok(out)
+    }
+
+    fn snapshot(&mut self, full: bool) -> Result<Snapshot> {
+        let rows = match full {
+            true => {
+                self.dirty.clear();
+                self.state_rows(&mut self.lists.keys())?
+            }
+            false => {
+                let dirty = std::mem::take(&mut self.dirty);
+                self.state_rows(&mut dirty.iter())?
+            }
+        };
+        Ok(Snapshot {
+            schema: Self::state_schema(),
+            rows,
+            full,
+        })
+    }
+
+    fn restore(
+        &mut self,
+        full: &[RecordBatch],
+        deltas: &[Vec<RecordBatch>],
+        _: &Commit,
+    ) -> Result<()> {
+        for b in full.iter().chain(deltas.iter().flatten()) {
+            let parts = b.column(0).as_binary::<i32>();
+            let orders = b.column(1).as_binary::<i32>();
+            let rows = b.column(2).as_binary::<i32>();
+            let mut cleared = std::collections::HashSet::new();
+            for i in 0..b.num_rows() {
+                let part: Box<[u8]> = parts.value(i).into();
+                if cleared.insert(part.clone()) {
+                    self.lists.insert(part.clone(), Vec::new());
+                }
+                if rows.is_valid(i) && orders.is_valid(i) {
+                    let list = self.lists.entry(part).or_default();
+                    list.push(Entry {
+                        order: orders.value(i).into(),
+                        row: rows.value(i).into(),
+                    });
+                }
+            }
+        }
+        self.lists.retain(|_, l| !l.is_empty());
+        self.bytes = self
+            .lists
+            .values()
+            .flatten()
+            .map(|e| e.order.len() + e.row.len() + 32)
+            .sum();
+        self.before.clear();
+        self.dirty.clear();
+        Ok(())
+    }
+
+    fn describe(&self, p: &mut BatchProgress) {
+        p.state_groups += self.lists.values().map(Vec::len).sum::<usize>();
+        p.state_bytes += self.bytes + self.lists.len() * 48;
+    }
+}
