@@ -7,13 +7,14 @@
 //!  LOCATION/state/<batch>.delta.arrow  or only the groups the batch changed (same schema)
 //!  LOCATION/commits/<batch>.json       the manifest, written LAST: next offsets, watermark, state files
 //! ```
-//! Incremental checkpoints: a batch writes a delta (each changed group's whole state)
-//! unless the deltas since the last full snapshot hold as many rows as that snapshot;
-//! then it writes a full snapshot, which starts a new chain. A manifest names its full
-//! snapshot and the deltas after it; recovery reads the snapshot and applies the
-//! deltas in order (a later row for a group replaces the earlier). Bytes written per
-//! batch follow the groups changed, and the files one recovery reads stay within about
-//! twice the state.
+//! Incremental checkpoints: the first commit writes the state whole; after that each
+//! batch writes a delta file holding each changed group's whole state, plus one slice
+//! of the key groups (all their groups) — a rebase spread over a cycle of m batches, m
+//! chosen so a slice is about as big as a delta. Once a cycle has written every slice,
+//! every file from before it is superseded and leaves the chain. A manifest names the
+//! files of its chain; recovery applies them in order (a later row for a group
+//! replaces the earlier). So a batch writes about twice what it changed, never the
+//! whole state at once, and a recovery reads about twice the state.
 //! A batch is committed when its manifest exists and parses and the state file it names
 //! reads completely. Recovery takes the newest committed batch (warning about and
 //! skipping a torn manifest or a truncated snapshot), restores its state, and replays
@@ -165,17 +166,49 @@ pub struct Recovered {
 pub enum StateWrite<'a> {
     /// The whole state.
     Full(&'a SchemaRef, &'a [RecordBatch]),
-    /// The groups changed since the previous commit.
-    Delta(&'a SchemaRef, &'a [RecordBatch]),
+    /// The groups changed since the previous commit, and those of the key-group slice
+    /// [`Checkpoint::plan_write`] asked for.
+    Delta(&'a SchemaRef, &'a [RecordBatch], Option<Slice>),
 }
 
-/// One operator's full snapshot the next commit builds on and the deltas after it.
+/// Slice `index` of `of` of the key groups: those with `kg * of / KEY_GROUPS == index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slice {
+    /// Which slice.
+    pub index: u32,
+    /// How many slices the cycle has.
+    pub of: u32,
+}
+
+impl Slice {
+    /// Whether key group `kg` is in the slice.
+    pub fn covers(&self, kg: u64) -> bool {
+        kg * u64::from(self.of) / crate::state::KEY_GROUPS == u64::from(self.index)
+    }
+}
+
+/// What an operator should write for the next commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    /// Its whole state.
+    Full,
+    /// What changed, and (when given) every group of a key-group slice.
+    Delta(Option<Slice>),
+}
+
+/// One operator's files the next commit builds on: a full snapshot (until a rebase
+/// cycle supersedes it) and the deltas after it, and the rebase cycle running.
 #[derive(Debug, Clone, Default)]
 struct Chain {
     full: Option<String>,
     deltas: Vec<String>,
-    full_rows: u64,
-    delta_rows: u64,
+    /// Rows of the newest delta (sizes the next cycle's slices).
+    last_delta_rows: u64,
+    /// Slices of the running cycle (0: none running).
+    slices: u32,
+    next_slice: u32,
+    /// Index in `deltas` of the running cycle's first file.
+    cycle_start: usize,
 }
 
 /// Every operator's chain, and the oldest full snapshot each commit on disk builds on
@@ -194,12 +227,13 @@ pub struct Checkpoint {
     chain: std::sync::Mutex<Chains>,
 }
 
-/// The oldest full snapshot (batch id) a commit builds on.
+/// The oldest state file (batch id) a commit builds on.
 fn oldest_base(commit: &Commit) -> Option<u64> {
     commit
         .state_files()
         .iter()
-        .filter_map(|f| f.file.as_deref().and_then(file_batch))
+        .filter_map(|f| f.file.as_ref().or(f.deltas.first()))
+        .filter_map(|f| file_batch(f))
         .min()
 }
 
@@ -306,16 +340,36 @@ impl Checkpoint {
             .await
     }
 
-    /// Whether operator `op`'s next commit should write a full snapshot rather than a
-    /// delta: there is none yet, or the deltas since it hold as many rows as it does.
-    pub fn wants_full(&self, op: usize) -> bool {
-        let c = self
-            .chain
-            .lock()
-            .ok()
-            .and_then(|c| c.operators.get(op).cloned())
-            .unwrap_or_default();
-        c.full.is_none() || c.delta_rows >= c.full_rows
+    /// What operator `op` (holding `state_rows` rows) writes next: its whole state
+    /// when the chain is empty, else a delta with the next slice of the rebase cycle
+    /// (starting one, sized so a slice is about a delta, when none runs).
+    pub fn plan_write(&self, op: usize, state_rows: u64) -> WriteKind {
+        let Ok(mut chains) = self.chain.lock() else {
+            return WriteKind::Full;
+        };
+        if chains.operators.len() <= op {
+            chains.operators.resize(op + 1, Chain::default());
+        }
+        let c = &mut chains.operators[op];
+        if c.full.is_none() && c.deltas.is_empty() {
+            return WriteKind::Full;
+        }
+        if c.slices == 0 {
+            // Before any delta was seen (a fresh chain), 16 slices.
+            let m = match c.last_delta_rows {
+                0 => 16,
+                // A slice about half a delta: a batch writes ~1.5× what it changed.
+                per_delta => (2 * state_rows).div_ceil(per_delta),
+            };
+            let m = m.clamp(1, crate::state::KEY_GROUPS);
+            c.slices = m as u32;
+            c.next_slice = 0;
+            c.cycle_start = c.deltas.len();
+        }
+        WriteKind::Delta(Some(Slice {
+            index: c.next_slice,
+            of: c.slices,
+        }))
     }
 
     /// Writes each operator's state (a full snapshot or a delta), then the manifest
@@ -331,9 +385,9 @@ impl Checkpoint {
         chains.operators.resize(states.len(), Chain::default());
         let (mut written, mut all_full) = (0, true);
         for (op, state) in states.iter().enumerate() {
-            let (schema, rows, full) = match state {
-                StateWrite::Full(s, r) => (s, r, true),
-                StateWrite::Delta(s, r) => (s, r, false),
+            let (schema, rows, full, slice) = match state {
+                StateWrite::Full(s, r) => (s, r, true, None),
+                StateWrite::Delta(s, r, slice) => (s, r, false, *slice),
             };
             all_full &= full;
             let mut buf = Vec::new();
@@ -360,13 +414,23 @@ impl Checkpoint {
             self.put(&path, buf).await?;
             let chain = &mut chains.operators[op];
             if full {
-                chain.full = Some(path.to_string());
-                chain.deltas.clear();
-                chain.full_rows = n;
-                chain.delta_rows = 0;
-            } else {
-                chain.deltas.push(path.to_string());
-                chain.delta_rows += n;
+                *chain = Chain {
+                    full: Some(path.to_string()),
+                    ..Chain::default()
+                };
+                continue;
+            }
+            chain.deltas.push(path.to_string());
+            chain.last_delta_rows = n;
+            if let Some(slice) = slice.filter(|s| s.of == chain.slices) {
+                chain.next_slice = slice.index + 1;
+                if chain.next_slice >= chain.slices {
+                    // Every key group was rewritten since the cycle began: what came
+                    // before it is superseded.
+                    chain.full = None;
+                    chain.deltas.drain(..chain.cycle_start);
+                    chain.slices = 0;
+                }
             }
         }
         let mut files = chains.operators.iter().map(|c| StateFiles {
@@ -479,12 +543,12 @@ impl Checkpoint {
         let rows = |b: &[RecordBatch]| b.iter().map(|b| b.num_rows() as u64).sum::<u64>();
         let mut chains = Chains::default();
         if let Some(c) = commit {
-            for (files, (full, deltas)) in c.state_files().into_iter().zip(state) {
+            for (files, (_, deltas)) in c.state_files().into_iter().zip(state) {
                 chains.operators.push(Chain {
                     full: files.file,
                     deltas: files.deltas,
-                    full_rows: rows(full),
-                    delta_rows: deltas.iter().map(|d| rows(d)).sum(),
+                    last_delta_rows: deltas.last().map_or(0, |d| rows(d)),
+                    ..Chain::default()
                 });
             }
         }
@@ -546,7 +610,11 @@ impl Checkpoint {
             }
             state.push((full, deltas));
         }
-        if commit.state_file.is_none() && commit.more_state.is_empty() {
+        // A stateless query's manifest names no state file at all.
+        let stateless = commit.state_file.is_none()
+            && commit.state_deltas.is_empty()
+            && commit.more_state.is_empty();
+        if stateless {
             state.clear();
         }
         Ok((commit, state))
@@ -592,61 +660,76 @@ mod tests {
         vec![RecordBatch::try_new(Arc::clone(schema), vec![col]).unwrap()]
     }
 
+    /// The value of each delta's first row, in chain order.
+    fn firsts(deltas: &[Vec<RecordBatch>]) -> Vec<i64> {
+        deltas
+            .iter()
+            .map(|d| {
+                let col = d[0].column(0).as_any().downcast_ref::<Int64Array>();
+                col.unwrap().value(0)
+            })
+            .collect()
+    }
+
     #[tokio::test]
-    async fn deltas_chain_onto_a_full_snapshot_until_they_outgrow_it() {
+    async fn a_rebase_cycle_of_slices_supersedes_the_full_snapshot() {
         let dir = std::env::temp_dir().join(format!("sluice-chain-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let loc = dir.display().to_string();
         let schema: SchemaRef =
             Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
         let c = Checkpoint::open(&loc, 2).unwrap();
-        assert!(c.wants_full(0));
+        assert_eq!(c.plan_write(0, 0), WriteKind::Full);
         let full = rows(&schema, &[1, 2, 3, 4]);
         c.commit(commit(0), &[StateWrite::Full(&schema, &full)])
             .await
             .unwrap();
-        for id in 1..=2 {
-            assert!(
-                !c.wants_full(0),
-                "batch {id}: 2 delta rows < 4 snapshot rows"
-            );
+        // No delta seen yet: 16 slices; here the test writes 4 of a 4-slice cycle by
+        // hand (what plan_write asks is checked once the deltas have a size).
+        assert_eq!(
+            c.plan_write(0, 4),
+            WriteKind::Delta(Some(Slice { index: 0, of: 16 }))
+        );
+        if let Ok(mut ch) = c.chain.lock() {
+            ch.operators[0].slices = 4;
+        }
+        for id in 1..=4u64 {
+            let slice = Slice {
+                index: id as u32 - 1,
+                of: 4,
+            };
             let d = rows(&schema, &[id as i64, 10 * id as i64]);
-            c.commit(commit(id), &[StateWrite::Delta(&schema, &d)])
+            c.commit(commit(id), &[StateWrite::Delta(&schema, &d, Some(slice))])
                 .await
                 .unwrap();
         }
-        assert!(c.wants_full(0), "4 delta rows reach the snapshot's 4");
-
-        // A new process recovers the snapshot and both deltas, in order, although
-        // batch 0's commit aged out (keep = 2): its snapshot is still needed.
+        // The cycle wrote every slice: the snapshot left the chain. A new process
+        // recovers the four deltas in order, and sizes the next cycle from them.
         let again = Checkpoint::open(&loc, 2).unwrap();
         let rec = again.recover().await.unwrap();
-        assert_eq!(rec.commit.as_ref().map(|c| c.batch_id), Some(2));
-        assert_eq!(rec.state[0].0[0].num_rows(), 4);
-        let firsts: Vec<i64> = rec.state[0]
-            .1
-            .iter()
-            .map(|d| {
-                d[0].column(0)
-                    .as_any()
-                    .downcast_ref::<Int64Array>()
-                    .unwrap()
-                    .value(0)
-            })
-            .collect();
-        assert_eq!(firsts, [1, 2]);
-        assert!(again.wants_full(0));
-
-        // The next full snapshot starts a new chain; the old files go once no kept
-        // commit needs them.
-        let full = rows(&schema, &[7]);
+        assert_eq!(rec.commit.as_ref().map(|c| c.batch_id), Some(4));
+        assert!(rec.state[0].0.is_empty());
+        assert_eq!(firsts(&rec.state[0].1), [1, 2, 3, 4]);
+        for (id, index) in [(5u64, 0u32), (6, 1), (7, 2), (8, 3)] {
+            let kind = again.plan_write(0, 4);
+            let slice = Slice { index, of: 4 };
+            assert_eq!(
+                kind,
+                WriteKind::Delta(Some(slice)),
+                "2 × 4 rows / 2 per delta"
+            );
+            let d = rows(&schema, &[id as i64, 0]);
+            again
+                .commit(commit(id), &[StateWrite::Delta(&schema, &d, Some(slice))])
+                .await
+                .unwrap();
+        }
+        // Commit 7 (kept, keep = 2) still builds on batches 1-4; once it ages out,
+        // only the second cycle's files and what follows are left.
+        let d = rows(&schema, &[9]);
+        let slice = Some(Slice { index: 0, of: 8 });
         again
-            .commit(commit(3), &[StateWrite::Full(&schema, &full)])
-            .await
-            .unwrap();
-        let d = rows(&schema, &[8]);
-        again
-            .commit(commit(4), &[StateWrite::Delta(&schema, &d)])
+            .commit(commit(9), &[StateWrite::Delta(&schema, &d, slice)])
             .await
             .unwrap();
         let mut left: Vec<String> = std::fs::read_dir(dir.join("state"))
@@ -656,7 +739,7 @@ mod tests {
         left.sort();
         assert_eq!(
             left,
-            [format!("{:020}.arrow", 3), format!("{:020}.delta.arrow", 4)]
+            [5, 6, 7, 8, 9].map(|b| format!("{b:020}.delta.arrow"))
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

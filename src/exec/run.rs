@@ -617,7 +617,7 @@ impl Outputs {
         p.phases.push(("sink", sink_started.elapsed()));
         let commit_started = Instant::now();
         if let Some(c) = &self.checkpoint {
-            let snapshots = state.snapshot(|op| c.wants_full(op))?;
+            let snapshots = state.snapshot(|op, rows| c.plan_write(op, rows))?;
             let (watermark, max_event, emitted_through) = state.time();
             let commit = Commit {
                 batch_id,
@@ -636,7 +636,7 @@ impl Outputs {
                 .iter()
                 .map(|s| match s.full {
                     true => StateWrite::Full(&s.schema, &s.rows),
-                    false => StateWrite::Delta(&s.schema, &s.rows),
+                    false => StateWrite::Delta(&s.schema, &s.rows, s.slice),
                 })
                 .collect();
             let written = c.commit(commit, &writes).await?;

@@ -10,7 +10,7 @@ use arrow::array::RecordBatch;
 use super::dataflow::OperatorPlan;
 use super::plan::StreamPlan;
 use super::watermark::NO_WATERMARK;
-use crate::checkpoint::Commit;
+use crate::checkpoint::{Commit, WriteKind};
 use crate::metrics::BatchProgress;
 use crate::operator::aggregate::AggregateOp;
 use crate::operator::rank::RankOp;
@@ -162,12 +162,16 @@ impl StreamState {
         }
     }
 
-    /// Each operator's state to checkpoint: whole where `full(i)` says so (an operator
-    /// may answer whole anyway), else the groups changed since the last checkpoint.
-    pub fn snapshot(&mut self, full: impl Fn(usize) -> bool) -> anyhow::Result<Vec<Snapshot>> {
+    /// Each operator's state to checkpoint, as `plan(operator, its state rows)` asks
+    /// (an operator may answer whole anyway).
+    pub fn snapshot(
+        &mut self,
+        plan: impl Fn(usize, u64) -> WriteKind,
+    ) -> anyhow::Result<Vec<Snapshot>> {
         let mut out = Vec::with_capacity(self.operators.len());
         for (i, op) in self.operators.iter_mut().enumerate() {
-            out.push(op.snapshot(full(i))?);
+            let kind = plan(i, op.state_rows());
+            out.push(op.snapshot(kind)?);
         }
         Ok(out)
     }

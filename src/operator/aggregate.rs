@@ -10,7 +10,7 @@ use arrow::datatypes::SchemaRef;
 use datafusion::error::{DataFusionError, Result};
 
 use super::{BatchContext, Emit, Operator, Snapshot};
-use crate::checkpoint::Commit;
+use crate::checkpoint::{Commit, WriteKind};
 use crate::exec::plan::Windowing;
 use crate::exec::watermark::{WatermarkTracker, NO_WATERMARK};
 use crate::metrics::BatchProgress;
@@ -129,29 +129,39 @@ impl Operator for AggregateOp {
         Ok(emitted)
     }
 
-    fn snapshot(&mut self, full: bool) -> Result<Snapshot> {
-        Ok(match self {
-            AggregateOp::Groups { state, .. } if full => {
+    fn snapshot(&mut self, kind: WriteKind) -> Result<Snapshot> {
+        Ok(match (self, kind) {
+            (AggregateOp::Groups { state, .. }, WriteKind::Full) => {
                 let rows = state.snapshot()?;
                 state.clear_delta();
                 Snapshot {
                     schema: state.spec().partial_schema.clone(),
                     rows,
                     full: true,
+                    slice: None,
                 }
             }
-            AggregateOp::Groups { state, .. } => Snapshot {
+            (AggregateOp::Groups { state, .. }, WriteKind::Delta(slice)) => Snapshot {
                 schema: state.spec().partial_schema.clone(),
-                rows: state.delta()?,
+                rows: state.delta(slice)?,
                 full: false,
+                slice,
             },
             // Bounded by the watermark: written whole.
-            AggregateOp::Windows { state, .. } => Snapshot {
+            (AggregateOp::Windows { state, .. }, _) => Snapshot {
                 schema: state.spec().partial_schema.clone(),
                 rows: state.snapshot()?,
                 full: true,
+                slice: None,
             },
         })
+    }
+
+    fn state_rows(&self) -> u64 {
+        match self {
+            AggregateOp::Groups { state, .. } => state.groups() as u64,
+            AggregateOp::Windows { state, .. } => state.groups() as u64,
+        }
     }
 
     fn restore(

@@ -26,7 +26,7 @@ use arrow::datatypes::{DataType, Field, Int8Type, Schema, SchemaRef};
 use datafusion::error::{DataFusionError, Result};
 use std::sync::Arc;
 
-use crate::checkpoint::Commit;
+use crate::checkpoint::{Commit, Slice, WriteKind};
 use crate::exec::watermark::NO_WATERMARK;
 use crate::metrics::BatchProgress;
 
@@ -91,8 +91,11 @@ pub struct Snapshot {
     pub schema: SchemaRef,
     /// The rows.
     pub rows: Vec<RecordBatch>,
-    /// Whether they are the whole state (else: the groups changed since the last one).
+    /// Whether they are the whole state (else: the groups changed since the last one,
+    /// and those of `slice`).
     pub full: bool,
+    /// The key-group slice the rows include whole.
+    pub slice: Option<Slice>,
 }
 
 /// A stateful operator: change batches in, change batches out, state it can snapshot
@@ -106,9 +109,13 @@ pub trait Operator: Send {
         ctx: &mut BatchContext,
     ) -> Result<Vec<RecordBatch>>;
 
-    /// The state to checkpoint: the whole of it with `full`, else the groups changed
-    /// since the previous call (an operator may always answer whole).
-    fn snapshot(&mut self, full: bool) -> Result<Snapshot>;
+    /// The state to checkpoint: the whole of it for [`WriteKind::Full`], else the
+    /// groups changed since the previous call plus every group of the slice (an
+    /// operator may always answer whole).
+    fn snapshot(&mut self, kind: WriteKind) -> Result<Snapshot>;
+
+    /// Rows (groups, kept rows) its state holds.
+    fn state_rows(&self) -> u64;
 
     /// Restores a full snapshot and the deltas written after it into empty state.
     fn restore(
@@ -130,6 +137,16 @@ pub trait Operator: Send {
     fn has_open_windows(&self) -> bool {
         false
     }
+}
+
+/// A stable hash of key bytes (FNV-1a), for key groups of keys kept as bytes.
+pub fn bytes_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 /// `schema` with the change column added last.

@@ -23,7 +23,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_expr::{PhysicalExpr, PhysicalSortExpr};
 
 use super::{kind, BatchContext, Emit, Operator, Snapshot};
-use crate::checkpoint::Commit;
+use crate::checkpoint::{Commit, WriteKind};
 use crate::metrics::BatchProgress;
 
 /// Which rank function numbers the rows.
@@ -265,7 +265,10 @@ impl RankOp {
 
     /// The lists of `keys` as state rows (a key without rows: one row of nulls, so a
     /// delta can say it emptied).
-    fn state_rows(&self, keys: &mut dyn Iterator<Item = &Box<[u8]>>) -> Result<Vec<RecordBatch>> {
+    fn state_rows_of(
+        &self,
+        keys: &mut dyn Iterator<Item = &Box<[u8]>>,
+    ) -> Result<Vec<RecordBatch>> {
         let (mut parts, mut orders, mut rows) = (Vec::new(), Vec::new(), Vec::new());
         for k in keys {
             match self.lists.get(k).filter(|l| !l.is_empty()) {
@@ -351,22 +354,35 @@ impl Operator for RankOp {
         Ok(out)
     }
 
-    fn snapshot(&mut self, full: bool) -> Result<Snapshot> {
-        let rows = match full {
-            true => {
+    fn snapshot(&mut self, kind: WriteKind) -> Result<Snapshot> {
+        let (full, slice) = match kind {
+            WriteKind::Full => (true, None),
+            WriteKind::Delta(slice) => (false, slice),
+        };
+        let rows = match kind {
+            WriteKind::Full => {
                 self.dirty.clear();
-                self.state_rows(&mut self.lists.keys())?
+                self.state_rows_of(&mut self.lists.keys())?
             }
-            false => {
-                let dirty = std::mem::take(&mut self.dirty);
-                self.state_rows(&mut dirty.iter())?
+            WriteKind::Delta(slice) => {
+                let mut keys = std::mem::take(&mut self.dirty);
+                if let Some(s) = slice {
+                    let kg = |k: &[u8]| crate::state::key_group(super::bytes_hash(k));
+                    keys.extend(self.lists.keys().filter(|k| s.covers(kg(k))).cloned());
+                }
+                self.state_rows_of(&mut keys.iter())?
             }
         };
         Ok(Snapshot {
             schema: Self::state_schema(),
             rows,
             full,
+            slice,
         })
+    }
+
+    fn state_rows(&self) -> u64 {
+        self.lists.values().map(Vec::len).sum::<usize>() as u64
     }
 
     fn restore(

@@ -16,7 +16,7 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::{kind, BatchContext, Emit, Operator, Snapshot};
-use crate::checkpoint::Commit;
+use crate::checkpoint::{Commit, WriteKind};
 use crate::metrics::BatchProgress;
 use crate::state::keys::KeyTable;
 use crate::state::retract::{self, RetractAcc};
@@ -312,13 +312,23 @@ impl Operator for UpdatingAggregateOp {
         Ok(out)
     }
 
-    fn snapshot(&mut self, full: bool) -> Result<Snapshot> {
-        let ids = match full {
-            true => {
+    fn snapshot(&mut self, kind: WriteKind) -> Result<Snapshot> {
+        let (full, slice) = match kind {
+            WriteKind::Full => (true, None),
+            WriteKind::Delta(slice) => (false, slice),
+        };
+        let ids = match kind {
+            WriteKind::Full => {
                 self.dirty.clear();
                 self.keys.live_ids()
             }
-            false => {
+            WriteKind::Delta(slice) => {
+                if let Some(s) = slice {
+                    let ids = self
+                        .keys
+                        .live_ids_where(|h| s.covers(crate::state::key_group(h)));
+                    self.dirty.mark(&ids, self.keys.capacity());
+                }
                 let mut ids = self.dirty.take();
                 ids.sort_unstable();
                 ids
@@ -332,7 +342,12 @@ impl Operator for UpdatingAggregateOp {
             schema: self.state_schema(),
             rows,
             full,
+            slice,
         })
+    }
+
+    fn state_rows(&self) -> u64 {
+        self.keys.len() as u64
     }
 
     fn restore(

@@ -86,6 +86,13 @@ impl KeyTable {
             .collect()
     }
 
+    /// The live ids whose key hash satisfies `f`, ascending.
+    pub fn live_ids_where(&self, f: impl Fn(u64) -> bool) -> Vec<u32> {
+        (0..self.alive.len() as u32)
+            .filter(|i| self.alive[*i as usize] && f(self.hashes[*i as usize]))
+            .collect()
+    }
+
     /// The hash of group `id`'s key (it decides the key group).
     pub fn hash_of(&self, id: u32) -> u64 {
         self.hashes.get(id as usize).copied().unwrap_or(0)

@@ -33,6 +33,7 @@ use datafusion::common::hash_utils::{create_hashes, RandomState};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
+use crate::checkpoint::Slice;
 use accumulate::GroupAcc;
 use keys::KeyTable;
 
@@ -302,8 +303,13 @@ impl StateShard {
         Ok(out)
     }
 
-    /// Keys + partial state of the groups changed since the last delta.
-    fn delta(&mut self) -> Result<Option<Vec<ArrayRef>>> {
+    /// Keys + partial state of the groups changed since the last delta, and of every
+    /// group of `slice`.
+    fn delta(&mut self, slice: Option<Slice>) -> Result<Option<Vec<ArrayRef>>> {
+        if let Some(s) = slice {
+            let ids = self.keys.live_ids_where(|h| s.covers(key_group(h)));
+            self.dirty.mark(&ids, self.keys.capacity());
+        }
         let mut ids = self.dirty.take();
         ids.retain(|id| self.keys.is_live(*id));
         if ids.is_empty() {
@@ -504,12 +510,12 @@ impl ShardedState {
         Ok(out)
     }
 
-    /// The groups changed since the last delta (or snapshot restore), as keys + state
-    /// columns: what an incremental checkpoint writes.
-    pub fn delta(&mut self) -> Result<Vec<RecordBatch>> {
+    /// The groups changed since the last delta (or snapshot restore), and every group
+    /// of `slice`, as keys + state columns: what an incremental checkpoint writes.
+    pub fn delta(&mut self, slice: Option<Slice>) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
         for shard in &mut self.shards {
-            if let Some(cols) = shard.delta()? {
+            if let Some(cols) = shard.delta(slice)? {
                 out.push(RecordBatch::try_new(
                     Arc::clone(&self.spec.partial_schema),
                     cols,
