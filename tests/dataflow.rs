@@ -428,3 +428,56 @@ fn a_window_function_that_is_not_a_top_n_is_refused_with_the_form_to_use() {
         "{stderr}"
     );
 }
+
+#[test]
+fn distinct_over_a_stream_and_over_an_updating_input_is_exact() {
+    check_across_a_restart(
+        "distinct-stream",
+        "SELECT DISTINCT severity, status FROM logs",
+    );
+    // The counts a user may have: a value leaves when no user has it any more.
+    check_across_a_restart(
+        "distinct-updating",
+        "SELECT DISTINCT n FROM (SELECT user_id, count(*) AS n FROM logs GROUP BY user_id) t",
+    );
+}
+
+#[test]
+fn progress_reports_each_operator_rows_in_out_and_state() {
+    let (broker, topic) = seeded_topic("opprogress", 3_000, 2, "crash", 10);
+    let dir = temp_dir("opprogress");
+    let q = query_file(&dir, &broker, &topic, &format!("{TWO_LEVEL};"));
+    let json = dir.join("progress.jsonl");
+    sluice_ok(&[
+        "run",
+        q.to_str().unwrap(),
+        "--available-now",
+        "--max-records-per-batch",
+        "500",
+        "--progress-json",
+        json.to_str().unwrap(),
+    ]);
+    let users: BTreeSet<String> = consume_all(&broker, &topic)
+        .iter()
+        .map(|c| parse_record(&c.payload).unwrap().user_id)
+        .collect();
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&json)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(records.len() >= 6);
+    for r in &records {
+        let ops = r["operators"].as_array().unwrap();
+        assert_eq!(ops.len(), 2);
+        assert_eq!(ops[0]["operator"], "aggregate");
+        assert_eq!(ops[1]["operator"], "aggregate over changes");
+        // The projection between them passes every change on.
+        assert_eq!(ops[0]["numRowsOut"], ops[1]["numRowsIn"]);
+    }
+    let last = &records.last().unwrap()["operators"];
+    assert_eq!(
+        last[0]["numRowsTotal"].as_u64().unwrap() as usize,
+        users.len()
+    );
+}

@@ -58,6 +58,20 @@ pub enum OperatorPlan {
     },
 }
 
+impl OperatorPlan {
+    /// What the operator is, as progress and explain name it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OperatorPlan::Aggregate { window: None, .. } => "aggregate",
+            OperatorPlan::Aggregate {
+                window: Some(_), ..
+            } => "window aggregate",
+            OperatorPlan::Updating { .. } => "aggregate over changes",
+            OperatorPlan::Rank { .. } => "top-N",
+        }
+    }
+}
+
 /// One fragment and the operator it feeds.
 pub struct StagePlan {
     /// The fragment whose rows the operator takes each batch (for an aggregate over an

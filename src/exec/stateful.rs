@@ -11,7 +11,7 @@ use super::dataflow::OperatorPlan;
 use super::plan::StreamPlan;
 use super::watermark::NO_WATERMARK;
 use crate::checkpoint::{Commit, WriteKind};
-use crate::metrics::BatchProgress;
+use crate::metrics::{BatchProgress, OperatorProgress};
 use crate::operator::aggregate::AggregateOp;
 use crate::operator::rank::RankOp;
 use crate::operator::updating::UpdatingAggregateOp;
@@ -51,6 +51,8 @@ impl RowLimit {
 pub struct StreamState {
     /// One per stage of the plan's flow, in the same order.
     operators: Vec<Box<dyn Operator>>,
+    /// What each is, for progress.
+    names: Vec<&'static str>,
     /// A global LIMIT of a query without aggregation.
     limit: Option<RowLimit>,
 }
@@ -59,6 +61,7 @@ impl StreamState {
     /// Empty state for `plan`.
     pub fn new(plan: &StreamPlan) -> anyhow::Result<Self> {
         let mut operators: Vec<Box<dyn Operator>> = Vec::new();
+        let names = plan.flow.stages.iter().map(|s| s.operator.name()).collect();
         for stage in &plan.flow.stages {
             operators.push(match &stage.operator {
                 OperatorPlan::Aggregate { spec, window } => Box::new(AggregateOp::new(
@@ -75,6 +78,7 @@ impl StreamState {
         }
         Ok(Self {
             operators,
+            names,
             limit: plan.limit.map(|n| RowLimit {
                 n: n as u64,
                 emitted: 0,
@@ -135,6 +139,7 @@ impl StreamState {
             let started = Instant::now();
             let rows = plan.run_fragment(i, &stage.input).await?;
             fragments += started.elapsed();
+            let rows_in = rows.iter().map(|b| b.num_rows() as u64).sum();
             let started = Instant::now();
             let mut ctx = BatchContext {
                 close_all,
@@ -142,6 +147,12 @@ impl StreamState {
             };
             let emitted = op.process(rows, &mut ctx)?;
             operators += started.elapsed();
+            p.operators.push(OperatorProgress {
+                operator: self.names[i].to_string(),
+                rows_in,
+                rows_out: emitted.iter().map(|b| b.num_rows() as u64).sum(),
+                ..Default::default()
+            });
             stage.output.set(vec![emitted]);
         }
         let started = Instant::now();
@@ -157,7 +168,13 @@ impl StreamState {
 
     /// Fills in the state figures of `p`.
     pub fn describe(&self, p: &mut BatchProgress) {
-        for op in &self.operators {
+        for (i, op) in self.operators.iter().enumerate() {
+            let mut own = BatchProgress::default();
+            op.describe(&mut own);
+            if let Some(o) = p.operators.get_mut(i) {
+                o.state_rows = own.state_groups;
+                o.state_bytes = own.state_bytes;
+            }
             op.describe(p);
         }
     }

@@ -56,6 +56,23 @@ pub struct BatchProgress {
     /// State bytes the batch's checkpoint wrote, and whether they were a full snapshot
     /// (otherwise a delta of the changed groups); `None` without a checkpoint.
     pub checkpoint_written: Option<(u64, bool)>,
+    /// Each stateful operator's figures, in dataflow order.
+    pub operators: Vec<OperatorProgress>,
+}
+
+/// One stateful operator's figures for a batch.
+#[derive(Debug, Clone, Default)]
+pub struct OperatorProgress {
+    /// What it is ("aggregate", "top-N", …).
+    pub operator: String,
+    /// Rows its input fragment handed it.
+    pub rows_in: u64,
+    /// Rows it emitted.
+    pub rows_out: u64,
+    /// Rows (groups, kept rows) in its state after the batch.
+    pub state_rows: usize,
+    /// Bytes its state holds.
+    pub state_bytes: usize,
 }
 
 /// What one source table contributed to a batch.
@@ -144,6 +161,13 @@ impl BatchProgress {
             "malformedRows": self.malformed_rows,
             "screenedRows": self.screened_rows,
             "numOutputRows": self.output_rows,
+            "operators": self.operators.iter().map(|o| serde_json::json!({
+                "operator": o.operator,
+                "numRowsIn": o.rows_in,
+                "numRowsOut": o.rows_out,
+                "numRowsTotal": o.state_rows,
+                "memoryUsedBytes": o.state_bytes,
+            })).collect::<Vec<_>>(),
             "checkpoint": self.checkpoint_written.map(|(bytes, full)| serde_json::json!({
                 "stateBytesWritten": bytes,
                 "full": full,

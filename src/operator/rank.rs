@@ -332,12 +332,9 @@ impl Operator for RankOp {
         input: Vec<RecordBatch>,
         ctx: &mut BatchContext,
     ) -> Result<Vec<RecordBatch>> {
-        let mut rows = 0;
         for b in input.iter().filter(|b| b.num_rows() > 0) {
-            rows += b.num_rows() as u64;
             self.insert(b)?;
         }
-        ctx.progress.shard_rows = vec![rows];
         let out = match self.emit {
             Emit::All => {
                 self.before.clear();

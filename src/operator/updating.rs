@@ -258,12 +258,9 @@ impl Operator for UpdatingAggregateOp {
         input: Vec<RecordBatch>,
         ctx: &mut BatchContext,
     ) -> Result<Vec<RecordBatch>> {
-        let mut applied = 0;
         for b in input.iter().filter(|b| b.num_rows() > 0) {
-            applied += b.num_rows() as u64;
             self.apply(b)?;
         }
-        ctx.progress.shard_rows = vec![applied];
         let live = self.settle();
         let mut out = Vec::new();
         match self.emit {
