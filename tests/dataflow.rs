@@ -81,18 +81,35 @@ fn check_across_a_restart(name: &str, query: &str) -> Vec<String> {
     let (broker, topic) = seeded_topic(name, 6_000, 2, "crash", 10);
     let dir = temp_dir(name);
     let out = dir.join("out");
-    let q = dir.join("q.sql");
-    std::fs::write(
-        &q,
-        format!(
-            "CREATE TABLE logs (timestamp BIGINT, status VARCHAR, severity VARCHAR, source_ip VARCHAR, \
-             user_id VARCHAR, content VARCHAR) WITH (connector = 'kafka', topic = '{topic}', \
-             bootstrap_servers = '{broker}', format = 'json');\n\
-             CREATE TABLE out WITH (connector = 'jsonl', path = '{}');\nINSERT INTO out {query};\n",
-            out.display()
-        ),
-    )
-    .unwrap();
+    let sink = format!("connector = 'jsonl', path = '{}'", out.display());
+    let q = query_into(&dir, &broker, &topic, &sink, query);
+    let first = || {
+        assert_eq!(
+            written(&out),
+            oracle(&broker, &topic, query),
+            "{name}: first run"
+        )
+    };
+    run_with_a_restart((&broker, &topic), &q, &dir, ("complete", 77), &first);
+    let expected = oracle(&broker, &topic, query);
+    assert!(!expected.is_empty());
+    assert_eq!(written(&out), expected, "{name}: after the restart");
+    std::fs::read_dir(dir.join("ckpt").join("state"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Runs `q` in output `mode` to the end of `topic` in batches of 700 with a checkpoint
+/// in `dir`, calls `between`, adds 3,000 records made with `seed`, and runs `q` again
+/// from the checkpoint.
+fn run_with_a_restart(
+    (broker, topic): (&str, &str),
+    q: &Path,
+    dir: &Path,
+    (mode, seed): (&str, u64),
+    between: &dyn Fn(),
+) {
     let ckpt = dir.join("ckpt");
     let args = [
         "run",
@@ -101,30 +118,19 @@ fn check_across_a_restart(name: &str, query: &str) -> Vec<String> {
         "--max-records-per-batch",
         "700",
         "--output-mode",
-        "complete",
+        mode,
         "--checkpoint",
         ckpt.to_str().unwrap(),
     ];
     sluice_ok(&args);
-    assert_eq!(
-        written(&out),
-        oracle(&broker, &topic, query),
-        "{name}: first run"
-    );
-    append_records(&broker, &topic, 3_000, 77);
+    between();
+    append_records(broker, topic, 3_000, seed);
     let o = sluice_ok(&args);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
         stderr.contains("resuming after committed batch"),
         "{stderr}"
     );
-    let expected = oracle(&broker, &topic, query);
-    assert!(!expected.is_empty());
-    assert_eq!(written(&out), expected, "{name}: after the restart");
-    std::fs::read_dir(ckpt.join("state"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect()
 }
 
 #[test]
@@ -167,18 +173,21 @@ fn count_distinct_and_sum_over_an_updating_input_are_exact() {
     );
 }
 
+/// The one error `sluice explain` gives for `query` (planning only: no broker).
+fn explain_error(name: &str, query: &str) -> String {
+    let dir = temp_dir(name);
+    let q = query_file(&dir, "localhost:1", "t", query);
+    let o = sluice(&["explain", q.to_str().unwrap()]);
+    assert!(!o.status.success(), "{name}: explain succeeded");
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 #[test]
 fn an_aggregate_that_cannot_take_rows_back_is_refused_by_name() {
-    let dir = temp_dir("noretract");
-    let q = query_file(
-        &dir,
-        "localhost:1",
-        "t",
+    let stderr = explain_error(
+        "noretract",
         "SELECT median(n) FROM (SELECT user_id, count(*) AS n FROM logs GROUP BY user_id) t;",
     );
-    let o = sluice(&["explain", q.to_str().unwrap()]);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success());
     assert!(
         stderr.contains("median") && stderr.contains("updating input"),
         "{stderr}"
@@ -240,21 +249,7 @@ fn fold_changelog_by(name: &str, query: &str, key: &[&str]) -> BTreeSet<String> 
     let out = dir.join("out");
     let sink = format!("connector = 'jsonl', path = '{}'", out.display());
     let q = query_into(&dir, &broker, &topic, &sink, query);
-    let ckpt = dir.join("ckpt");
-    let args = [
-        "run",
-        q.to_str().unwrap(),
-        "--available-now",
-        "--max-records-per-batch",
-        "700",
-        "--output-mode",
-        "changelog",
-        "--checkpoint",
-        ckpt.to_str().unwrap(),
-    ];
-    sluice_ok(&args);
-    append_records(&broker, &topic, 3_000, 78);
-    sluice_ok(&args);
+    run_with_a_restart((&broker, &topic), &q, &dir, ("changelog", 78), &|| {});
     // Apply the changelog in batch order: +I adds a key that is absent, -U/-D remove
     // exactly the row held, +U follows its -U.
     let mut files: Vec<PathBuf> = std::fs::read_dir(&out)
@@ -312,21 +307,7 @@ fn update_mode_into_kafka_writes_upserts_and_tombstones() {
         "connector = 'kafka', topic = '{out_topic}', bootstrap_servers = '{broker}', key = 'n'"
     );
     let q = query_into(&dir, &broker, &topic, &sink, TWO_LEVEL);
-    let ckpt = dir.join("ckpt");
-    let args = [
-        "run",
-        q.to_str().unwrap(),
-        "--available-now",
-        "--max-records-per-batch",
-        "700",
-        "--output-mode",
-        "update",
-        "--checkpoint",
-        ckpt.to_str().unwrap(),
-    ];
-    sluice_ok(&args);
-    append_records(&broker, &topic, 3_000, 79);
-    sluice_ok(&args);
+    run_with_a_restart((&broker, &topic), &q, &dir, ("update", 79), &|| {});
     let mut table: std::collections::BTreeMap<String, String> = Default::default();
     let mut tombstones = 0;
     for m in committed(&broker, &out_topic) {
@@ -413,16 +394,10 @@ fn rank_dense_rank_and_dedup_are_exact_across_a_restart() {
 
 #[test]
 fn a_window_function_that_is_not_a_top_n_is_refused_with_the_form_to_use() {
-    let dir = temp_dir("lag");
-    let q = query_file(
-        &dir,
-        "localhost:1",
-        "t",
+    let stderr = explain_error(
+        "lag",
         "SELECT user_id, lag(timestamp) OVER (PARTITION BY user_id ORDER BY timestamp) FROM logs;",
     );
-    let o = sluice(&["explain", q.to_str().unwrap()]);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success());
     assert!(
         stderr.contains("row_number()") && stderr.contains("<= N"),
         "{stderr}"

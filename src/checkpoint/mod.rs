@@ -196,6 +196,16 @@ pub enum WriteKind {
     Delta(Option<Slice>),
 }
 
+impl WriteKind {
+    /// Whether the whole state is asked for, and the slice to add to a delta.
+    pub fn parts(self) -> (bool, Option<Slice>) {
+        match self {
+            WriteKind::Full => (true, None),
+            WriteKind::Delta(slice) => (false, slice),
+        }
+    }
+}
+
 /// One operator's files the next commit builds on: a full snapshot (until a rebase
 /// cycle supersedes it) and the deltas after it, and the rebase cycle running.
 #[derive(Debug, Clone, Default)]

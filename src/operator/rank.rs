@@ -352,10 +352,7 @@ impl Operator for RankOp {
     }
 
     fn snapshot(&mut self, kind: WriteKind) -> Result<Snapshot> {
-        let (full, slice) = match kind {
-            WriteKind::Full => (true, None),
-            WriteKind::Delta(slice) => (false, slice),
-        };
+        let (full, slice) = kind.parts();
         let rows = match kind {
             WriteKind::Full => {
                 self.dirty.clear();

@@ -310,10 +310,7 @@ impl Operator for UpdatingAggregateOp {
     }
 
     fn snapshot(&mut self, kind: WriteKind) -> Result<Snapshot> {
-        let (full, slice) = match kind {
-            WriteKind::Full => (true, None),
-            WriteKind::Delta(slice) => (false, slice),
-        };
+        let (full, slice) = kind.parts();
         let ids = match kind {
             WriteKind::Full => {
                 self.dirty.clear();
