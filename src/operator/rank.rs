@@ -205,7 +205,9 @@ impl RankOp {
     /// Every kept row with its rank.
     fn all_rows(&self) -> Result<Vec<RecordBatch>> {
         let mut entries = Vec::new();
-        for list in self.lists.values() {
+        let mut keys: Vec<&Box<[u8]>> = self.lists.keys().collect();
+        keys.sort_unstable();
+        for list in keys.into_iter().filter_map(|k| self.lists.get(k)) {
             let ranks = ranks(self.spec.function, list);
             entries.extend(list.iter().zip(ranks));
         }
@@ -217,7 +219,10 @@ impl RankOp {
 
     /// Each changed position of each touched key: `-U`/`+U`, `+I` or `-D`.
     fn changes(&mut self) -> Result<Vec<RecordBatch>> {
-        let before = std::mem::take(&mut self.before);
+        // Keys in order: the output does not depend on the hash map's seed.
+        let mut before: Vec<(Box<[u8]>, Vec<Entry>)> =
+            std::mem::take(&mut self.before).into_iter().collect();
+        before.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut entries: Vec<(&Entry, u64)> = Vec::new();
         let mut kinds = Vec::new();
         let empty = Vec::new();
