@@ -456,3 +456,65 @@ fn progress_reports_each_operator_rows_in_out_and_state() {
         users.len()
     );
 }
+
+/// Property: for random splits of the same records into batches, random topic and
+/// plan partition counts, and a restart at a random batch, the final result of each
+/// stateful query equals one batch computation (a seeded loop; the seed is printed on
+/// failure).
+#[test]
+fn any_split_into_batches_and_partitions_gives_the_batch_answer() {
+    let queries = [
+        TWO_LEVEL.to_string(),
+        "SELECT count(*) AS users, min(n) AS least, max(n) AS most, count(DISTINCT n) AS sizes \
+         FROM (SELECT user_id, count(*) AS n FROM logs GROUP BY user_id) t"
+            .to_string(),
+        format!(
+            "SELECT severity, user_id, timestamp, rn FROM (SELECT *, row_number() OVER \
+             (PARTITION BY severity {BY_RECORD}) AS rn FROM logs) t WHERE rn <= 3"
+        ),
+        format!(
+            "SELECT user_id, timestamp FROM (SELECT *, row_number() OVER \
+             (PARTITION BY user_id {}) AS rn FROM logs) t WHERE rn = 1",
+            BY_RECORD.replace("timestamp DESC", "timestamp ASC")
+        ),
+        "SELECT DISTINCT n FROM (SELECT source_ip, count(*) AS n FROM logs GROUP BY source_ip) t"
+            .to_string(),
+    ];
+    let mut rng = fastrand::Rng::with_seed(0x5eed_19);
+    for round in 0..6 {
+        let seed = rng.u64(..);
+        let mut r = fastrand::Rng::with_seed(seed);
+        let query = &queries[round % queries.len()];
+        let topic_partitions = r.usize(1..=3);
+        let (broker, topic) =
+            seeded_topic("prop", r.u64(1_000..4_000), topic_partitions, "crash", 10);
+        let dir = temp_dir("prop");
+        let out = dir.join("out");
+        let sink = format!("connector = 'jsonl', path = '{}'", out.display());
+        let q = query_into(&dir, &broker, &topic, &sink, query);
+        let ckpt = dir.join("ckpt");
+        let bound = r.u64(50..1_500).to_string();
+        let parts = r.usize(1..=3).to_string();
+        let args = [
+            "run",
+            q.to_str().unwrap(),
+            "--available-now",
+            "--max-records-per-batch",
+            &bound,
+            "--target-partitions",
+            &parts,
+            "--output-mode",
+            "complete",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+        ];
+        sluice_ok(&args);
+        append_records(&broker, &topic, r.u64(100..2_000), seed % 1000);
+        sluice_ok(&args);
+        assert_eq!(
+            written(&out),
+            oracle(&broker, &topic, query),
+            "seed {seed}: {query} (topic partitions {topic_partitions}, batches of {bound}, {parts} plan partitions)"
+        );
+    }
+}
