@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Nexmark from Kafka: `sluice gen --nexmark` fills three topics, then in the same run
 # the bare consumer (one librdkafka client per partition, the ceiling) reads the bid
-# topic, and Sluice runs queries/nexmark q0, q1, q2 and q13 over it (the bid table's
-# WITH clause swapped for the topic, results into a blackhole sink). Prints bids/s for
-# each and the ratio to the ceiling (q13 also to q0), and peak RSS.
+# topic, and Sluice runs queries/nexmark q0, q1, q2, q13, q18 (dedup) and q19 (top-N)
+# over it (the bid table's WITH clause swapped for the topic, results into a blackhole
+# sink; q18 and q19 in changelog mode). Prints bids/s for each and the ratio to the
+# ceiling and to q0, and peak RSS.
 #
 #   benchmarks/nexmark.sh [--events N] [--partitions N] [--runs N]
 # Needs the local broker (scripts/kafka-local.sh start) and a release build with the
@@ -29,7 +30,7 @@ prefix="bench-nexmark-$$"
 "$target/sluice" gen --nexmark --nexmark-prefix "$prefix" --broker "$broker" --partitions "$partitions" \
   --target-rps 0 --max-records "$events" --quiet
 bids=$(python3 -c "n=$events; print(n // 50 * 46 + max(n % 50 - 4, 0))")
-for q in q0 q1 q2 q13; do
+for q in q0 q1 q2 q13 q18 q19; do
   python3 - "$repo/queries/nexmark/$q.sql" "$dir/$q.sql" "$prefix-bid" "$broker" "$repo" <<'PY'
 import re, sys
 src, dst, topic, broker, repo = sys.argv[1:]
@@ -52,9 +53,12 @@ for r in $(seq 1 "$runs"); do
   ceiling=$(python3 -c "print($bids / $(cat "$dir/bare-time"))")
   printf '%-6s %-4s %-14.0f %-12s %-10s %s\n' "bare" "$r" "$ceiling" "1.00" "" ""
   q0=""
-  for q in q0 q1 q2 q13; do
+  for q in q0 q1 q2 q13 q18 q19; do
+    # Dedup and top-N are updating results: their changes go to the sink.
+    mode=append
+    case "$q" in q18|q19) mode=changelog ;; esac
     /usr/bin/time -f "%e %M" -o "$dir/time" "$target/sluice" run "$dir/$q.sql" --available-now \
-      --status plain 2>"$dir/err" >/dev/null || { cat "$dir/err"; exit 1; }
+      --output-mode "$mode" --status plain 2>"$dir/err" >/dev/null || { cat "$dir/err"; exit 1; }
     read -r wall rss <"$dir/time"
     rate=$(python3 -c "print($bids / $wall)")
     [ "$q" = q0 ] && q0="$rate"
