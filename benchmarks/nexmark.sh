@@ -40,8 +40,9 @@ sql = re.sub(r"WITH \(connector = 'nexmark'[^;]*\);",
 sql = sql.replace("'queries/nexmark/", f"'{repo}/queries/nexmark/")
 sql = re.sub(r"CREATE TABLE nexmark_q10[^;]*;\s*", "", sql)
 sql = re.sub(r"INSERT INTO \w+\s*", "", sql)
-body = sql[sql.rindex("SELECT"):] if "JOIN" not in sql else sql[sql.index("SELECT b."):]
-head = sql[: sql.index(body)]
+# The query is what follows the last statement before it (the CREATE TABLEs).
+cut = sql.rstrip().rstrip(";").rfind(";") + 1
+head, body = sql[:cut] + "\n", sql[cut:].strip()
 open(dst, "w").write(head + "CREATE TABLE sink WITH (connector = 'blackhole');\nINSERT INTO sink " + body)
 PY
 done

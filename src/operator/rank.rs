@@ -12,7 +12,6 @@
 //! (ties left the top with `rank()`) is `-D`. Rows are kept as arrow row bytes, so any
 //! column type works.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch, UInt64Array};
@@ -69,11 +68,11 @@ pub struct RankOp {
     partition_rows: RowConverter,
     order_rows: RowConverter,
     input_rows: RowConverter,
-    lists: HashMap<Box<[u8]>, Vec<Entry>>,
+    lists: hashbrown::HashMap<Box<[u8]>, Vec<Entry>>,
     /// Lists as they were before this batch, for the keys it touched.
-    before: HashMap<Box<[u8]>, Vec<Entry>>,
+    before: hashbrown::HashMap<Box<[u8]>, Vec<Entry>>,
     /// Keys changed since the last checkpoint delta.
-    dirty: std::collections::HashSet<Box<[u8]>>,
+    dirty: hashbrown::HashSet<Box<[u8]>>,
     bytes: usize,
 }
 
@@ -115,8 +114,8 @@ impl RankOp {
             partition_rows: RowConverter::new(partition_fields)?,
             order_rows: RowConverter::new(order_fields)?,
             input_rows: RowConverter::new(input_fields)?,
-            lists: HashMap::new(),
-            before: HashMap::new(),
+            lists: Default::default(),
+            before: Default::default(),
             dirty: Default::default(),
             bytes: 0,
         })
@@ -163,7 +162,9 @@ impl RankOp {
             if !self.before.contains_key(part.as_ref()) {
                 self.before.insert(part.as_ref().into(), list.clone());
             }
-            self.dirty.insert(part.as_ref().into());
+            if !self.dirty.contains(part.as_ref()) {
+                self.dirty.insert(part.as_ref().into());
+            }
             let entry = Entry {
                 order: order.as_ref().into(),
                 row: rows.row(r).as_ref().into(),
@@ -394,7 +395,7 @@ impl Operator for RankOp {
             let parts = b.column(0).as_binary::<i32>();
             let orders = b.column(1).as_binary::<i32>();
             let rows = b.column(2).as_binary::<i32>();
-            let mut cleared = std::collections::HashSet::new();
+            let mut cleared = hashbrown::HashSet::new();
             for i in 0..b.num_rows() {
                 let part: Box<[u8]> = parts.value(i).into();
                 if cleared.insert(part.clone()) {
