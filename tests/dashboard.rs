@@ -130,6 +130,25 @@ fn metrics_progress_and_dashboard_show_the_running_stream() {
         let table = metric(&text, "sluice_table_input_rows_total{table=\"logs\"}");
         assert_eq!(table as u64, rows);
         assert_eq!(metric(&text, "sluice_output_rows_total") as u64, out);
+        // Per stateful operator: rows in summed over the batches, state rows now.
+        let op_in: u64 = after
+            .iter()
+            .map(|r| r["operators"][0]["numRowsIn"].as_u64().unwrap())
+            .sum();
+        let labels = "operator=\"0:aggregate\"";
+        let got = metric(
+            &text,
+            &format!("sluice_operator_rows_total{{{labels},direction=\"in\"}}"),
+        );
+        assert_eq!(got as u64, op_in);
+        let state = after.last().unwrap()["operators"][0]["numRowsTotal"]
+            .as_u64()
+            .unwrap();
+        let got = metric(
+            &text,
+            &format!("sluice_operator_state{{{labels},what=\"rows\"}}"),
+        );
+        assert_eq!(got as u64, state);
         assert_eq!(metric(&text, "sluice_batches_total") as usize, after.len());
         assert_eq!(
             metric(&text, "sluice_batch_duration_seconds_count") as usize,

@@ -46,6 +46,10 @@ pub struct Published {
     /// Per source table (label `table`): records read, and the lag after the batch.
     table_rows: Family<Vec<(&'static str, String)>, Counter>,
     table_lag: Family<Vec<(&'static str, String)>, Gauge>,
+    /// Per stateful operator (label `operator`: its position and kind): rows in and
+    /// out, and the rows and bytes its state holds.
+    operator_rows: Family<Vec<(&'static str, String)>, Counter>,
+    operator_state: Family<Vec<(&'static str, String)>, Gauge>,
     progress: Mutex<VecDeque<String>>,
     plan: String,
 }
@@ -66,6 +70,18 @@ impl Published {
         let phase_seconds = Family::<Vec<(&'static str, &'static str)>, Counter<f64>>::default();
         let table_rows = Family::<Vec<(&'static str, String)>, Counter>::default();
         let table_lag = Family::<Vec<(&'static str, String)>, Gauge>::default();
+        let operator_rows = Family::<Vec<(&'static str, String)>, Counter>::default();
+        let operator_state = Family::<Vec<(&'static str, String)>, Gauge>::default();
+        registry.register(
+            "operator_rows",
+            "Rows each stateful operator took in (direction=\"in\") and emitted (\"out\")",
+            operator_rows.clone(),
+        );
+        registry.register(
+            "operator_state",
+            "Rows (what=\"rows\") and bytes (\"bytes\") each stateful operator's state holds",
+            operator_state.clone(),
+        );
         registry.register(
             "table_input_rows",
             "Records read from each source table",
@@ -132,6 +148,8 @@ impl Published {
             phase_seconds,
             table_rows,
             table_lag,
+            operator_rows,
+            operator_state,
             progress: Mutex::new(VecDeque::new()),
             plan,
         }
@@ -157,6 +175,23 @@ impl Published {
             let label = vec![("table", t.table.clone())];
             self.table_rows.get_or_create(&label).inc_by(t.input_rows);
             self.table_lag.get_or_create(&label).set(t.lag as i64);
+        }
+        for (i, o) in p.operators.iter().enumerate() {
+            let op = format!("{i}:{}", o.operator);
+            let label =
+                |k: &'static str, v: &str| vec![("operator", op.clone()), (k, v.to_string())];
+            self.operator_rows
+                .get_or_create(&label("direction", "in"))
+                .inc_by(o.rows_in);
+            self.operator_rows
+                .get_or_create(&label("direction", "out"))
+                .inc_by(o.rows_out);
+            self.operator_state
+                .get_or_create(&label("what", "rows"))
+                .set(o.state_rows as i64);
+            self.operator_state
+                .get_or_create(&label("what", "bytes"))
+                .set(o.state_bytes as i64);
         }
         if let Ok(mut q) = self.progress.lock() {
             q.push_back(json);
