@@ -518,3 +518,62 @@ fn any_split_into_batches_and_partitions_gives_the_batch_answer() {
         );
     }
 }
+
+/// Nexmark q5's inner part, on the log stream: per 10-second window the largest count
+/// of one user. The windowed aggregate closes windows by the watermark and hands them
+/// to the outer aggregate as final rows; the batch oracle computes the windows with
+/// date_bin.
+#[test]
+fn an_aggregate_over_closed_windows_equals_the_batch_answer() {
+    let (broker, topic) = event_time_topic("overwin", 6_000, 5, 50, "crash", 10);
+    let dir = temp_dir("overwin");
+    let out = dir.join("out");
+    let q = dir.join("q.sql");
+    std::fs::write(
+        &q,
+        format!(
+            "CREATE TABLE logs (timestamp BIGINT, status VARCHAR, severity VARCHAR, source_ip VARCHAR, \
+             user_id VARCHAR, content VARCHAR) WITH (connector = 'kafka', topic = '{topic}', \
+             bootstrap_servers = '{broker}', event_time = 'to_timestamp_millis(\"timestamp\")', \
+             watermark_delay = '5 seconds');\n\
+             CREATE TABLE out WITH (connector = 'jsonl', path = '{}');\n\
+             INSERT INTO out SELECT w['start'] AS ws, max(n) AS most, count(*) AS users FROM \
+             (SELECT tumble(event_time, INTERVAL '10 seconds') AS w, user_id, count(*) AS n FROM logs \
+              GROUP BY tumble(event_time, INTERVAL '10 seconds'), user_id) t GROUP BY w['start'];\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    let plan = sluice_ok(&["explain", q.to_str().unwrap()]);
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan.contains("emit: closed windows to the next stage"),
+        "{plan}"
+    );
+    let ckpt = dir.join("ckpt");
+    let mut args = vec![
+        "run",
+        q.to_str().unwrap(),
+        "--available-now",
+        "--max-records-per-batch",
+        "500",
+        "--output-mode",
+        "complete",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+    ];
+    sluice_ok(&args);
+    args.push("--close-windows-at-end");
+    sluice_ok(&args);
+    let bin = "date_bin(INTERVAL '10 seconds', to_timestamp_millis(\"timestamp\"))";
+    let expected = oracle(
+        &broker,
+        &topic,
+        &format!(
+            "SELECT ws, max(n) AS most, count(*) AS users FROM \
+             (SELECT {bin} AS ws, user_id, count(*) AS n FROM logs GROUP BY {bin}, user_id) t GROUP BY ws"
+        ),
+    );
+    assert!(expected.len() > 5);
+    assert_eq!(written(&out), expected);
+}
