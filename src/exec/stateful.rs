@@ -147,10 +147,12 @@ impl StreamState {
             };
             let emitted = op.process(rows, &mut ctx)?;
             operators += started.elapsed();
+            let rows_out = emitted.iter().map(|b| b.num_rows() as u64).sum();
+            p.emitted_rows += rows_out;
             p.operators.push(OperatorProgress {
                 operator: self.names[i].to_string(),
                 rows_in,
-                rows_out: emitted.iter().map(|b| b.num_rows() as u64).sum(),
+                rows_out,
                 ..Default::default()
             });
             stage.output.set(vec![emitted]);

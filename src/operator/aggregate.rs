@@ -125,7 +125,6 @@ impl Operator for AggregateOp {
             }
         };
         p.shard_rows = rows;
-        p.emitted_rows += emitted.iter().map(|b| b.num_rows() as u64).sum::<u64>();
         Ok(emitted)
     }
 

@@ -73,6 +73,8 @@ pub struct RankOp {
     before: hashbrown::HashMap<Box<[u8]>, Vec<Entry>>,
     /// Keys changed since the last checkpoint delta.
     dirty: hashbrown::HashSet<Box<[u8]>>,
+    /// Rows kept over all keys, and their bytes.
+    entries: usize,
     bytes: usize,
 }
 
@@ -117,6 +119,7 @@ impl RankOp {
             lists: Default::default(),
             before: Default::default(),
             dirty: Default::default(),
+            entries: 0,
             bytes: 0,
         })
     }
@@ -170,9 +173,11 @@ impl RankOp {
                 row: rows.row(r).as_ref().into(),
             };
             self.bytes += entry.order.len() + entry.row.len() + 32;
+            self.entries += 1;
             list.insert(pos, entry);
             let keep = kept(self.spec.function, list, self.spec.limit);
             for e in list.drain(keep..) {
+                self.entries -= 1;
                 self.bytes = self.bytes.saturating_sub(e.order.len() + e.row.len() + 32);
             }
         }
@@ -336,7 +341,7 @@ impl Operator for RankOp {
     fn process(
         &mut self,
         input: Vec<RecordBatch>,
-        ctx: &mut BatchContext,
+        _ctx: &mut BatchContext,
     ) -> Result<Vec<RecordBatch>> {
         for b in input.iter().filter(|b| b.num_rows() > 0) {
             self.insert(b)?;
@@ -353,7 +358,6 @@ impl Operator for RankOp {
                 ))
             }
         };
-        ctx.progress.emitted_rows += out.iter().map(|b| b.num_rows() as u64).sum::<u64>();
         Ok(out)
     }
 
@@ -382,7 +386,7 @@ impl Operator for RankOp {
     }
 
     fn state_rows(&self) -> u64 {
-        self.lists.values().map(Vec::len).sum::<usize>() as u64
+        self.entries as u64
     }
 
     fn restore(
@@ -417,13 +421,14 @@ impl Operator for RankOp {
             .flatten()
             .map(|e| e.order.len() + e.row.len() + 32)
             .sum();
+        self.entries = self.lists.values().map(Vec::len).sum();
         self.before.clear();
         self.dirty.clear();
         Ok(())
     }
 
     fn describe(&self, p: &mut BatchProgress) {
-        p.state_groups += self.lists.values().map(Vec::len).sum::<usize>();
+        p.state_groups += self.entries;
         p.state_bytes += self.bytes + self.lists.len() * 48;
     }
 }

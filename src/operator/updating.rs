@@ -59,9 +59,10 @@ pub struct UpdatingAggregateOp {
     accs: Vec<Box<dyn RetractAcc>>,
     touched: Marks,
     dirty: Marks,
-    /// Values of touched groups before this batch (emitting changes), and their ids.
+    /// Values of touched groups before this batch (emitting changes), and which groups
+    /// they were, in the same order.
     old: Vec<RecordBatch>,
-    old_ids: Vec<u32>,
+    prior: Marks,
     hasher: RandomState,
     ids: Vec<u32>,
 }
@@ -84,7 +85,7 @@ impl UpdatingAggregateOp {
             touched: Marks::default(),
             dirty: Marks::default(),
             old: Vec::new(),
-            old_ids: Vec::new(),
+            prior: Marks::default(),
             hasher: crate::state::key_hasher(),
             ids: Vec::new(),
         })
@@ -132,19 +133,16 @@ impl UpdatingAggregateOp {
         self.keys.intern(&keys, &hashes, n, &mut ids)?;
         self.resize();
         if self.emit == Emit::Changes {
-            let mut olds = Marks::default();
-            let existing: Vec<u32> = ids
-                .iter()
-                .copied()
-                .filter(|id| (*id as usize) < before && self.keys.is_live(*id))
-                .filter(|id| !self.touched.contains(*id))
-                .collect();
-            olds.mark(&existing, before);
-            let olds = olds.take();
+            let mut olds = Vec::new();
+            for id in &ids {
+                let existed = (*id as usize) < before && self.keys.is_live(*id);
+                if existed && !self.touched.contains(*id) && self.prior.insert(*id, before) {
+                    olds.push(*id);
+                }
+            }
             if !olds.is_empty() {
                 let old = self.values_of(&olds)?;
                 self.old.push(old);
-                self.old_ids.extend(olds);
             }
         }
         for (w, id) in weight.iter().zip(&ids) {
@@ -156,8 +154,8 @@ impl UpdatingAggregateOp {
                 .iter()
                 .map(|e| e.evaluate(b)?.into_array(n))
                 .collect::<Result<Vec<ArrayRef>>>()?;
-            let w: Vec<i64> = match filter {
-                None => weight.clone(),
+            let w: std::borrow::Cow<[i64]> = match filter {
+                None => std::borrow::Cow::Borrowed(&weight),
                 Some(f) => {
                     let keep = f.evaluate(b)?.into_array(n)?;
                     let keep: &BooleanArray = keep.as_boolean();
@@ -171,7 +169,8 @@ impl UpdatingAggregateOp {
                                 0
                             }
                         })
-                        .collect()
+                        .collect::<Vec<i64>>()
+                        .into()
                 }
             };
             self.accs[i].update(&args, &w, &ids)?;
@@ -256,7 +255,7 @@ impl Operator for UpdatingAggregateOp {
     fn process(
         &mut self,
         input: Vec<RecordBatch>,
-        ctx: &mut BatchContext,
+        _ctx: &mut BatchContext,
     ) -> Result<Vec<RecordBatch>> {
         for b in input.iter().filter(|b| b.num_rows() > 0) {
             self.apply(b)?;
@@ -267,9 +266,8 @@ impl Operator for UpdatingAggregateOp {
             Emit::Changes => {
                 // An old row is `-U` when its group lives on, `-D` when it is gone.
                 let mut at = 0;
-                let old_ids = std::mem::take(&mut self.old_ids);
                 for b in std::mem::take(&mut self.old) {
-                    let kinds = old_ids[at..at + b.num_rows()]
+                    let kinds = self.prior.ids()[at..at + b.num_rows()]
                         .iter()
                         .map(|id| match self.keys.is_live(*id) {
                             true => kind::UPDATE_BEFORE,
@@ -280,11 +278,9 @@ impl Operator for UpdatingAggregateOp {
                     out.push(super::with_kinds(&b, kinds, &self.changes)?);
                 }
                 if !live.is_empty() {
-                    let mut had = Marks::default();
-                    had.mark(&old_ids, self.keys.capacity());
                     let kinds = live
                         .iter()
-                        .map(|id| match had.contains(*id) {
+                        .map(|id| match self.prior.contains(*id) {
                             true => kind::UPDATE_AFTER,
                             false => kind::INSERT,
                         })
@@ -292,6 +288,7 @@ impl Operator for UpdatingAggregateOp {
                     let b = self.values_of(&live)?;
                     out.push(super::with_kinds(&b, kinds, &self.changes)?);
                 }
+                self.prior.clear();
             }
             Emit::All => {
                 let ids = self.keys.live_ids();
@@ -305,7 +302,6 @@ impl Operator for UpdatingAggregateOp {
                 ))
             }
         }
-        ctx.progress.emitted_rows += out.iter().map(|b| b.num_rows() as u64).sum::<u64>();
         Ok(out)
     }
 
@@ -316,17 +312,7 @@ impl Operator for UpdatingAggregateOp {
                 self.dirty.clear();
                 self.keys.live_ids()
             }
-            WriteKind::Delta(slice) => {
-                if let Some(s) = slice {
-                    let ids = self
-                        .keys
-                        .live_ids_where(|h| s.covers(crate::state::key_group(h)));
-                    self.dirty.mark(&ids, self.keys.capacity());
-                }
-                let mut ids = self.dirty.take();
-                ids.sort_unstable();
-                ids
-            }
+            WriteKind::Delta(slice) => crate::state::delta_ids(&self.keys, &mut self.dirty, slice),
         };
         let rows = match ids.is_empty() {
             true => Vec::new(),
@@ -356,7 +342,7 @@ impl Operator for UpdatingAggregateOp {
         self.touched.clear();
         self.dirty.clear();
         self.old.clear();
-        self.old_ids.clear();
+        self.prior.clear();
         Ok(())
     }
 

@@ -36,8 +36,6 @@ pub trait GroupAcc: Send {
     fn state(&mut self, ids: &[u32]) -> Result<Vec<ArrayRef>>;
     /// Empties group `id`'s slot (a removed group, or one restored from a newer delta).
     fn clear(&mut self, id: u32);
-    /// Keeps the slots of `keep` only, renumbered `0..keep.len()` (key compaction).
-    fn retain(&mut self, keep: &[u32]);
     /// Bytes held.
     fn size(&self) -> usize;
 }
@@ -113,10 +111,6 @@ fn gather<'a, T: Copy>(v: &'a [T], ids: &'a [u32]) -> impl Iterator<Item = T> + 
     ids.iter().map(move |i| v[*i as usize])
 }
 
-fn keep<T: Copy>(v: &mut Vec<T>, keep: &[u32]) {
-    *v = gather(v, keep).collect();
-}
-
 fn state_col<'a>(states: &'a [ArrayRef], i: usize) -> Result<&'a ArrayRef> {
     states
         .get(i)
@@ -155,10 +149,6 @@ impl GroupAcc for Count {
 
     fn clear(&mut self, id: u32) {
         self.counts[id as usize] = 0;
-    }
-
-    fn retain(&mut self, ids: &[u32]) {
-        keep(&mut self.counts, ids);
     }
 
     fn size(&self) -> usize {
@@ -218,11 +208,6 @@ impl<T: ArrowPrimitiveType> GroupAcc for Sum<T> {
         self.seen[id as usize] = false;
     }
 
-    fn retain(&mut self, ids: &[u32]) {
-        keep(&mut self.sums, ids);
-        keep(&mut self.seen, ids);
-    }
-
     fn size(&self) -> usize {
         self.sums.capacity() * std::mem::size_of::<T::Native>() + self.seen.capacity()
     }
@@ -271,11 +256,6 @@ impl GroupAcc for Avg {
     fn clear(&mut self, id: u32) {
         self.counts[id as usize] = 0;
         self.sums[id as usize] = 0.0;
-    }
-
-    fn retain(&mut self, ids: &[u32]) {
-        keep(&mut self.counts, ids);
-        keep(&mut self.sums, ids);
     }
 
     fn size(&self) -> usize {
@@ -337,11 +317,6 @@ impl<T: ArrowPrimitiveType, const MAX: bool> GroupAcc for MinMax<T, MAX> {
 
     fn clear(&mut self, id: u32) {
         self.seen[id as usize] = false;
-    }
-
-    fn retain(&mut self, ids: &[u32]) {
-        keep(&mut self.values, ids);
-        keep(&mut self.seen, ids);
     }
 
     fn size(&self) -> usize {
@@ -456,12 +431,6 @@ impl GroupAcc for PerGroup {
         if let Some(a) = self.accs[id as usize].take() {
             self.bytes = self.bytes.saturating_sub(a.size());
         }
-    }
-
-    fn retain(&mut self, ids: &[u32]) {
-        let mut old = std::mem::take(&mut self.accs);
-        self.accs = ids.iter().map(|i| old[*i as usize].take()).collect();
-        self.bytes = self.accs.iter().flatten().map(|a| a.size()).sum();
     }
 
     fn size(&self) -> usize {

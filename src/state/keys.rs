@@ -8,8 +8,8 @@
 //! ```
 //! DataFusion's `GroupValues` interns as fast but can only hand back *all* keys (or the
 //! first n), so emitting the groups one batch touched would visit the whole state.
-//! Here reading keys back costs what the ids asked for. Removed groups leave a hole in
-//! the arena until [`KeyTable::compact`] renumbers the live ones.
+//! Here reading keys back costs what the ids asked for. A removed group leaves a hole
+//! in the arena (its id is not reused; nothing compacts the arena yet).
 
 use arrow::array::ArrayRef;
 use arrow::datatypes::SchemaRef;
@@ -164,34 +164,6 @@ impl KeyTable {
         if let Ok(entry) = self.table.find_entry(hash, |i| *i == id) {
             entry.remove();
         }
-    }
-
-    /// Whether holes take more than half of the arena (and enough to matter).
-    pub fn wants_compaction(&self) -> bool {
-        let holes = self.alive.len() - self.live;
-        holes > 4096 && holes > self.live
-    }
-
-    /// Drops the holes: live groups are renumbered 0.. in id order. Returns the old ids
-    /// of the new ones (accumulators keep the same slots with `retain`).
-    pub fn compact(&mut self) -> Result<Vec<u32>> {
-        let keep = self.live_ids();
-        if let Some(c) = &self.converter {
-            let mut rows = c.empty_rows(keep.len(), 0);
-            for id in &keep {
-                rows.push(self.rows.row(*id as usize));
-            }
-            self.rows = rows;
-        }
-        self.hashes = keep.iter().map(|id| self.hashes[*id as usize]).collect();
-        self.alive = vec![true; keep.len()];
-        self.table.clear();
-        let all = &self.hashes;
-        for (id, hash) in all.iter().enumerate() {
-            self.table
-                .insert_unique(*hash, id as u32, |i| all[*i as usize]);
-        }
-        Ok(keep)
     }
 
     /// Bytes held.

@@ -98,6 +98,18 @@ fn shard_of(hash: u64, shards: usize) -> usize {
     (key_group(hash) as usize * shards) / KEY_GROUPS as usize
 }
 
+/// What a checkpoint delta writes: the ids marked in `dirty` (taken) and every live id
+/// of `slice`, ascending.
+pub(crate) fn delta_ids(keys: &KeyTable, dirty: &mut Marks, slice: Option<Slice>) -> Vec<u32> {
+    if let Some(s) = slice {
+        let ids = keys.live_ids_where(|h| s.covers(key_group(h)));
+        dirty.mark(&ids, keys.capacity());
+    }
+    let mut ids = dirty.take();
+    ids.sort_unstable();
+    ids
+}
+
 /// A set of group ids in first-marked order, marked in O(1) and taken in O(marked).
 #[derive(Default)]
 pub(crate) struct Marks {
@@ -107,16 +119,24 @@ pub(crate) struct Marks {
 
 impl Marks {
     pub(crate) fn mark(&mut self, ids: &[u32], capacity: usize) {
+        for id in ids {
+            self.insert(*id, capacity);
+        }
+    }
+
+    /// Marks `id` (below `capacity`); true when it was not marked yet. The set only
+    /// grows, so marking costs what is marked, not the capacity.
+    pub(crate) fn insert(&mut self, id: u32, capacity: usize) -> bool {
         if self.set.len() < capacity {
             self.set.resize(capacity, false);
         }
-        for id in ids {
-            let m = &mut self.set[*id as usize];
-            if !*m {
-                *m = true;
-                self.list.push(*id);
-            }
+        let m = &mut self.set[id as usize];
+        let new = !*m;
+        if new {
+            *m = true;
+            self.list.push(id);
         }
+        new
     }
 
     pub(crate) fn take(&mut self) -> Vec<u32> {
@@ -130,20 +150,13 @@ impl Marks {
         let _ = self.take();
     }
 
-    pub(crate) fn contains(&self, id: u32) -> bool {
-        self.set.get(id as usize).copied().unwrap_or(false)
+    /// The marked ids, in the order they were first marked.
+    pub(crate) fn ids(&self) -> &[u32] {
+        &self.list
     }
 
-    fn retain(&mut self, keep: &[u32]) {
-        let marked: Vec<u32> = keep
-            .iter()
-            .enumerate()
-            .filter(|(_, old)| self.set.get(**old as usize).copied().unwrap_or(false))
-            .map(|(new, _)| new as u32)
-            .collect();
-        self.set = vec![false; keep.len()];
-        self.list.clear();
-        self.mark(&marked, keep.len());
+    pub(crate) fn contains(&self, id: u32) -> bool {
+        self.set.get(id as usize).copied().unwrap_or(false)
     }
 }
 
@@ -217,20 +230,18 @@ impl StateShard {
     /// The current values of the groups among `self.ids` that existed before (ids below
     /// `before`) and were not touched yet since the last emit: what they must retract.
     fn capture_old(&mut self, spec: &AggregateSpec, before: usize) -> Result<()> {
-        let mut seen = Marks::default();
         let mut olds: Vec<u32> = Vec::new();
         for id in &self.ids {
-            let i = *id as usize;
-            if i < before && !self.touched.set.get(i).copied().unwrap_or(false) {
+            if (*id as usize) < before
+                && !self.touched.contains(*id)
+                && self.prior.insert(*id, before)
+            {
                 olds.push(*id);
             }
         }
-        seen.mark(&olds, before);
-        let olds = seen.take();
         if olds.is_empty() {
             return Ok(());
         }
-        self.prior.mark(&olds, before);
         let b = self.values_of(spec, &olds)?;
         self.old.push(b);
         Ok(())
@@ -306,32 +317,12 @@ impl StateShard {
     /// Keys + partial state of the groups changed since the last delta, and of every
     /// group of `slice`.
     fn delta(&mut self, slice: Option<Slice>) -> Result<Option<Vec<ArrayRef>>> {
-        if let Some(s) = slice {
-            let ids = self.keys.live_ids_where(|h| s.covers(key_group(h)));
-            self.dirty.mark(&ids, self.keys.capacity());
-        }
-        let mut ids = self.dirty.take();
+        let mut ids = delta_ids(&self.keys, &mut self.dirty, slice);
         ids.retain(|id| self.keys.is_live(*id));
         if ids.is_empty() {
             return Ok(None);
         }
-        ids.sort_unstable();
         self.state_of(&ids).map(Some)
-    }
-
-    /// Renumbers the groups when removed ones take most of the key table.
-    #[allow(dead_code)]
-    fn compact(&mut self) -> Result<()> {
-        if !self.keys.wants_compaction() {
-            return Ok(());
-        }
-        let keep = self.keys.compact()?;
-        for acc in &mut self.accs {
-            acc.retain(&keep);
-        }
-        self.touched.retain(&keep);
-        self.dirty.retain(&keep);
-        Ok(())
     }
 
     /// Memory held by this shard, in bytes.
