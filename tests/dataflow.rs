@@ -215,18 +215,8 @@ fn normalized(rows: impl IntoIterator<Item = String>) -> BTreeSet<String> {
 
 /// A query file over `topic` writing to `sink_with` (a WITH clause's options).
 fn query_into(dir: &Path, broker: &str, topic: &str, sink_with: &str, query: &str) -> PathBuf {
-    let q = dir.join("q.sql");
-    std::fs::write(
-        &q,
-        format!(
-            "CREATE TABLE logs (timestamp BIGINT, status VARCHAR, severity VARCHAR, source_ip VARCHAR, \
-             user_id VARCHAR, content VARCHAR) WITH (connector = 'kafka', topic = '{topic}', \
-             bootstrap_servers = '{broker}', format = 'json');\n\
-             CREATE TABLE out WITH ({sink_with});\nINSERT INTO out {query};\n"
-        ),
-    )
-    .unwrap();
-    q
+    let sink = format!("CREATE TABLE out WITH ({sink_with});\nINSERT INTO out {query};");
+    query_file(dir, broker, topic, &sink)
 }
 
 /// `row` (a JSON object) without its `op` field, as a JSON line.

@@ -207,45 +207,38 @@ fn describe_operator(
         (Emit::Closed, _) => "closed windows to the next stage".into(),
         (e, _) => format!("{e:?}").to_lowercase(),
     };
+    // Operators that keep every key in one task: what they keep, then what they emit.
+    let one_task = |what: &str, state: String, out: &mut String| {
+        let _ = writeln!(
+            out,
+            "Exchange: none: one task keeps every {what}{}",
+            note(Analysis::exchange)
+        );
+        let _ = writeln!(out, "State, one task:");
+        let _ = writeln!(out, "  {state}{}", note(Analysis::state));
+        let _ = writeln!(out, "  emit: {emit}{}", note(Analysis::emit));
+    };
     let (spec, window) = match &stage.operator {
         OperatorPlan::Rank { spec } => {
             let keys: Vec<String> = spec.partition_by.iter().map(|e| e.to_string()).collect();
             let order: Vec<String> = spec.order_by.iter().map(|e| e.to_string()).collect();
-            let _ = writeln!(
-                out,
-                "Exchange: none: one task keeps every key{}",
-                note(Analysis::exchange)
-            );
-            let _ = writeln!(out, "State, one task:");
-            let _ = writeln!(
-                out,
-                "  top-{} per ({}) by {:?} over ({}): the kept rows per key; checkpointed as deltas of the changed keys{}",
+            let state = format!(
+                "top-{} per ({}) by {:?} over ({}): the kept rows per key; checkpointed as deltas of the changed keys",
                 spec.limit,
                 keys.join(", "),
                 spec.function,
                 order.join(", "),
-                note(Analysis::state)
             );
-            let _ = writeln!(out, "  emit: {emit}{}", note(Analysis::emit));
-            return;
+            return one_task("key", state, out);
         }
         OperatorPlan::Updating { spec } => {
             let aggs: Vec<&str> = spec.aggregates.iter().map(|(a, _)| a.name()).collect();
-            let _ = writeln!(
-                out,
-                "Exchange: none: one task keeps every group{}",
-                note(Analysis::exchange)
-            );
-            let _ = writeln!(out, "State, one task:");
-            let _ = writeln!(
-                out,
-                "  aggregate over an updating input, keys ({}): rows added and taken back for {}; a group with no rows left is deleted{}",
+            let state = format!(
+                "aggregate over an updating input, keys ({}): rows added and taken back for {}; a group with no rows left is deleted",
                 names(&spec.key_schema).join(", "),
                 aggs.join(", "),
-                note(Analysis::state)
             );
-            let _ = writeln!(out, "  emit: {emit}{}", note(Analysis::emit));
-            return;
+            return one_task("group", state, out);
         }
         OperatorPlan::Aggregate { spec, window } => (spec, window),
     };
