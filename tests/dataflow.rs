@@ -182,6 +182,14 @@ fn explain_error(name: &str, query: &str) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// What `sluice explain` prints for `query` (planning only: no broker).
+fn explain_plan(name: &str, query: &str) -> String {
+    let dir = temp_dir(name);
+    let q = query_file(&dir, "localhost:1", "t", &format!("{query};"));
+    let o = sluice_ok(&["explain", q.to_str().unwrap(), "--output-mode", "changelog"]);
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 #[test]
 fn an_aggregate_that_cannot_take_rows_back_is_refused_by_name() {
     let stderr = explain_error(
@@ -358,6 +366,28 @@ fn top_n_per_key_in_changelog_mode_folds_to_the_batch_answer() {
     );
 }
 
+/// The three quietest users per severity: an aggregate's counts feed a top-N, which
+/// takes a user's old count back before ranking the new one; a ranked user who gets
+/// a record leaves the top and a user ranked below moves up.
+const TOP_USERS: &str = "SELECT severity, user_id, n, rn FROM (SELECT severity, user_id, n, \
+     row_number() OVER (PARTITION BY severity ORDER BY n, user_id) AS rn FROM \
+     (SELECT severity, user_id, count(*) AS n FROM logs GROUP BY severity, user_id) t) r WHERE rn <= 3";
+
+#[test]
+fn top_n_over_an_updating_aggregate_folds_to_the_batch_answer() {
+    let kinds = fold_changelog_by("topn-agg", TOP_USERS, &["severity", "rn"]);
+    assert!(kinds.contains("-U") && kinds.contains("+U"), "{kinds:?}");
+    // Over a two-level aggregate whose groups are deleted: ranked rows leave and the
+    // rows below them move up.
+    let query = format!(
+        "SELECT n, users, rn FROM (SELECT n, users, row_number() OVER (ORDER BY users DESC, n) AS rn \
+         FROM ({TWO_LEVEL}) a) r WHERE rn <= 3"
+    );
+    fold_changelog_by("topn-deletes", &query, &["rn"]);
+    let plan = explain_plan("topn-upd-explain", TOP_USERS);
+    assert!(plan.contains("every row per key"), "{plan}");
+}
+
 #[test]
 fn rank_dense_rank_and_dedup_are_exact_across_a_restart() {
     // rank() and dense_rank() over a column with ties: several rows share a rank.
@@ -469,6 +499,7 @@ fn any_split_into_batches_and_partitions_gives_the_batch_answer() {
         ),
         "SELECT DISTINCT n FROM (SELECT source_ip, count(*) AS n FROM logs GROUP BY source_ip) t"
             .to_string(),
+        TOP_USERS.to_string(),
     ];
     let mut rng = fastrand::Rng::with_seed(0x5eed_19);
     for round in 0..6 {

@@ -292,11 +292,6 @@ impl Cutter<'_> {
         use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
         let below = below_window(&m.window)?;
         let (below_cut, updating) = self.cut(Arc::clone(&below))?;
-        if updating {
-            return Err(plan_err(
-                "a top-N (row_number() … <= N) over an updating input (the changing result of a GROUP BY) is not supported yet",
-            ));
-        }
         let expr = match (
             m.window.downcast_ref::<BoundedWindowAggExec>(),
             m.window.downcast_ref::<WindowAggExec>(),
@@ -322,6 +317,7 @@ impl Cutter<'_> {
             limit: m.limit,
             input_schema: below.schema(),
             output_schema: m.window.schema(),
+            updating,
         };
         let slot = Arc::new(InputSlot::default());
         self.stages.push(StagePlan {
@@ -585,30 +581,42 @@ fn rank_pattern(node: &Arc<dyn ExecutionPlan>) -> Option<RankMatch> {
     })
 }
 
-/// The rows a window node ranks: below the sort and repartitioning DataFusion put
-/// under it (the operator keeps its own order).
+/// The rows a window node ranks, without the sorts DataFusion put under it for the
+/// window (the operator keeps its own order; they may sit below a projection).
 fn below_window(window: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-    let mut at = window
+    let child = window
         .children()
         .into_iter()
         .next()
         .cloned()
         .ok_or_else(|| plan_err("internal: window without input"))?;
-    while matches!(
-        at.name(),
-        "SortExec"
-            | "RepartitionExec"
-            | "CoalescePartitionsExec"
-            | "SortPreservingMergeExec"
-            | "CoalesceBatchesExec"
-    ) {
-        let next = at.children().into_iter().next().cloned();
-        match next {
-            Some(n) => at = n,
-            None => break,
+    without_sorts(child)
+}
+
+/// `at` with the sorts (without a fetch) of its chain of single-input nodes removed.
+fn without_sorts(at: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    let children = at.children();
+    let [child] = children.as_slice() else {
+        return Ok(at);
+    };
+    let child = Arc::clone(child);
+    match at.name() {
+        "SortExec" | "SortPreservingMergeExec" if at.fetch().is_none() => without_sorts(child),
+        "RepartitionExec" | "CoalescePartitionsExec" | "CoalesceBatchesExec" => {
+            without_sorts(child)
         }
+        "ProjectionExec" | "FilterExec" => {
+            let below = without_sorts(Arc::clone(&child))?;
+            if Arc::ptr_eq(&below, &child) {
+                return Ok(at);
+            }
+            at.replace_children(
+                vec![below],
+                ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+            )
+        }
+        _ => Ok(at),
     }
-    Ok(at)
 }
 
 /// An aggregate over an append-only input: the Final node, its Partial node, and the

@@ -222,8 +222,12 @@ fn describe_operator(
         OperatorPlan::Rank { spec } => {
             let keys: Vec<String> = spec.partition_by.iter().map(|e| e.to_string()).collect();
             let order: Vec<String> = spec.order_by.iter().map(|e| e.to_string()).collect();
+            let kept = match spec.updating {
+                true => "every row per key (the input takes rows back, so lower rows move up)",
+                false => "the kept rows per key",
+            };
             let state = format!(
-                "top-{} per ({}) by {:?} over ({}): the kept rows per key; checkpointed as deltas of the changed keys",
+                "top-{} per ({}) by {:?} over ({}): {kept}; checkpointed as deltas of the changed keys",
                 spec.limit,
                 keys.join(", "),
                 spec.function,

@@ -241,6 +241,10 @@ impl StreamPlan {
         let state = ctx.state();
         let logical = state.statement_to_plan(stmt).await?;
         let physical = state.create_physical_plan(&logical).await?;
+        if std::env::var_os("SLUICE_SHOW_PLAN").is_some() {
+            let shown = datafusion::physical_plan::displayable(physical.as_ref()).indent(true);
+            eprintln!("[sluice] DataFusion's physical plan:\n{shown}");
+        }
         let leaves = PlanLeaves {
             statics: &static_inputs,
         };

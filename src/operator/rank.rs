@@ -11,6 +11,11 @@
 //! its old row (`-U`) and its new one (`+U`); a new position is `+I`, a position gone
 //! (ties left the top with `rank()`) is `-D`. Rows are kept as arrow row bytes, so any
 //! column type works.
+//!
+//! Over an updating input (the changing result of a GROUP BY) a row can be taken back:
+//! the state then keeps every row of each key, not only the best N, so the next row
+//! moves up when a ranked one leaves (Flink's retractable top-N does the same; its state
+//! grows with the input's rows).
 
 use std::sync::Arc;
 
@@ -51,6 +56,8 @@ pub struct RankSpec {
     pub input_schema: SchemaRef,
     /// Input columns + the rank column.
     pub output_schema: SchemaRef,
+    /// Whether the input carries a change column (rows can be taken back).
+    pub updating: bool,
 }
 
 /// One kept row: its order key and the row itself, as row bytes.
@@ -138,7 +145,31 @@ impl RankOp {
         Ok(self.partition_rows.convert_columns(&cols)?)
     }
 
-    fn insert(&mut self, b: &RecordBatch) -> Result<()> {
+    /// Merges a batch: appended rows, or rows with their change column.
+    fn merge(&mut self, b: &RecordBatch) -> Result<()> {
+        if !self.spec.updating {
+            return self.insert(b, None);
+        }
+        let weights = super::weights(b)?;
+        let rows = b.project(&(0..b.num_columns() - 1).collect::<Vec<_>>())?;
+        self.insert(&rows, Some(&weights))
+    }
+
+    /// Remembers `part`'s ranked rows as they were before this batch, and marks it for
+    /// the next checkpoint delta.
+    fn touch(&mut self, part: &[u8]) {
+        if !self.before.contains_key(part) {
+            let list = self.lists.get(part).map(Vec::as_slice).unwrap_or(&[]);
+            let top = list[..kept(self.spec.function, list, self.spec.limit)].to_vec();
+            self.before.insert(part.into(), top);
+        }
+        if !self.dirty.contains(part) {
+            self.dirty.insert(part.into());
+        }
+    }
+
+    /// Adds (weight +1, or no weights) and takes back (-1) the rows of `b`.
+    fn insert(&mut self, b: &RecordBatch, weights: Option<&[i64]>) -> Result<()> {
         let n = b.num_rows();
         let parts = self.partition_keys(b)?;
         let order_cols = self
@@ -150,31 +181,35 @@ impl RankOp {
         let orders = self.order_rows.convert_columns(&order_cols)?;
         let rows = self.input_rows.convert_columns(b.columns())?;
         for r in 0..n {
-            let part = parts.row(r);
-            let order = orders.row(r);
-            let list = match self.lists.get_mut(part.as_ref()) {
-                Some(l) => l,
-                None => self.lists.entry(part.as_ref().into()).or_default(),
-            };
-            // A row that cannot rank inside the list as it is changes nothing.
-            let pos = list.partition_point(|e| e.order.as_ref() <= order.as_ref());
-            let full = list.len() as u64 >= self.spec.limit;
-            if full && pos >= list.len() && self.spec.function == RankFunction::RowNumber {
+            let (part, order, row) = (parts.row(r), orders.row(r), rows.row(r));
+            let (part, order) = (part.as_ref(), order.as_ref());
+            if weights.is_some_and(|w| w[r] < 0) {
+                self.take_back(part, order, row.as_ref());
                 continue;
             }
-            if !self.before.contains_key(part.as_ref()) {
-                self.before.insert(part.as_ref().into(), list.clone());
+            let list = self.lists.get(part).map(Vec::as_slice).unwrap_or(&[]);
+            // Without retractions a row that cannot rank inside the list changes nothing.
+            let pos = list.partition_point(|e| e.order.as_ref() <= order);
+            let full = list.len() as u64 >= self.spec.limit;
+            let row_number = self.spec.function == RankFunction::RowNumber;
+            if weights.is_none() && full && pos >= list.len() && row_number {
+                continue;
             }
-            if !self.dirty.contains(part.as_ref()) {
-                self.dirty.insert(part.as_ref().into());
-            }
+            self.touch(part);
             let entry = Entry {
-                order: order.as_ref().into(),
-                row: rows.row(r).as_ref().into(),
+                order: order.into(),
+                row: row.as_ref().into(),
             };
             self.bytes += entry.order.len() + entry.row.len() + 32;
             self.entries += 1;
+            let list = match self.lists.get_mut(part) {
+                Some(l) => l,
+                None => self.lists.entry(part.into()).or_default(),
+            };
             list.insert(pos, entry);
+            if weights.is_some() {
+                continue; // every row stays: it may rank once a better one leaves
+            }
             let keep = kept(self.spec.function, list, self.spec.limit);
             for e in list.drain(keep..) {
                 self.entries -= 1;
@@ -182,6 +217,32 @@ impl RankOp {
             }
         }
         Ok(())
+    }
+
+    /// Takes one copy of a row back from its key's list (a row never added is ignored:
+    /// an updating input only retracts what it emitted).
+    fn take_back(&mut self, part: &[u8], order: &[u8], row: &[u8]) {
+        let Some(list) = self.lists.get(part) else {
+            return;
+        };
+        let from = list.partition_point(|e| e.order.as_ref() < order);
+        let Some(at) = list[from..]
+            .iter()
+            .take_while(|e| e.order.as_ref() == order)
+            .position(|e| e.row.as_ref() == row)
+        else {
+            return;
+        };
+        self.touch(part);
+        let Some(list) = self.lists.get_mut(part) else {
+            return;
+        };
+        let e = list.remove(from + at);
+        self.entries -= 1;
+        self.bytes = self.bytes.saturating_sub(e.order.len() + e.row.len() + 32);
+        if list.is_empty() {
+            self.lists.remove(part);
+        }
     }
 
     /// Rows (with their ranks) as the output schema, in `kinds`' order.
@@ -214,6 +275,7 @@ impl RankOp {
         let mut keys: Vec<&Box<[u8]>> = self.lists.keys().collect();
         keys.sort_unstable();
         for list in keys.into_iter().filter_map(|k| self.lists.get(k)) {
+            let list = &list[..kept(self.spec.function, list, self.spec.limit)];
             let ranks = ranks(self.spec.function, list);
             entries.extend(list.iter().zip(ranks));
         }
@@ -234,6 +296,7 @@ impl RankOp {
         let empty = Vec::new();
         for (part, old) in &before {
             let new = self.lists.get(part).unwrap_or(&empty);
+            let new = &new[..kept(self.spec.function, new, self.spec.limit)];
             let (old_ranks, new_ranks) = (
                 ranks(self.spec.function, old),
                 ranks(self.spec.function, new),
@@ -309,10 +372,27 @@ impl RankOp {
     }
 }
 
-/// How many entries of an ordered list rank within `limit`.
+/// How many entries of an ordered list rank within `limit` (stops at the first that
+/// does not: over an updating input a list holds every row of its key).
 fn kept(function: RankFunction, list: &[Entry], limit: u64) -> usize {
-    let ranks = ranks(function, list);
-    ranks.iter().take_while(|r| **r <= limit).count()
+    let (mut prev, mut dense) = (0, 0);
+    for (i, e) in list.iter().enumerate() {
+        let tie = i > 0 && list[i - 1].order == e.order;
+        let r = match function {
+            RankFunction::RowNumber => i as u64 + 1,
+            RankFunction::Rank if tie => prev,
+            RankFunction::Rank => i as u64 + 1,
+            RankFunction::DenseRank => {
+                dense += u64::from(!tie);
+                dense
+            }
+        };
+        if r > limit {
+            return i;
+        }
+        prev = r;
+    }
+    list.len()
 }
 
 /// The rank of each entry of an ordered list.
@@ -344,7 +424,7 @@ impl Operator for RankOp {
         _ctx: &mut BatchContext,
     ) -> Result<Vec<RecordBatch>> {
         for b in input.iter().filter(|b| b.num_rows() > 0) {
-            self.insert(b)?;
+            self.merge(b)?;
         }
         let out = match self.emit {
             Emit::All => {
