@@ -8,50 +8,13 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
 use common::*;
-use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
 /// The records of `topic` as a batch DataFusion table `logs`.
 fn batch_context(broker: &str, topic: &str) -> SessionContext {
-    let recs: Vec<LogRecord> = consume_all(broker, topic)
-        .iter()
-        .map(|c| parse_record(&c.payload).expect("a well-formed record"))
-        .collect();
-    let s = |f: fn(&LogRecord) -> &str| -> ArrayRef {
-        Arc::new(StringArray::from_iter_values(recs.iter().map(f)))
-    };
-    let schema = Arc::new(Schema::new(
-        [
-            ("timestamp", DataType::Int64),
-            ("status", DataType::Utf8),
-            ("severity", DataType::Utf8),
-            ("source_ip", DataType::Utf8),
-            ("user_id", DataType::Utf8),
-            ("content", DataType::Utf8),
-        ]
-        .map(|(n, t)| Field::new(n, t, true))
-        .to_vec(),
-    ));
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from_iter_values(
-            recs.iter().map(|r| r.timestamp),
-        )),
-        s(|r| &r.status),
-        s(|r| &r.severity),
-        s(|r| &r.source_ip),
-        s(|r| &r.user_id),
-        s(|r| &r.content),
-    ];
-    let batch = RecordBatch::try_new(Arc::clone(&schema), cols).unwrap();
-    let ctx = SessionContext::new();
-    let table = MemTable::try_new(schema, vec![vec![batch]]).unwrap();
-    ctx.register_table("logs", Arc::new(table)).unwrap();
-    ctx
+    log_table(&consume_all(broker, topic))
 }
 
 /// What the batch engine answers for `query`, as sorted JSON lines.
@@ -227,13 +190,6 @@ fn query_into(dir: &Path, broker: &str, topic: &str, sink_with: &str, query: &st
     query_file(dir, broker, topic, &sink)
 }
 
-/// `row` (a JSON object) without its `op` field, as a JSON line.
-fn without_op(row: &serde_json::Value) -> String {
-    let mut row = row.clone();
-    row.as_object_mut().unwrap().remove("op");
-    row.to_string()
-}
-
 /// Runs `query` in changelog mode into JSON lines with a restart in the middle, folds
 /// the changelog and checks it against the batch answer; returns the kinds seen.
 fn fold_changelog(name: &str, query: &str) -> BTreeSet<String> {
@@ -248,38 +204,7 @@ fn fold_changelog_by(name: &str, query: &str, key: &[&str]) -> BTreeSet<String> 
     let sink = format!("connector = 'jsonl', path = '{}'", out.display());
     let q = query_into(&dir, &broker, &topic, &sink, query);
     run_with_a_restart((&broker, &topic), &q, &dir, ("changelog", 78), &|| {});
-    // Apply the changelog in batch order: +I adds a key that is absent, -U/-D remove
-    // exactly the row held, +U follows its -U.
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
-    let mut table: std::collections::BTreeMap<String, String> = Default::default();
-    let mut kinds = BTreeSet::new();
-    for f in &files {
-        for line in std::fs::read_to_string(f).unwrap().lines() {
-            let row: serde_json::Value = serde_json::from_str(line).unwrap();
-            let op = row["op"].as_str().unwrap().to_string();
-            let key: Vec<String> = key.iter().map(|k| row[*k].to_string()).collect();
-            let key = key.join("/");
-            let value = without_op(&row);
-            match op.as_str() {
-                "+I" => assert!(
-                    table.insert(key, value).is_none(),
-                    "+I of a present key: {line}"
-                ),
-                "+U" => assert!(
-                    table.insert(key, value).is_none(),
-                    "+U without its -U: {line}"
-                ),
-                "-U" | "-D" => assert_eq!(table.remove(&key), Some(value), "{op} of another row"),
-                other => panic!("unknown op {other}"),
-            }
-            kinds.insert(op);
-        }
-    }
+    let (table, kinds) = fold_changelog_files(&out, key);
     assert_eq!(
         normalized(table.into_values()),
         normalized(oracle(&broker, &topic, query)),

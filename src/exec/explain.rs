@@ -233,7 +233,9 @@ fn describe_operator(
                 spec.function,
                 order.join(", "),
             );
-            return one_task("key", state, out);
+            one_task("key", state, out);
+            let _ = writeln!(out, "  {}", ttl_line(plan));
+            return;
         }
         OperatorPlan::Updating { spec } => {
             let aggs: Vec<&str> = spec.aggregates.iter().map(|(a, _)| a.name()).collect();
@@ -284,6 +286,9 @@ fn describe_operator(
             aggs.join(", "),
             note(Analysis::state)
         );
+        if window.is_none() {
+            let _ = writeln!(out, "  {}", ttl_line(plan));
+        }
     }
     if let Some(w) = window {
         let delay = w
@@ -303,4 +308,15 @@ fn describe_operator(
         );
     }
     let _ = writeln!(out, "  emit: {emit}{}", note(Analysis::emit));
+}
+
+/// What the state TTL does to an operator's unwindowed state.
+fn ttl_line(plan: &StreamPlan) -> String {
+    match plan.state_ttl {
+        Some(t) => format!(
+            "state ttl: {} of processing time: a key no batch updated for that long is dropped (-D downstream)",
+            super::analyze::show_duration(t)
+        ),
+        None => "state ttl: none: the state keeps every key for ever (set state_ttl to bound it)".into(),
+    }
 }

@@ -78,6 +78,11 @@ pub struct RunOptions {
     /// append otherwise).
     #[arg(long, value_enum)]
     pub output_mode: Option<OutputMode>,
+    /// Forget unwindowed state (aggregate groups, top-N and dedup keys) that no batch
+    /// has updated for this long, in processing time (e.g. `1h`; Flink's
+    /// table.exec.state.ttl). Overrides the tables' `state_ttl` option.
+    #[arg(long, value_parser = parse_duration)]
+    pub state_ttl: Option<Duration>,
     /// Rows the console shows per batch (0 = all).
     #[arg(long, default_value_t = 20)]
     pub num_rows: usize,
@@ -236,7 +241,7 @@ pub async fn plan_query(
     let err = |e: datafusion::error::DataFusionError| {
         anyhow::anyhow!("{file_name}: {}", e.strip_backtrace())
     };
-    let plan = StreamPlan::new(
+    let mut plan = StreamPlan::new(
         file,
         &sources,
         &statics,
@@ -245,6 +250,9 @@ pub async fn plan_query(
     )
     .await
     .map_err(err)?;
+    if opts.state_ttl.is_some() {
+        plan.state_ttl = opts.state_ttl;
+    }
     for (i, batches) in rows.into_iter().enumerate() {
         plan.install_static(i, batches).await.map_err(err)?;
     }

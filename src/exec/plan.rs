@@ -135,6 +135,9 @@ pub struct StreamPlan {
     pub output_schema: SchemaRef,
     /// `LIMIT n` of a query without aggregation: n rows in all, over every batch.
     pub limit: Option<usize>,
+    /// How long unwindowed state lives without an update (`--state-ttl`, or the
+    /// smallest `state_ttl` of the tables read); `None`: for ever.
+    pub state_ttl: Option<std::time::Duration>,
     task_ctx: Arc<TaskContext>,
     /// The trees the last batch executed (each stage's fragment, then the top): each
     /// batch runs a fresh copy, and its operator metrics are read from here
@@ -272,6 +275,7 @@ impl StreamPlan {
             ));
         }
         let event_time = query_event_time(&inputs)?;
+        let state_ttl = query_state_ttl(&inputs)?;
         let task_ctx = ctx.task_ctx();
 
         let stateful = super::dataflow::has_stateful(&physical)?;
@@ -298,6 +302,7 @@ impl StreamPlan {
             mode,
             output_schema,
             limit,
+            state_ttl,
             task_ctx,
             executed: Mutex::default(),
         })
@@ -496,6 +501,19 @@ async fn register_source(
 /// The event-time settings of the windowed aggregate: the first source's that declares
 /// a watermark delay. With several sources each keeps its own clock and delay
 /// (`exec::clocks`); this delay then only shows in `explain`.
+/// The smallest `state_ttl` among the tables the query reads.
+fn query_state_ttl(inputs: &[PlanInput]) -> Result<Option<std::time::Duration>> {
+    let mut ttl = None;
+    for input in inputs {
+        if let Some(t) = input.def.options.get("state_ttl") {
+            let t = super::parse_duration(t)
+                .map_err(|e| plan_err(format!("table {}: state_ttl {e}", input.def.name)))?;
+            ttl = Some(ttl.map_or(t, |old: std::time::Duration| old.min(t)));
+        }
+    }
+    Ok(ttl)
+}
+
 fn query_event_time(inputs: &[PlanInput]) -> Result<EventTime> {
     for input in inputs {
         let et = EventTime::of(&input.def)

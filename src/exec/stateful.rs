@@ -62,6 +62,7 @@ impl StreamState {
     pub fn new(plan: &StreamPlan) -> anyhow::Result<Self> {
         let mut operators: Vec<Box<dyn Operator>> = Vec::new();
         let names = plan.flow.stages.iter().map(|s| s.operator.name()).collect();
+        let ttl_ms = plan.state_ttl.map(|t| t.as_millis() as i64);
         for stage in &plan.flow.stages {
             operators.push(match &stage.operator {
                 OperatorPlan::Aggregate { spec, window } => Box::new(AggregateOp::new(
@@ -69,11 +70,12 @@ impl StreamState {
                     window.as_ref(),
                     plan.partitions,
                     stage.emit,
+                    ttl_ms,
                 )?),
                 OperatorPlan::Updating { spec } => {
                     Box::new(UpdatingAggregateOp::new(spec, stage.emit)?)
                 }
-                OperatorPlan::Rank { spec } => Box::new(RankOp::new(spec, stage.emit)?),
+                OperatorPlan::Rank { spec } => Box::new(RankOp::new(spec, stage.emit, ttl_ms)?),
             });
         }
         Ok(Self {
@@ -135,6 +137,7 @@ impl StreamState {
         p: &mut BatchProgress,
     ) -> anyhow::Result<Vec<RecordBatch>> {
         let (mut fragments, mut operators) = (Duration::ZERO, Duration::ZERO);
+        let now_ms = crate::gen::wall_ms();
         for (i, (stage, op)) in plan.flow.stages.iter().zip(&mut self.operators).enumerate() {
             let started = Instant::now();
             let rows = plan.run_fragment(i, &stage.input).await?;
@@ -144,8 +147,11 @@ impl StreamState {
             let mut ctx = BatchContext {
                 close_all,
                 progress: p,
+                now_ms,
+                expired: 0,
             };
             let emitted = op.process(rows, &mut ctx)?;
+            let expired = ctx.expired;
             operators += started.elapsed();
             let rows_out = emitted.iter().map(|b| b.num_rows() as u64).sum();
             p.emitted_rows += rows_out;
@@ -153,6 +159,7 @@ impl StreamState {
                 operator: self.names[i].to_string(),
                 rows_in,
                 rows_out,
+                expired,
                 ..Default::default()
             });
             stage.output.set(vec![emitted]);

@@ -73,6 +73,8 @@ pub struct OperatorProgress {
     pub state_rows: usize,
     /// Bytes its state holds.
     pub state_bytes: usize,
+    /// Rows of state the TTL removed in this batch.
+    pub expired: u64,
 }
 
 /// What one source table contributed to a batch.
@@ -167,6 +169,7 @@ impl BatchProgress {
                 "numRowsOut": o.rows_out,
                 "numRowsTotal": o.state_rows,
                 "memoryUsedBytes": o.state_bytes,
+                "numRowsRemovedByTtl": o.expired,
             })).collect::<Vec<_>>(),
             "checkpoint": self.checkpoint_written.map(|(bytes, full)| serde_json::json!({
                 "stateBytesWritten": bytes,

@@ -46,12 +46,16 @@ impl AggregateOp {
         window: Option<&Windowing>,
         shards: usize,
         emit: Emit,
+        ttl_ms: Option<i64>,
     ) -> Result<Self> {
         Ok(match window {
             None => {
                 let mut state = ShardedState::new(spec.clone(), shards)?;
                 if emit == Emit::Changes {
                     state = state.with_retractions();
+                }
+                if let Some(ttl) = ttl_ms {
+                    state = state.with_ttl(ttl);
                 }
                 AggregateOp::Groups {
                     state,
@@ -74,13 +78,13 @@ impl Operator for AggregateOp {
         partials: Vec<RecordBatch>,
         ctx: &mut BatchContext,
     ) -> Result<Vec<RecordBatch>> {
-        let p = &mut *ctx.progress;
         let (rows, emitted) = match self {
             AggregateOp::Groups {
                 state,
                 emit,
                 changes,
             } => {
+                ctx.expired += state.expire(ctx.now_ms)? as u64;
                 let rows = state.merge(&partials)?;
                 let out = match emit {
                     Emit::All => state.emit(false)?,
@@ -100,7 +104,7 @@ impl Operator for AggregateOp {
                 emit,
             } => {
                 if let Some(t) = tracker {
-                    p.late_rows = t.take_late();
+                    ctx.progress.late_rows = t.take_late();
                 }
                 let rows = state.merge(&partials)?;
                 let watermark = match tracker {
@@ -124,7 +128,7 @@ impl Operator for AggregateOp {
                 (rows, out)
             }
         };
-        p.shard_rows = rows;
+        ctx.progress.shard_rows = rows;
         Ok(emitted)
     }
 
@@ -134,14 +138,14 @@ impl Operator for AggregateOp {
                 let rows = state.snapshot()?;
                 state.clear_delta();
                 Snapshot {
-                    schema: state.spec().partial_schema.clone(),
+                    schema: state.state_schema(),
                     rows,
                     full: true,
                     slice: None,
                 }
             }
             (AggregateOp::Groups { state, .. }, WriteKind::Delta(slice)) => Snapshot {
-                schema: state.spec().partial_schema.clone(),
+                schema: state.state_schema(),
                 rows: state.delta(slice)?,
                 full: false,
                 slice,

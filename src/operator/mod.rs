@@ -83,6 +83,10 @@ pub struct BatchContext<'a> {
     pub close_all: bool,
     /// Where the operator adds its figures.
     pub progress: &'a mut BatchProgress,
+    /// Wall clock at the batch's start (epoch ms): the state TTL's time.
+    pub now_ms: i64,
+    /// Rows of state the TTL removed in this batch (the operator counts them).
+    pub expired: u64,
 }
 
 /// What a checkpoint takes from an operator.

@@ -19,9 +19,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch, UInt64Array};
+use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch, UInt64Array};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_expr::{PhysicalExpr, PhysicalSortExpr};
@@ -29,6 +29,7 @@ use datafusion::physical_expr::{PhysicalExpr, PhysicalSortExpr};
 use super::{kind, BatchContext, Emit, Operator, Snapshot};
 use crate::checkpoint::{Commit, WriteKind};
 use crate::metrics::BatchProgress;
+use crate::state::ttl::TouchClock;
 
 /// Which rank function numbers the rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,11 +84,14 @@ pub struct RankOp {
     /// Rows kept over all keys, and their bytes.
     entries: usize,
     bytes: usize,
+    /// With a state TTL: when each key's list last changed, and the batch's time.
+    clock: Option<TouchClock<Box<[u8]>>>,
+    now: i64,
 }
 
 impl RankOp {
     /// Empty state for `spec`.
-    pub fn new(spec: &RankSpec, emit: Emit) -> Result<Self> {
+    pub fn new(spec: &RankSpec, emit: Emit, ttl_ms: Option<i64>) -> Result<Self> {
         let schema = &spec.input_schema;
         let types = |exprs: &mut dyn Iterator<Item = &Arc<dyn PhysicalExpr>>| {
             exprs
@@ -128,7 +132,30 @@ impl RankOp {
             dirty: Default::default(),
             entries: 0,
             bytes: 0,
+            clock: ttl_ms.map(TouchClock::new),
+            now: 0,
         })
+    }
+
+    /// Drops the keys whose list the TTL expired (emitting changes: their ranked rows
+    /// leave with `-D`). Returns the rows dropped.
+    fn expire(&mut self, now: i64) -> u64 {
+        self.now = now;
+        let Some(c) = &mut self.clock else { return 0 };
+        let mut dropped = 0;
+        for key in c.expired(now) {
+            self.touch(&key);
+            if let Some(c) = &mut self.clock {
+                c.forget(&key); // gone: touch() does not bring it back to life
+            }
+            if let Some(list) = self.lists.remove(&key) {
+                dropped += list.len() as u64;
+                self.entries -= list.len();
+                let bytes: usize = list.iter().map(|e| e.order.len() + e.row.len() + 32).sum();
+                self.bytes = self.bytes.saturating_sub(bytes);
+            }
+        }
+        dropped
     }
 
     fn partition_keys(&self, b: &RecordBatch) -> Result<arrow::row::Rows> {
@@ -158,6 +185,9 @@ impl RankOp {
     /// Remembers `part`'s ranked rows as they were before this batch, and marks it for
     /// the next checkpoint delta.
     fn touch(&mut self, part: &[u8]) {
+        if let Some(c) = &mut self.clock {
+            c.touch(&Box::from(part), self.now);
+        }
         if !self.before.contains_key(part) {
             let list = self.lists.get(part).map(Vec::as_slice).unwrap_or(&[]);
             let top = list[..kept(self.spec.function, list, self.spec.limit)].to_vec();
@@ -334,6 +364,7 @@ impl RankOp {
             Field::new("partition", DataType::Binary, false),
             Field::new("order", DataType::Binary, true),
             Field::new("row", DataType::Binary, true),
+            Field::new("touched", DataType::Int64, true),
         ]))
     }
 
@@ -344,19 +375,23 @@ impl RankOp {
         keys: &mut dyn Iterator<Item = &Box<[u8]>>,
     ) -> Result<Vec<RecordBatch>> {
         let (mut parts, mut orders, mut rows) = (Vec::new(), Vec::new(), Vec::new());
+        let mut touched = Vec::new();
         for k in keys {
+            let t = self.clock.as_ref().and_then(|c| c.last(k));
             match self.lists.get(k).filter(|l| !l.is_empty()) {
                 Some(list) => {
                     for e in list {
                         parts.push(k.as_ref());
                         orders.push(Some(e.order.as_ref()));
                         rows.push(Some(e.row.as_ref()));
+                        touched.push(t);
                     }
                 }
                 None => {
                     parts.push(k.as_ref());
                     orders.push(None);
                     rows.push(None);
+                    touched.push(None);
                 }
             }
         }
@@ -367,6 +402,7 @@ impl RankOp {
             Arc::new(BinaryArray::from_iter_values(parts)),
             Arc::new(BinaryArray::from(orders)),
             Arc::new(BinaryArray::from(rows)),
+            Arc::new(Int64Array::from(touched)),
         ];
         Ok(vec![RecordBatch::try_new(Self::state_schema(), cols)?])
     }
@@ -421,8 +457,9 @@ impl Operator for RankOp {
     fn process(
         &mut self,
         input: Vec<RecordBatch>,
-        _ctx: &mut BatchContext,
+        ctx: &mut BatchContext,
     ) -> Result<Vec<RecordBatch>> {
+        ctx.expired += self.expire(ctx.now_ms);
         for b in input.iter().filter(|b| b.num_rows() > 0) {
             self.merge(b)?;
         }
@@ -475,15 +512,25 @@ impl Operator for RankOp {
         deltas: &[Vec<RecordBatch>],
         _: &Commit,
     ) -> Result<()> {
+        let restored_at = crate::gen::wall_ms();
         for b in full.iter().chain(deltas.iter().flatten()) {
             let parts = b.column(0).as_binary::<i32>();
             let orders = b.column(1).as_binary::<i32>();
             let rows = b.column(2).as_binary::<i32>();
+            // Checkpoints written before the TTL have no time column.
+            let touched = b.columns().get(3).map(|c| c.as_primitive::<Int64Type>());
             let mut cleared = hashbrown::HashSet::new();
             for i in 0..b.num_rows() {
                 let part: Box<[u8]> = parts.value(i).into();
                 if cleared.insert(part.clone()) {
                     self.lists.insert(part.clone(), Vec::new());
+                }
+                if let Some(c) = &mut self.clock {
+                    match touched.filter(|t| t.is_valid(i)) {
+                        Some(t) => c.touch(&part, t.value(i)),
+                        None if rows.is_valid(i) => c.touch(&part, restored_at),
+                        None => c.forget(&part),
+                    }
                 }
                 if rows.is_valid(i) && orders.is_valid(i) {
                     let list = self.lists.entry(part).or_default();
@@ -495,6 +542,7 @@ impl Operator for RankOp {
             }
         }
         self.lists.retain(|_, l| !l.is_empty());
+        self.clock = self.clock.as_ref().map(|c| c.renamed(|k| Some(k.clone())));
         self.bytes = self
             .lists
             .values()

@@ -114,6 +114,7 @@ pub fn check_options(def: &TableDef, known: &[&str]) -> Result<()> {
             "event_time",
             "watermark_delay",
             "idle_timeout",
+            "state_ttl",
         ];
         if !common.contains(&key.as_str()) && !known.contains(&key.as_str()) {
             return Err(crate::Error::option(

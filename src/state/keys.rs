@@ -153,6 +153,17 @@ impl KeyTable {
         }
     }
 
+    /// Whether the key of (removed) group `id` is live again under another id.
+    pub fn key_is_live(&self, id: u32) -> bool {
+        let Some(hash) = self.hashes.get(id as usize) else {
+            return false;
+        };
+        let row = self.rows.row(id as usize);
+        self.table
+            .find(*hash, |i| self.rows.row(*i as usize) == row)
+            .is_some()
+    }
+
     /// Forgets group `id`: its key is no longer found; its id is not given out again.
     pub fn remove(&mut self, id: u32) {
         if !self.is_live(id) {

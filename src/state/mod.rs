@@ -22,13 +22,14 @@ pub mod accumulate;
 pub mod keys;
 pub mod retract;
 pub mod session;
+pub mod ttl;
 pub mod window;
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
 use arrow::compute::take;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::common::hash_utils::{create_hashes, RandomState};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
@@ -36,6 +37,7 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use crate::checkpoint::Slice;
 use accumulate::GroupAcc;
 use keys::KeyTable;
+use ttl::TouchClock;
 
 /// What a stateful aggregation computes: its keys, its aggregates, and the schema of
 /// what it emits.
@@ -54,6 +56,18 @@ pub struct AggregateSpec {
 }
 
 impl AggregateSpec {
+    /// The partial schema with the last-update column a TTL'd state checkpoints.
+    fn touched_schema(&self) -> SchemaRef {
+        let mut fields: Vec<_> = self.partial_schema.fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new(TOUCHED, DataType::Int64, true)));
+        Arc::new(Schema::new(fields))
+    }
+
+    /// Columns of a partial batch: keys and every aggregate's state.
+    fn partial_width(&self) -> usize {
+        self.key_schema.fields().len() + self.state_widths.iter().sum::<usize>()
+    }
+
     fn accumulators(&self) -> Result<Vec<Box<dyn GroupAcc>>> {
         self.aggregates
             .iter()
@@ -77,6 +91,10 @@ impl AggregateSpec {
         (&cols[..k], states)
     }
 }
+
+/// The checkpoint column of a TTL'd state: each group's last update (epoch ms); null
+/// marks a group a delta deletes (it expired).
+pub const TOUCHED: &str = "__sluice_touched";
 
 /// Key groups a state is split into (design.md: "Operators own their state in key
 /// groups"): key group = hash(key) mod this; shard (thread) `s` of `n` owns the key groups
@@ -178,6 +196,14 @@ pub struct StateShard {
     capture: bool,
     old: Vec<RecordBatch>,
     prior: Marks,
+    /// With a TTL: each group's last update, and the batch's time (epoch ms).
+    clock: Option<TouchClock<u32>>,
+    now: i64,
+    /// Emitting changes: the rows of groups the TTL removed this batch (`-D`).
+    gone: Vec<RecordBatch>,
+    /// Whether a checkpoint has read this shard (until then `dirty` means nothing: the
+    /// first checkpoint is a full snapshot).
+    snapshotted: bool,
 }
 
 impl StateShard {
@@ -191,6 +217,10 @@ impl StateShard {
             capture: false,
             old: Vec::new(),
             prior: Marks::default(),
+            clock: None,
+            now: 0,
+            gone: Vec::new(),
+            snapshotted: false,
         })
     }
 
@@ -224,6 +254,102 @@ impl StateShard {
         for (acc, st) in self.accs.iter_mut().zip(states) {
             acc.merge(st, &self.ids)?;
         }
+        match cols.get(spec.partial_width()) {
+            Some(t) if replace => self.restore_touched(t.as_primitive::<Int64Type>()),
+            _ => {
+                if let Some(c) = &mut self.clock {
+                    self.ids.iter().for_each(|id| c.touch(id, self.now));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Restored rows' last updates; a null one deletes its group (a delta wrote that it
+    /// expired).
+    fn restore_touched(&mut self, touched: &Int64Array) {
+        for (row, id) in self.ids.iter().enumerate() {
+            if touched.is_null(row) {
+                self.keys.remove(*id);
+                self.accs.iter_mut().for_each(|a| a.clear(*id));
+                if let Some(c) = &mut self.clock {
+                    c.forget(id);
+                }
+            } else if let Some(c) = &mut self.clock {
+                c.touch(id, touched.value(row));
+            }
+        }
+    }
+
+    /// Removes the groups not updated for the TTL (none without one); emitting changes,
+    /// keeps their rows for `-D`. Returns how many went.
+    fn expire(&mut self, spec: &AggregateSpec, now: i64) -> Result<usize> {
+        self.now = now;
+        if self.clock.is_none() {
+            return Ok(0);
+        }
+        // Holes left by earlier batches, once their deletions are checkpointed.
+        self.compact(spec)?;
+        let Some(c) = &mut self.clock else {
+            return Ok(0);
+        };
+        let mut ids = c.expired(now);
+        ids.retain(|id| self.keys.is_live(*id));
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        ids.sort_unstable();
+        if self.capture {
+            let b = self.values_of(spec, &ids)?;
+            self.gone.push(b);
+        }
+        let n = self.keys.capacity();
+        for id in &ids {
+            self.keys.remove(*id);
+            self.accs.iter_mut().for_each(|a| a.clear(*id));
+            self.dirty.insert(*id, n);
+        }
+        Ok(ids.len())
+    }
+
+    /// Renumbers the live groups once removed ones outnumber them (so memory follows
+    /// the live state): rebuilt from their own state rows. Waits while a delta still
+    /// has to write a removed group.
+    fn compact(&mut self, spec: &AggregateSpec) -> Result<()> {
+        let holes = self.keys.capacity() - self.keys.len();
+        if holes < 1024 || holes < self.keys.len() {
+            return Ok(());
+        }
+        if self.snapshotted && self.dirty.ids().iter().any(|id| !self.keys.is_live(*id)) {
+            return Ok(());
+        }
+        tracing::debug!(live = self.keys.len(), holes, "compacting a state shard");
+        let live = self.keys.live_ids();
+        let cols = self.state_of(&live)?;
+        let hashes: Vec<u64> = live.iter().map(|id| self.keys.hash_of(*id)).collect();
+        let mut fresh = StateShard::new(spec)?;
+        fresh.merge(spec, &cols, &hashes, true)?;
+        // Keys are distinct, so fresh ids are 0, 1, … in `live`'s order.
+        let renumber: hashbrown::HashMap<u32, u32> = live
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (*id, i as u32))
+            .collect();
+        let mut dirty = Marks::default();
+        for id in self.dirty.ids() {
+            if let Some(new) = renumber.get(id) {
+                dirty.insert(*new, live.len());
+            }
+        }
+        self.keys = fresh.keys;
+        self.accs = fresh.accs;
+        self.dirty = dirty;
+        self.touched.clear();
+        self.prior.clear();
+        self.clock = self
+            .clock
+            .as_ref()
+            .map(|c| c.renamed(|id| renumber.get(id).copied()));
         Ok(())
     }
 
@@ -267,8 +393,11 @@ impl StateShard {
 
     /// The shard's whole state as keys + state columns (the Partial schema).
     pub fn snapshot(&mut self) -> Result<Vec<ArrayRef>> {
+        self.snapshotted = true;
         let ids = self.keys.live_ids();
-        self.state_of(&ids)
+        let mut cols = self.state_of(&ids)?;
+        self.add_touched(&ids, &mut cols);
+        Ok(cols)
     }
 
     /// Keys + final values of all groups, or only of those touched since the last emit.
@@ -294,6 +423,10 @@ impl StateShard {
     ) -> Result<Vec<RecordBatch>> {
         use crate::operator::{kind, with_kinds};
         let mut out = Vec::new();
+        for b in std::mem::take(&mut self.gone) {
+            let kinds = vec![kind::DELETE; b.num_rows()];
+            out.push(with_kinds(&b, kinds, changes)?);
+        }
         for b in std::mem::take(&mut self.old) {
             let kinds = vec![kind::UPDATE_BEFORE; b.num_rows()];
             out.push(with_kinds(&b, kinds, changes)?);
@@ -316,18 +449,38 @@ impl StateShard {
 
     /// Keys + partial state of the groups changed since the last delta, and of every
     /// group of `slice`.
+    /// With a TTL, the groups it removed too, and the last-update column.
     fn delta(&mut self, slice: Option<Slice>) -> Result<Option<Vec<ArrayRef>>> {
+        self.snapshotted = true;
         let mut ids = delta_ids(&self.keys, &mut self.dirty, slice);
-        ids.retain(|id| self.keys.is_live(*id));
+        match self.clock {
+            None => ids.retain(|id| self.keys.is_live(*id)),
+            // A removed group whose key came back under a new id: the new id's row
+            // replaces it, so no deletion is written (it would delete the new one).
+            Some(_) => ids.retain(|id| self.keys.is_live(*id) || !self.keys.key_is_live(*id)),
+        }
         if ids.is_empty() {
             return Ok(None);
         }
-        self.state_of(&ids).map(Some)
+        let mut cols = self.state_of(&ids)?;
+        self.add_touched(&ids, &mut cols);
+        Ok(Some(cols))
+    }
+
+    /// With a TTL: the last-update column of `ids` (null for a removed group).
+    fn add_touched(&self, ids: &[u32], cols: &mut Vec<ArrayRef>) {
+        let Some(c) = &self.clock else { return };
+        let times = ids.iter().map(|id| match self.keys.is_live(*id) {
+            true => Some(c.last(id).unwrap_or(self.now)),
+            false => None,
+        });
+        cols.push(Arc::new(Int64Array::from_iter(times)));
     }
 
     /// Memory held by this shard, in bytes.
     fn size(&self) -> usize {
-        self.keys.size() + self.accs.iter().map(|a| a.size()).sum::<usize>()
+        let clock = self.clock.as_ref().map_or(0, |c| c.size(4));
+        self.keys.size() + self.accs.iter().map(|a| a.size()).sum::<usize>() + clock
     }
 }
 
@@ -367,6 +520,34 @@ impl ShardedState {
             s.capture = true;
         }
         self
+    }
+
+    /// Forgets groups not updated for `ttl_ms` (Flink's state TTL, processing time).
+    pub fn with_ttl(mut self, ttl_ms: i64) -> Self {
+        for s in &mut self.shards {
+            s.clock = Some(TouchClock::new(ttl_ms));
+        }
+        self
+    }
+
+    /// Starts a batch at wall-clock `now` (epoch ms): removes the groups the TTL
+    /// expired (emitting changes, their `-D` rows come first). Returns how many.
+    pub fn expire(&mut self, now: i64) -> Result<usize> {
+        let spec = &self.spec;
+        let mut n = 0;
+        for s in &mut self.shards {
+            n += s.expire(spec, now)?;
+        }
+        Ok(n)
+    }
+
+    /// The schema of snapshots and deltas: the Partial schema, with a TTL plus each
+    /// group's last update.
+    pub fn state_schema(&self) -> SchemaRef {
+        match self.shards.first().is_some_and(|s| s.clock.is_some()) {
+            true => self.spec.touched_schema(),
+            false => Arc::clone(&self.spec.partial_schema),
+        }
     }
 
     /// The change since the last emit, with the change column: `-U` with the old row
@@ -474,29 +655,33 @@ impl ShardedState {
     /// Puts checkpointed rows (a snapshot, or a delta applied after it) back: each row
     /// is its group's whole state, replacing what the group held. Nothing counts as
     /// changed afterwards.
+    /// Groups restored without a last update (a checkpoint taken without a TTL) count
+    /// as updated now.
     pub fn restore(&mut self, rows: &[RecordBatch]) -> Result<()> {
+        let now = crate::gen::wall_ms();
+        self.shards.iter_mut().for_each(|s| s.now = now);
         let _ = self.merge_with(rows, true)?;
         for s in &mut self.shards {
             s.touched.clear();
             s.dirty.clear();
             s.old.clear();
             s.prior.clear();
+            // Restored times arrive in any order: the clock keeps its buckets in order.
+            s.clock = s.clock.as_ref().map(|c| c.renamed(|id| Some(*id)));
         }
         Ok(())
     }
 
     /// All groups as keys + state columns (the Partial schema). The state is kept.
     pub fn snapshot(&mut self) -> Result<Vec<RecordBatch>> {
+        let schema = self.state_schema();
         let mut out = Vec::new();
         for shard in &mut self.shards {
             if shard.keys.is_empty() {
                 continue;
             }
             let cols = shard.snapshot()?;
-            out.push(RecordBatch::try_new(
-                Arc::clone(&self.spec.partial_schema),
-                cols,
-            )?);
+            out.push(RecordBatch::try_new(Arc::clone(&schema), cols)?);
         }
         Ok(out)
     }
@@ -504,13 +689,11 @@ impl ShardedState {
     /// The groups changed since the last delta (or snapshot restore), and every group
     /// of `slice`, as keys + state columns: what an incremental checkpoint writes.
     pub fn delta(&mut self, slice: Option<Slice>) -> Result<Vec<RecordBatch>> {
+        let schema = self.state_schema();
         let mut out = Vec::new();
         for shard in &mut self.shards {
             if let Some(cols) = shard.delta(slice)? {
-                out.push(RecordBatch::try_new(
-                    Arc::clone(&self.spec.partial_schema),
-                    cols,
-                )?);
+                out.push(RecordBatch::try_new(Arc::clone(&schema), cols)?);
             }
         }
         Ok(out)
@@ -520,6 +703,7 @@ impl ShardedState {
     pub fn clear_delta(&mut self) {
         for s in &mut self.shards {
             s.dirty.clear();
+            s.snapshotted = true;
         }
     }
 

@@ -526,3 +526,89 @@ pub async fn batch_json(ctx: &datafusion::prelude::SessionContext, sql: &str) ->
         .map(|l| String::from_utf8(l.to_vec()).unwrap())
         .collect()
 }
+
+/// `records` (log records as read back from a topic) as a batch DataFusion table `logs`.
+pub fn log_table(records: &[Consumed]) -> datafusion::prelude::SessionContext {
+    use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let recs: Vec<LogRecord> = records
+        .iter()
+        .map(|c| parse_record(&c.payload).expect("a well-formed record"))
+        .collect();
+    let s = |f: fn(&LogRecord) -> &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(recs.iter().map(f)))
+    };
+    let schema = Arc::new(Schema::new(
+        [
+            ("timestamp", DataType::Int64),
+            ("status", DataType::Utf8),
+            ("severity", DataType::Utf8),
+            ("source_ip", DataType::Utf8),
+            ("user_id", DataType::Utf8),
+            ("content", DataType::Utf8),
+        ]
+        .map(|(n, t)| Field::new(n, t, true))
+        .to_vec(),
+    ));
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(
+            recs.iter().map(|r| r.timestamp),
+        )),
+        s(|r| &r.status),
+        s(|r| &r.severity),
+        s(|r| &r.source_ip),
+        s(|r| &r.user_id),
+        s(|r| &r.content),
+    ];
+    let batch = RecordBatch::try_new(Arc::clone(&schema), cols).unwrap();
+    let ctx = datafusion::prelude::SessionContext::new();
+    let table = datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]]).unwrap();
+    ctx.register_table("logs", Arc::new(table)).unwrap();
+    ctx
+}
+
+/// Applies the changelog in the JSON-lines files under `dir` in file (batch) order,
+/// checking it as it goes: `+I` adds a key that is absent, `-U`/`-D` remove exactly the
+/// row held, `+U` follows its `-U`. Returns the rows left (by the columns `key`, without
+/// `op`) and the kinds seen.
+pub fn fold_changelog_files(
+    dir: &std::path::Path,
+    key: &[&str],
+) -> (
+    std::collections::BTreeMap<String, String>,
+    std::collections::BTreeSet<String>,
+) {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    let mut table = std::collections::BTreeMap::new();
+    let mut kinds = std::collections::BTreeSet::new();
+    for f in &files {
+        for line in std::fs::read_to_string(f).unwrap().lines() {
+            let mut row: serde_json::Value = serde_json::from_str(line).unwrap();
+            let op = row["op"].as_str().unwrap().to_string();
+            let k: Vec<String> = key.iter().map(|k| row[*k].to_string()).collect();
+            let k = k.join("/");
+            row.as_object_mut().unwrap().remove("op");
+            let value = row.to_string();
+            match op.as_str() {
+                "+I" => assert!(
+                    table.insert(k, value).is_none(),
+                    "+I of a present key: {line}"
+                ),
+                "+U" => assert!(
+                    table.insert(k, value).is_none(),
+                    "+U without its -U: {line}"
+                ),
+                "-U" | "-D" => assert_eq!(table.remove(&k), Some(value), "{op} of another row"),
+                other => panic!("unknown op {other}"),
+            }
+            kinds.insert(op);
+        }
+    }
+    (table, kinds)
+}
