@@ -141,7 +141,10 @@ fn explain_analyze_counts_what_each_step_did() {
         .sum();
     assert_eq!(per_shard, partial);
     assert_eq!(
-        figure(note(&text, "state merge:"), "groups after the last batch"),
+        figure(
+            note(&text, "state merge:"),
+            "state rows after the last batch"
+        ),
         seen.len() as u64
     );
     assert_eq!(figure(note(&text, "emit:"), "rows"), emitted);
@@ -157,4 +160,55 @@ fn explain_analyze_counts_what_each_step_did() {
         .map(|l| l.rfind("  [").map_or(l, |i| &l[..i]))
         .collect();
     assert_eq!(stripped, plain.lines().collect::<Vec<_>>());
+}
+
+#[test]
+fn explain_analyze_annotates_each_stateful_operator() {
+    let (broker, topic) = seeded_topic("analyze-ops", 5_000, 2, "crash", 10);
+    let dir = temp_dir("analyze-ops");
+    let q = query_file(
+        &dir,
+        &broker,
+        &topic,
+        "SELECT n, count(*) AS users FROM (SELECT user_id, count(*) AS n FROM logs GROUP BY user_id) t GROUP BY n;",
+    );
+    let args = [
+        "explain",
+        q.to_str().unwrap(),
+        "--analyze",
+        "--output-mode",
+        "changelog",
+        "--max-records-per-batch",
+        "1000",
+    ];
+    let out = sluice_ok(&args);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let mut users = std::collections::HashMap::<String, u64>::new();
+    let read: std::collections::HashSet<(i32, i64)> = parse_offsets(&stderr)
+        .into_iter()
+        .flatten()
+        .flat_map(|(p, s, e)| (s..e).map(move |o| (p, o)))
+        .collect();
+    for c in consume_all(&broker, &topic) {
+        if read.contains(&(c.partition, c.offset)) {
+            *users
+                .entry(parse_record(&c.payload).unwrap().user_id)
+                .or_default() += 1;
+        }
+    }
+    let sizes: std::collections::HashSet<u64> = users.values().copied().collect();
+    let inner = note(&text, "state merge:");
+    let outer = note(&text, "aggregate over an updating input");
+    assert_eq!(
+        figure(inner, "state rows after the last batch"),
+        users.len() as u64
+    );
+    assert_eq!(
+        figure(outer, "state rows after the last batch"),
+        sizes.len() as u64
+    );
+    // What the first operator emits is what the second takes in.
+    assert_eq!(figure(inner, "out"), figure(outer, "rows in"));
+    assert!(figure(outer, "out") > 0, "{text}");
 }

@@ -17,7 +17,7 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use super::plan::StreamPlan;
 use crate::metrics::status::si;
-use crate::metrics::BatchProgress;
+use crate::metrics::{BatchProgress, OperatorProgress};
 
 /// Totals of the batches an analysis ran.
 #[derive(Debug, Default)]
@@ -34,6 +34,9 @@ pub struct Analysis {
     /// for an operator that recorded no metrics (e.g. a merge over one partition, which
     /// passes its input through).
     operators: Vec<Vec<Option<(usize, usize)>>>,
+    /// Per stateful operator: rows in and out, time and rows expired summed over the
+    /// batches; state rows and bytes of the last batch.
+    stateful: Vec<OperatorProgress>,
     /// The annotated plan, once the run ended.
     pub text: String,
 }
@@ -104,6 +107,18 @@ impl Analysis {
         s.state_bytes = p.state_bytes;
         s.open_panes = p.open_panes;
         s.watermark = p.watermark;
+        if self.stateful.len() < p.operators.len() {
+            self.stateful
+                .resize(p.operators.len(), OperatorProgress::default());
+        }
+        for (sum, o) in self.stateful.iter_mut().zip(&p.operators) {
+            sum.rows_in += o.rows_in;
+            sum.rows_out += o.rows_out;
+            sum.expired += o.expired;
+            sum.time += o.time;
+            sum.state_rows = o.state_rows;
+            sum.state_bytes = o.state_bytes;
+        }
         for (stage, tree) in plan.last_executed().iter().enumerate() {
             let Some(tree) = tree else { continue };
             let nodes = preorder(tree);
@@ -199,15 +214,30 @@ impl Analysis {
         )
     }
 
-    /// The note on the state-merge line.
-    pub fn state(&self) -> String {
-        let per: Vec<String> = self.sum.shard_groups.iter().map(usize::to_string).collect();
+    /// The note on the state line of stateful operator `i`: its rows, time and state
+    /// (per shard for a sharded aggregate).
+    pub fn state(&self, i: usize) -> String {
+        let Some(o) = self.stateful.get(i) else {
+            return String::new();
+        };
+        let shards = match (i, self.sum.shard_groups.len()) {
+            (0, n) if n > 1 => {
+                let per: Vec<String> = self.sum.shard_groups.iter().map(usize::to_string).collect();
+                format!(" (per shard: {})", per.join(", "))
+            }
+            _ => String::new(),
+        };
+        let expired = match o.expired {
+            0 => String::new(),
+            n => format!(", removed by the ttl={n}"),
+        };
         format!(
-            "  [time={} with emit, groups after the last batch={} (per shard: {}), {} bytes]",
-            show_duration(self.phase("stateMerge")),
-            self.sum.state_groups,
-            per.join(", "),
-            self.sum.state_bytes
+            "  [time={} with emit, rows in={}, out={}, state rows after the last batch={}{shards}, {} bytes{expired}]",
+            show_duration(o.time),
+            o.rows_in,
+            o.rows_out,
+            o.state_rows,
+            o.state_bytes,
         )
     }
 
@@ -224,9 +254,10 @@ impl Analysis {
         )
     }
 
-    /// The note on the emit line.
-    pub fn emit(&self) -> String {
-        format!("  [rows={}]", self.sum.emitted_rows)
+    /// The note on the emit line of stateful operator `i`.
+    pub fn emit(&self, i: usize) -> String {
+        let rows = self.stateful.get(i).map_or(0, |o| o.rows_out);
+        format!("  [rows={rows}]")
     }
 
     /// The note on the sink line.

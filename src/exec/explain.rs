@@ -180,10 +180,11 @@ pub fn describe(
     }
     for (i, stage) in stages.iter().enumerate() {
         if i > 0 {
-            let _ = writeln!(out, "Stage {}, over the changes of operator {i}:", i + 1);
+            let _ = writeln!(out, "Stage {}, over the changes of operator {i}:", i + 2);
         }
         operators(&stage.input, i, analysis, &mut out);
-        describe_operator(plan, stage, i + 2 == stages.len() + 1, note, &mut out);
+        let last = i + 2 == stages.len() + 1;
+        describe_operator(plan, (i, stage), last, analysis, &mut out);
     }
     operators(&plan.flow.top, stages.len(), analysis, &mut out);
     let _ = writeln!(out, "Sink: {sink}{}", note(Analysis::sink));
@@ -193,11 +194,14 @@ pub fn describe(
 /// The exchange, state and emit lines of one stage's operator.
 fn describe_operator(
     plan: &StreamPlan,
-    stage: &StagePlan,
+    (i, stage): (usize, &StagePlan),
     last: bool,
-    note: impl Fn(fn(&Analysis) -> String) -> String,
+    analysis: Option<&Analysis>,
     out: &mut String,
 ) {
+    let note = |f: fn(&Analysis) -> String| analysis.map(f).unwrap_or_default();
+    let state_note = analysis.map(|a| a.state(i)).unwrap_or_default();
+    let emit_note = analysis.map(|a| a.emit(i)).unwrap_or_default();
     let names = |schema: &arrow::datatypes::SchemaRef| -> Vec<String> {
         schema.fields().iter().map(|f| f.name().clone()).collect()
     };
@@ -208,15 +212,14 @@ fn describe_operator(
         (e, _) => format!("{e:?}").to_lowercase(),
     };
     // Operators that keep every key in one task: what they keep, then what they emit.
-    let one_task = |what: &str, state: String, out: &mut String| {
-        let _ = writeln!(
-            out,
-            "Exchange: none: one task keeps every {what}{}",
-            note(Analysis::exchange)
-        );
+    let one_task = |what: &str, state: String, ttl: Option<String>, out: &mut String| {
+        let _ = writeln!(out, "Exchange: none: one task keeps every {what}");
         let _ = writeln!(out, "State, one task:");
-        let _ = writeln!(out, "  {state}{}", note(Analysis::state));
-        let _ = writeln!(out, "  emit: {emit}{}", note(Analysis::emit));
+        let _ = writeln!(out, "  {state}{state_note}");
+        if let Some(ttl) = ttl {
+            let _ = writeln!(out, "  {ttl}");
+        }
+        let _ = writeln!(out, "  emit: {emit}{emit_note}");
     };
     let (spec, window) = match &stage.operator {
         OperatorPlan::Rank { spec } => {
@@ -233,9 +236,7 @@ fn describe_operator(
                 spec.function,
                 order.join(", "),
             );
-            one_task("key", state, out);
-            let _ = writeln!(out, "  {}", ttl_line(plan));
-            return;
+            return one_task("key", state, Some(ttl_line(plan)), out);
         }
         OperatorPlan::Updating { spec } => {
             let aggs: Vec<&str> = spec.aggregates.iter().map(|(a, _)| a.name()).collect();
@@ -244,7 +245,7 @@ fn describe_operator(
                 names(&spec.key_schema).join(", "),
                 aggs.join(", "),
             );
-            return one_task("group", state, out);
+            return one_task("group", state, None, out);
         }
         OperatorPlan::Aggregate { spec, window } => (spec, window),
     };
@@ -264,7 +265,7 @@ fn describe_operator(
             "  state: open sessions' partial rows, joined per key in start order; a closed \
              session merged with DataFusion's accumulators for {}{}",
             aggs.join(", "),
-            note(Analysis::state)
+            state_note
         );
     } else {
         let _ = writeln!(
@@ -284,7 +285,7 @@ fn describe_operator(
             out,
             "  state merge: key table + per-group accumulators for {}; {checkpoint}{}",
             aggs.join(", "),
-            note(Analysis::state)
+            state_note
         );
         if window.is_none() {
             let _ = writeln!(out, "  {}", ttl_line(plan));
@@ -307,7 +308,7 @@ fn describe_operator(
             note(Analysis::window)
         );
     }
-    let _ = writeln!(out, "  emit: {emit}{}", note(Analysis::emit));
+    let _ = writeln!(out, "  emit: {emit}{emit_note}");
 }
 
 /// What the state TTL does to an operator's unwindowed state.

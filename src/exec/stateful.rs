@@ -152,7 +152,8 @@ impl StreamState {
             };
             let emitted = op.process(rows, &mut ctx)?;
             let expired = ctx.expired;
-            operators += started.elapsed();
+            let time = started.elapsed();
+            operators += time;
             let rows_out = emitted.iter().map(|b| b.num_rows() as u64).sum();
             p.emitted_rows += rows_out;
             p.operators.push(OperatorProgress {
@@ -160,6 +161,7 @@ impl StreamState {
                 rows_in,
                 rows_out,
                 expired,
+                time,
                 ..Default::default()
             });
             stage.output.set(vec![emitted]);

@@ -75,6 +75,8 @@ pub struct OperatorProgress {
     pub state_bytes: usize,
     /// Rows of state the TTL removed in this batch.
     pub expired: u64,
+    /// Time it took, merge and emit.
+    pub time: Duration,
 }
 
 /// What one source table contributed to a batch.
