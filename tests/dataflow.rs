@@ -465,16 +465,18 @@ fn any_split_into_batches_and_partitions_gives_the_batch_answer() {
     }
 }
 
-/// Nexmark q5's inner part, on the log stream: per 10-second window the largest count
-/// of one user. The windowed aggregate closes windows by the watermark and hands them
-/// to the outer aggregate as final rows; the batch oracle computes the windows with
-/// date_bin.
-#[test]
-fn an_aggregate_over_closed_windows_equals_the_batch_answer() {
-    let (broker, topic) = event_time_topic("overwin", 6_000, 5, 50, "crash", 10);
-    let dir = temp_dir("overwin");
+/// Runs `outer` (an aggregate over `inner`, a windowed aggregate over the log stream
+/// with a 5-second watermark) in output `mode` into JSON lines, in two runs from a
+/// checkpoint (the second closes the windows at the end), and checks the rows written
+/// against `oracle` (the same with date_bin windows); returns the lines written.
+fn over_closed_windows(name: &str, mode: &str, outer: &str, oracle_sql: &str) -> Vec<String> {
+    let (broker, topic) = event_time_topic(name, 6_000, 5, 50, "crash", 10);
+    let dir = temp_dir(name);
     let out = dir.join("out");
     let q = dir.join("q.sql");
+    let inner =
+        "SELECT tumble(event_time, INTERVAL '10 seconds') AS w, user_id, count(*) AS n FROM logs \
+                 GROUP BY tumble(event_time, INTERVAL '10 seconds'), user_id";
     std::fs::write(
         &q,
         format!(
@@ -483,19 +485,21 @@ fn an_aggregate_over_closed_windows_equals_the_batch_answer() {
              bootstrap_servers = '{broker}', event_time = 'to_timestamp_millis(\"timestamp\")', \
              watermark_delay = '5 seconds');\n\
              CREATE TABLE out WITH (connector = 'jsonl', path = '{}');\n\
-             INSERT INTO out SELECT w['start'] AS ws, max(n) AS most, count(*) AS users FROM \
-             (SELECT tumble(event_time, INTERVAL '10 seconds') AS w, user_id, count(*) AS n FROM logs \
-              GROUP BY tumble(event_time, INTERVAL '10 seconds'), user_id) t GROUP BY w['start'];\n",
-            out.display()
+             INSERT INTO out {};\n",
+            out.display(),
+            outer.replace("{inner}", inner)
         ),
     )
     .unwrap();
-    let plan = sluice_ok(&["explain", q.to_str().unwrap()]);
+    let plan = sluice_ok(&["explain", q.to_str().unwrap(), "--output-mode", mode]);
     let plan = String::from_utf8_lossy(&plan.stdout);
     assert!(
         plan.contains("emit: closed windows to the next stage"),
         "{plan}"
     );
+    if mode == "append" {
+        assert!(plan.contains("each batch's groups are final"), "{plan}");
+    }
     let ckpt = dir.join("ckpt");
     let mut args = vec![
         "run",
@@ -504,7 +508,7 @@ fn an_aggregate_over_closed_windows_equals_the_batch_answer() {
         "--max-records-per-batch",
         "500",
         "--output-mode",
-        "complete",
+        mode,
         "--checkpoint",
         ckpt.to_str().unwrap(),
     ];
@@ -512,14 +516,56 @@ fn an_aggregate_over_closed_windows_equals_the_batch_answer() {
     args.push("--close-windows-at-end");
     sluice_ok(&args);
     let bin = "date_bin(INTERVAL '10 seconds', to_timestamp_millis(\"timestamp\"))";
-    let expected = oracle(
-        &broker,
-        &topic,
-        &format!(
-            "SELECT ws, max(n) AS most, count(*) AS users FROM \
-             (SELECT {bin} AS ws, user_id, count(*) AS n FROM logs GROUP BY {bin}, user_id) t GROUP BY ws"
-        ),
+    let inner = format!(
+        "SELECT {bin} AS ws, {bin} + INTERVAL '10 seconds' AS we, user_id, count(*) AS n FROM logs \
+         GROUP BY {bin}, user_id"
     );
+    let expected = oracle(&broker, &topic, &oracle_sql.replace("{inner}", &inner));
     assert!(expected.len() > 5);
-    assert_eq!(written(&out), expected);
+    assert_eq!(written(&out), expected, "{name}");
+    let mut lines = Vec::new();
+    for e in std::fs::read_dir(&out).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "jsonl") {
+            lines.extend(
+                std::fs::read_to_string(&p)
+                    .unwrap()
+                    .lines()
+                    .map(str::to_string),
+            );
+        }
+    }
+    lines
+}
+
+/// Nexmark q5's inner part, on the log stream: per 10-second window the largest count
+/// of one user. The windowed aggregate closes windows by the watermark and hands them
+/// to the outer aggregate as final rows; the batch oracle computes the windows with
+/// date_bin.
+#[test]
+fn an_aggregate_over_closed_windows_equals_the_batch_answer() {
+    over_closed_windows(
+        "overwin",
+        "complete",
+        "SELECT w['start'] AS ws, max(n) AS most, count(*) AS users FROM ({inner}) t GROUP BY w['start']",
+        "SELECT ws, max(n) AS most, count(*) AS users FROM ({inner}) t GROUP BY ws",
+    );
+}
+
+/// Grouped by the window of the aggregate below (as q5's MaxBids groups by starttime
+/// and endtime), the outer aggregate's groups are final when their window arrives: in
+/// append mode each is written once.
+#[test]
+fn a_windowed_aggregate_over_a_windowed_aggregate_appends_each_window_once() {
+    let lines = over_closed_windows(
+        "winwin",
+        "append",
+        "SELECT starttime, endtime, max(n) AS most, count(*) AS users FROM \
+         (SELECT w['start'] AS starttime, w['end'] AS endtime, n FROM ({inner}) a WHERE n > 0) t \
+         GROUP BY starttime, endtime",
+        "SELECT ws AS starttime, we AS endtime, max(n) AS most, count(*) AS users FROM ({inner}) t \
+         GROUP BY ws, we",
+    );
+    let distinct: BTreeSet<&String> = lines.iter().collect();
+    assert_eq!(distinct.len(), lines.len(), "a window was written twice");
 }

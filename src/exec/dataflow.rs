@@ -399,10 +399,12 @@ impl Cutter<'_> {
             (stage, emit == Emit::Changes)
         } else {
             let below_changed = !Arc::ptr_eq(&below_cut, &below);
+            let per_window = window.is_none() && self.groups_by_window_below(agg, &below_cut);
             let parts = AppendParts {
                 node: &node,
                 partial: &partial_node,
                 below: below_changed.then_some(below_cut),
+                per_window,
             };
             self.append_stage(parts, window, is_root, &slot)?
         };
@@ -414,6 +416,36 @@ impl Cutter<'_> {
         };
         let leaf: Arc<dyn ExecutionPlan> = Arc::new(BatchInputExec::new(slot, schema, 1));
         Ok((leaf, emits_changes))
+    }
+
+    /// Whether the Partial aggregate `agg` groups by the window (the column, or its
+    /// start or end) of a windowed aggregate below that emits closed windows, reading
+    /// it through `below` (the fragment over that operator's output).
+    fn groups_by_window_below(&self, agg: &AggregateExec, below: &Arc<dyn ExecutionPlan>) -> bool {
+        let closed = self
+            .stages
+            .iter()
+            .filter_map(|s| match (&s.operator, s.emit) {
+                (
+                    OperatorPlan::Aggregate {
+                        window: Some(w), ..
+                    },
+                    Emit::Closed,
+                ) => Some((&s.output, w.spec.key_index)),
+                _ => None,
+            });
+        for (slot, window_column) in closed {
+            let by_window = agg.group_expr().expr().iter().any(|(e, _)| {
+                super::lineage::source_of(e, below, slot).is_some_and(|s| {
+                    s.column == window_column
+                        && matches!(s.field.as_deref(), None | Some("start") | Some("end"))
+                })
+            });
+            if by_window {
+                return true;
+            }
+        }
+        false
     }
 
     /// An aggregate over an append-only input: stage 1 is the Partial aggregate over
@@ -454,6 +486,9 @@ impl Cutter<'_> {
                     "a windowed aggregate below another aggregation needs a watermark (watermark_delay on the source) so its windows close",
                 ))
             }
+            // Groups of whole windows from below: final when their batch ends.
+            (_, None, OutputMode::Complete) if parts.per_window && is_root => Emit::All,
+            (_, None, _) if parts.per_window => Emit::Closed,
             (false, None, _) => Emit::Changes,
             (true, _, OutputMode::Complete) => Emit::All,
             (true, _, OutputMode::Update) => Emit::Upserts,
@@ -467,7 +502,7 @@ impl Cutter<'_> {
                 ))
             }
         };
-        if is_root {
+        if is_root && !parts.per_window {
             check_root_mode(mode, window.as_ref().map(|(w, _)| w), tracker.is_some())?;
         }
         let partial_schema = partial.schema();
@@ -625,6 +660,9 @@ struct AppendParts<'a> {
     node: &'a Arc<dyn ExecutionPlan>,
     partial: &'a Arc<dyn ExecutionPlan>,
     below: Option<Arc<dyn ExecutionPlan>>,
+    /// It groups by the window of a windowed aggregate below, which hands over each
+    /// window whole and once: its groups are final at the end of their batch.
+    per_window: bool,
 }
 
 fn project(schema: &arrow::datatypes::SchemaRef, n: usize) -> Result<arrow::datatypes::SchemaRef> {

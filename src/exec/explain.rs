@@ -277,9 +277,13 @@ fn describe_operator(
             note(Analysis::exchange)
         );
         let _ = writeln!(out, "Stage 2, one task per state shard:");
-        let checkpoint = match window {
-            Some(_) => "checkpointed whole (bounded by the watermark)",
-            None => "checkpointed as deltas of the changed groups",
+        let checkpoint = match (window, stage.emit) {
+            (Some(_), _) => "checkpointed whole (bounded by the watermark)",
+            (None, Emit::Closed) => {
+                "its keys hold the window of the aggregate below, whose windows arrive whole, \
+                 once: each batch's groups are final, emitted and dropped"
+            }
+            (None, _) => "checkpointed as deltas of the changed groups",
         };
         let _ = writeln!(
             out,
@@ -287,7 +291,7 @@ fn describe_operator(
             aggs.join(", "),
             state_note
         );
-        if window.is_none() {
+        if window.is_none() && stage.emit != Emit::Closed {
             let _ = writeln!(out, "  {}", ttl_line(plan));
         }
     }

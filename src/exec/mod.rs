@@ -13,6 +13,7 @@ pub mod explain;
 pub mod gather;
 pub mod input;
 pub mod late;
+pub mod lineage;
 pub mod plan;
 pub mod run;
 pub mod sources;

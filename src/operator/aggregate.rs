@@ -90,10 +90,11 @@ impl Operator for AggregateOp {
                     Emit::All => state.emit(false)?,
                     Emit::Upserts => state.emit(true)?,
                     Emit::Changes => state.emit_changes(changes)?,
+                    // Groups of whole windows from the operator below: final now.
                     Emit::Closed => {
-                        return Err(DataFusionError::Internal(
-                            "append emit without a window".into(),
-                        ))
+                        let out = state.emit(false)?;
+                        state.clear()?;
+                        out
                     }
                 };
                 (rows, out)

@@ -699,6 +699,14 @@ impl ShardedState {
         Ok(out)
     }
 
+    /// Drops every group (their results were final and emitted).
+    pub fn clear(&mut self) -> Result<()> {
+        for s in &mut self.shards {
+            *s = StateShard::new(&self.spec)?;
+        }
+        Ok(())
+    }
+
     /// Forgets which groups changed since the last delta (a full snapshot was taken).
     pub fn clear_delta(&mut self) {
         for s in &mut self.shards {
