@@ -204,6 +204,15 @@ fn metrics_progress_and_dashboard_show_the_running_stream() {
     let points = data_points(&dom, "rate-chart");
     assert!(points > 1, "the rate chart has {points} point(s)");
     assert!(dom.contains("<polyline"), "no line drawn");
+    let per_operator = data_points(&dom, "operator-state-chart");
+    assert!(
+        per_operator > 1,
+        "the per-operator state chart has {per_operator} point(s)"
+    );
+    assert!(
+        dom.contains("■ 0:aggregate"),
+        "no legend names the operator"
+    );
     let shards = data_points(&dom, "shard-chart");
     assert_eq!(shards, 2, "one bar per state shard (--target-partitions 2)");
     assert!(
