@@ -9,8 +9,9 @@
 //! ```
 //! Incremental checkpoints: the first commit writes the state whole; after that each
 //! batch writes a delta file holding each changed group's whole state, plus one slice
-//! of the key groups (all their groups) — a rebase spread over a cycle of m batches, m
-//! chosen so a slice is about as big as a delta. Once a cycle has written every slice,
+//! of the key groups (all their groups) — a rebase spread over a cycle of batches, each
+//! slice sized from the batch before so it holds about half as many groups as changed.
+//! Once a cycle has written every key group,
 //! every file from before it is superseded and leaves the chain. A manifest names the
 //! files of its chain; recovery applies them in order (a later row for a group
 //! replaces the earlier). So a batch writes about twice what it changed, never the
@@ -171,19 +172,19 @@ pub enum StateWrite<'a> {
     Delta(&'a SchemaRef, &'a [RecordBatch], Option<Slice>),
 }
 
-/// Slice `index` of `of` of the key groups: those with `kg * of / KEY_GROUPS == index`.
+/// A slice of a rebase cycle: the key groups `from..to`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slice {
-    /// Which slice.
-    pub index: u32,
-    /// How many slices the cycle has.
-    pub of: u32,
+    /// Its first key group.
+    pub from: u32,
+    /// One past its last key group.
+    pub to: u32,
 }
 
 impl Slice {
     /// Whether key group `kg` is in the slice.
     pub fn covers(&self, kg: u64) -> bool {
-        kg * u64::from(self.of) / crate::state::KEY_GROUPS == u64::from(self.index)
+        (u64::from(self.from)..u64::from(self.to)).contains(&kg)
     }
 }
 
@@ -212,11 +213,14 @@ impl WriteKind {
 struct Chain {
     full: Option<String>,
     deltas: Vec<String>,
-    /// Rows of the newest delta (sizes the next cycle's slices).
+    /// Rows the newest delta wrote for the groups that changed, without its slice's
+    /// (sizes the next cycle's slices).
     last_delta_rows: u64,
-    /// Slices of the running cycle (0: none running).
-    slices: u32,
-    next_slice: u32,
+    /// Rows the slice planned last is expected to hold (its share of the state).
+    slice_rows: u64,
+    /// Whether a rebase cycle is running, and the key group its next slice starts at.
+    cycling: bool,
+    next_group: u32,
     /// Index in `deltas` of the running cycle's first file.
     cycle_start: usize,
 }
@@ -352,7 +356,8 @@ impl Checkpoint {
 
     /// What operator `op` (holding `state_rows` rows) writes next: its whole state
     /// when the chain is empty, else a delta with the next slice of the rebase cycle
-    /// (starting one, sized so a slice is about a delta, when none runs).
+    /// (starting one when none runs), sized so it holds about half as many rows as the
+    /// last delta changed: a batch writes ~1.5× what it changed, at any state size.
     pub fn plan_write(&self, op: usize, state_rows: u64) -> WriteKind {
         let Ok(mut chains) = self.chain.lock() else {
             return WriteKind::Full;
@@ -364,22 +369,21 @@ impl Checkpoint {
         if c.full.is_none() && c.deltas.is_empty() {
             return WriteKind::Full;
         }
-        if c.slices == 0 {
-            // Before any delta was seen (a fresh chain), 16 slices.
-            let m = match c.last_delta_rows {
-                0 => 16,
-                // A slice about half a delta: a batch writes ~1.5× what it changed.
-                per_delta => (2 * state_rows).div_ceil(per_delta),
-            };
-            let m = m.clamp(1, crate::state::KEY_GROUPS);
-            c.slices = m as u32;
-            c.next_slice = 0;
+        if !c.cycling {
+            c.cycling = true;
+            c.next_group = 0;
             c.cycle_start = c.deltas.len();
         }
-        WriteKind::Delta(Some(Slice {
-            index: c.next_slice,
-            of: c.slices,
-        }))
+        let groups = crate::state::KEY_GROUPS;
+        let n = match c.last_delta_rows {
+            // Before any delta was seen (a fresh chain): a sixteenth.
+            0 => groups / 16,
+            changed => (groups * changed).div_ceil(2 * state_rows.max(1)),
+        };
+        let from = c.next_group;
+        let to = (u64::from(from) + n.clamp(1, groups)).min(groups) as u32;
+        c.slice_rows = state_rows * u64::from(to - from) / groups;
+        WriteKind::Delta(Some(Slice { from, to }))
     }
 
     /// Writes each operator's state (a full snapshot or a delta), then the manifest
@@ -431,15 +435,15 @@ impl Checkpoint {
                 continue;
             }
             chain.deltas.push(path.to_string());
-            chain.last_delta_rows = n;
-            if let Some(slice) = slice.filter(|s| s.of == chain.slices) {
-                chain.next_slice = slice.index + 1;
-                if chain.next_slice >= chain.slices {
+            chain.last_delta_rows = n.saturating_sub(chain.slice_rows).max(1);
+            if let Some(slice) = slice.filter(|s| chain.cycling && s.from == chain.next_group) {
+                chain.next_group = slice.to;
+                if u64::from(slice.to) >= crate::state::KEY_GROUPS {
                     // Every key group was rewritten since the cycle began: what came
                     // before it is superseded.
                     chain.full = None;
                     chain.deltas.drain(..chain.cycle_start);
-                    chain.slices = 0;
+                    chain.cycling = false;
                 }
             }
         }
@@ -694,52 +698,59 @@ mod tests {
         c.commit(commit(0), &[StateWrite::Full(&schema, &full)])
             .await
             .unwrap();
-        // No delta seen yet: 16 slices; here the test writes 4 of a 4-slice cycle by
-        // hand (what plan_write asks is checked once the deltas have a size).
+        // No delta seen yet: a sixteenth of the key groups; here the test writes a
+        // cycle of four quarters by hand (plan_write is checked once deltas have a size).
         assert_eq!(
             c.plan_write(0, 4),
-            WriteKind::Delta(Some(Slice { index: 0, of: 16 }))
+            WriteKind::Delta(Some(Slice { from: 0, to: 8 }))
         );
-        if let Ok(mut ch) = c.chain.lock() {
-            ch.operators[0].slices = 4;
-        }
         for id in 1..=4u64 {
+            let from = (id as u32 - 1) * 32;
             let slice = Slice {
-                index: id as u32 - 1,
-                of: 4,
+                from,
+                to: from + 32,
             };
             let d = rows(&schema, &[id as i64, 10 * id as i64]);
             c.commit(commit(id), &[StateWrite::Delta(&schema, &d, Some(slice))])
                 .await
                 .unwrap();
         }
-        // The cycle wrote every slice: the snapshot left the chain. A new process
-        // recovers the four deltas in order, and sizes the next cycle from them.
+        // The cycle covered every key group: the snapshot left the chain. A new process
+        // recovers the four deltas in order, and sizes the next slices from them: 2 rows
+        // changed of 4 is a quarter of the key groups (half a delta's rows), then, the
+        // slice's expected row taken off what a delta wrote, an eighth.
         let again = Checkpoint::open(&loc, 2).unwrap();
         let rec = again.recover().await.unwrap();
         assert_eq!(rec.commit.as_ref().map(|c| c.batch_id), Some(4));
         assert!(rec.state[0].0.is_empty());
         assert_eq!(firsts(&rec.state[0].1), [1, 2, 3, 4]);
-        for (id, index) in [(5u64, 0u32), (6, 1), (7, 2), (8, 3)] {
-            let kind = again.plan_write(0, 4);
-            let slice = Slice { index, of: 4 };
-            assert_eq!(
-                kind,
-                WriteKind::Delta(Some(slice)),
-                "2 × 4 rows / 2 per delta"
-            );
+        let mut planned = Vec::new();
+        for id in 5u64..=12 {
+            let WriteKind::Delta(Some(slice)) = again.plan_write(0, 4) else {
+                panic!("a delta with a slice");
+            };
+            planned.push((slice.from, slice.to));
             let d = rows(&schema, &[id as i64, 0]);
             again
                 .commit(commit(id), &[StateWrite::Delta(&schema, &d, Some(slice))])
                 .await
                 .unwrap();
+            if slice.to == 128 {
+                break;
+            }
         }
-        // Commit 7 (kept, keep = 2) still builds on batches 1-4; once it ages out,
-        // only the second cycle's files and what follows are left.
-        let d = rows(&schema, &[9]);
-        let slice = Some(Slice { index: 0, of: 8 });
+        assert_eq!(planned[0], (0, 32), "2 changed rows of 4: a quarter");
+        assert!(planned
+            .windows(2)
+            .all(|w| w[0].1 == w[1].0 && w[1].0 < w[1].1));
+        assert_eq!(planned.last().map(|p| p.1), Some(128), "every key group");
+        let last = 4 + planned.len() as u64;
+        // The cycle's last commit but one (kept, keep = 2) still builds on batches
+        // 1-4; once it ages out, only the second cycle's files and what follows are left.
+        let d = rows(&schema, &[13]);
+        let slice = Some(Slice { from: 0, to: 16 });
         again
-            .commit(commit(9), &[StateWrite::Delta(&schema, &d, slice)])
+            .commit(commit(last + 1), &[StateWrite::Delta(&schema, &d, slice)])
             .await
             .unwrap();
         let mut left: Vec<String> = std::fs::read_dir(dir.join("state"))
@@ -749,7 +760,9 @@ mod tests {
         left.sort();
         assert_eq!(
             left,
-            [5, 6, 7, 8, 9].map(|b| format!("{b:020}.delta.arrow"))
+            (5..=last + 1)
+                .map(|b| format!("{b:020}.delta.arrow"))
+                .collect::<Vec<_>>()
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -30,6 +30,9 @@ pub struct KeyTable {
     /// Whether each id is live.
     alive: Vec<bool>,
     live: usize,
+    /// Ids given out, per key group (removed ones included): a checkpoint slice reads
+    /// its key groups' ids without scanning the table.
+    by_group: Vec<Vec<u32>>,
 }
 
 impl KeyTable {
@@ -56,6 +59,7 @@ impl KeyTable {
             table: HashTable::new(),
             alive: Vec::new(),
             live: 0,
+            by_group: vec![Vec::new(); crate::state::KEY_GROUPS as usize],
         })
     }
 
@@ -86,11 +90,16 @@ impl KeyTable {
             .collect()
     }
 
-    /// The live ids whose key hash satisfies `f`, ascending.
-    pub fn live_ids_where(&self, f: impl Fn(u64) -> bool) -> Vec<u32> {
-        (0..self.alive.len() as u32)
-            .filter(|i| self.alive[*i as usize] && f(self.hashes[*i as usize]))
-            .collect()
+    /// The live ids of the key groups `groups`, ascending.
+    pub fn live_ids_in(&self, groups: std::ops::Range<u64>) -> Vec<u32> {
+        let mut ids: Vec<u32> = groups
+            .filter_map(|kg| self.by_group.get(kg as usize))
+            .flatten()
+            .copied()
+            .filter(|id| self.is_live(*id))
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// The hash of group `id`'s key (it decides the key group).
@@ -112,6 +121,7 @@ impl KeyTable {
             if self.alive.is_empty() {
                 self.alive.push(false);
                 self.hashes.push(0);
+                self.by_group[0].push(0);
             }
             if rows > 0 && !self.alive[0] {
                 self.alive[0] = true;
@@ -135,6 +145,7 @@ impl KeyTable {
                     self.hashes.push(*hash);
                     self.alive.push(true);
                     self.live += 1;
+                    self.by_group[crate::state::key_group(*hash) as usize].push(id);
                     let all = &self.hashes;
                     self.table.insert_unique(*hash, id, |id| all[*id as usize]);
                     id
@@ -183,6 +194,11 @@ impl KeyTable {
             + self.hashes.capacity() * 8
             + self.table.capacity() * 4
             + self.alive.capacity()
+            + self
+                .by_group
+                .iter()
+                .map(|g| g.capacity() * 4)
+                .sum::<usize>()
             + self.converter.as_ref().map_or(0, RowConverter::size)
     }
 }

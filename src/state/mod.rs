@@ -113,14 +113,19 @@ pub fn key_group(hash: u64) -> u64 {
 
 /// The shard of `shards` that owns the key group of `hash`.
 fn shard_of(hash: u64, shards: usize) -> usize {
-    (key_group(hash) as usize * shards) / KEY_GROUPS as usize
+    shard_of_group(key_group(hash), shards)
+}
+
+/// The shard of `shards` that owns key group `kg`.
+pub fn shard_of_group(kg: u64, shards: usize) -> usize {
+    (kg as usize * shards) / KEY_GROUPS as usize
 }
 
 /// What a checkpoint delta writes: the ids marked in `dirty` (taken) and every live id
 /// of `slice`, ascending.
 pub(crate) fn delta_ids(keys: &KeyTable, dirty: &mut Marks, slice: Option<Slice>) -> Vec<u32> {
     if let Some(s) = slice {
-        let ids = keys.live_ids_where(|h| s.covers(key_group(h)));
+        let ids = keys.live_ids_in(u64::from(s.from)..u64::from(s.to));
         dirty.mark(&ids, keys.capacity());
     }
     let mut ids = dirty.take();
