@@ -211,10 +211,21 @@ fn describe_operator(
         (Emit::Closed, _) => "closed windows to the next stage".into(),
         (e, _) => format!("{e:?}").to_lowercase(),
     };
-    // Operators that keep every key in one task: what they keep, then what they emit.
-    let one_task = |what: &str, state: String, ttl: Option<String>, out: &mut String| {
-        let _ = writeln!(out, "Exchange: none: one task keeps every {what}");
-        let _ = writeln!(out, "State, one task:");
+    // Operators sharded by key: the exchange, what they keep, then what they emit.
+    let sharded = |what: &str, state: String, ttl: Option<String>, out: &mut String| {
+        let _ = match what.is_empty() {
+            true => writeln!(
+                out,
+                "Exchange: none: one key for every row, so one shard keeps it"
+            ),
+            false => writeln!(
+                out,
+                "Exchange: hash({what}) → {} shards (of {} key groups), one thread each",
+                plan.partitions,
+                crate::state::KEY_GROUPS
+            ),
+        };
+        let _ = writeln!(out, "State, one task per shard:");
         let _ = writeln!(out, "  {state}{state_note}");
         if let Some(ttl) = ttl {
             let _ = writeln!(out, "  {ttl}");
@@ -236,7 +247,8 @@ fn describe_operator(
                 spec.function,
                 order.join(", "),
             );
-            return one_task("key", state, Some(ttl_line(plan)), out);
+            let by = keys.join(", ");
+            return sharded(&by, state, Some(ttl_line(plan)), out);
         }
         OperatorPlan::Updating { spec } => {
             let aggs: Vec<&str> = spec.aggregates.iter().map(|(a, _)| a.name()).collect();
@@ -245,7 +257,8 @@ fn describe_operator(
                 names(&spec.key_schema).join(", "),
                 aggs.join(", "),
             );
-            return one_task("group", state, None, out);
+            let by = names(&spec.key_schema).join(", ");
+            return sharded(&by, state, None, out);
         }
         OperatorPlan::Aggregate { spec, window } => (spec, window),
     };

@@ -14,6 +14,7 @@ use crate::checkpoint::{Commit, WriteKind};
 use crate::metrics::{BatchProgress, OperatorProgress};
 use crate::operator::aggregate::AggregateOp;
 use crate::operator::rank::RankOp;
+use crate::operator::sharded::Sharded;
 use crate::operator::updating::UpdatingAggregateOp;
 use crate::operator::{BatchContext, Operator, Snapshot};
 
@@ -72,10 +73,12 @@ impl StreamState {
                     stage.emit,
                     ttl_ms,
                 )?),
-                OperatorPlan::Updating { spec } => {
-                    Box::new(UpdatingAggregateOp::new(spec, stage.emit)?)
-                }
-                OperatorPlan::Rank { spec } => Box::new(RankOp::new(spec, stage.emit, ttl_ms)?),
+                OperatorPlan::Updating { spec } => Box::new(Sharded::new(plan.partitions, || {
+                    UpdatingAggregateOp::new(spec, stage.emit)
+                })?),
+                OperatorPlan::Rank { spec } => Box::new(Sharded::new(plan.partitions, || {
+                    RankOp::new(spec, stage.emit, ttl_ms)
+                })?),
             });
         }
         Ok(Self {

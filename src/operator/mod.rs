@@ -19,6 +19,7 @@
 
 pub mod aggregate;
 pub mod rank;
+pub mod sharded;
 pub mod updating;
 
 use arrow::array::{ArrayRef, AsArray, BooleanArray, Int8Array, RecordBatch, StringArray};

@@ -560,3 +560,20 @@ impl Operator for RankOp {
         p.state_bytes += self.bytes + self.lists.len() * 48;
     }
 }
+
+impl super::sharded::Keyed for RankOp {
+    fn input_groups(&self, b: &RecordBatch) -> Result<Vec<u64>> {
+        let parts = self.partition_keys(b)?;
+        Ok((0..b.num_rows())
+            .map(|r| crate::state::key_group(super::bytes_hash(parts.row(r).as_ref())))
+            .collect())
+    }
+
+    fn state_groups(&self, b: &RecordBatch) -> Result<Vec<u64>> {
+        let parts = b.column(0).as_binary::<i32>();
+        Ok(parts
+            .iter()
+            .map(|p| crate::state::key_group(super::bytes_hash(p.unwrap_or_default())))
+            .collect())
+    }
+}

@@ -353,3 +353,32 @@ impl Operator for UpdatingAggregateOp {
             + self.accs.iter().map(|a| a.size()).sum::<usize>();
     }
 }
+
+impl super::sharded::Keyed for UpdatingAggregateOp {
+    fn input_groups(&self, b: &RecordBatch) -> Result<Vec<u64>> {
+        let n = b.num_rows();
+        let keys = self
+            .spec
+            .group_exprs
+            .iter()
+            .map(|e| e.evaluate(b)?.into_array(n))
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        self.groups_of(&keys, n)
+    }
+
+    fn state_groups(&self, b: &RecordBatch) -> Result<Vec<u64>> {
+        let k = self.spec.key_schema.fields().len();
+        self.groups_of(&b.columns()[..k], b.num_rows())
+    }
+}
+
+impl UpdatingAggregateOp {
+    /// The key group of each of `n` rows with key columns `keys`.
+    fn groups_of(&self, keys: &[ArrayRef], n: usize) -> Result<Vec<u64>> {
+        let mut hashes = vec![0; n];
+        if !keys.is_empty() {
+            create_hashes(keys, &self.hasher, &mut hashes)?;
+        }
+        Ok(hashes.into_iter().map(crate::state::key_group).collect())
+    }
+}

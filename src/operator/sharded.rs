@@ -1,0 +1,160 @@
+//! Keyed operators in parallel: n copies of one operator, each owning a range of the
+//! key groups (design.md: "Threads own ranges of key groups"), fed the rows whose key
+//! falls in its range and run on their own threads.
+//!
+//! ```text
+//!  input rows ─► key group of each row ─► shard s owns [s·K/n, (s+1)·K/n) ─► shard 0 … n-1
+//!                                                                              │ (threads)
+//!  output: shard 0's rows, then shard 1's, …  ◄────────────────────────────────┘
+//! ```
+//! A checkpoint holds every shard's rows in one file; a restore routes them back by
+//! the key group of each state row, so the shard count may change between runs.
+
+use arrow::array::{RecordBatch, UInt32Array};
+use arrow::compute::take_record_batch;
+use datafusion::error::{DataFusionError, Result};
+
+use super::{BatchContext, Operator, Snapshot};
+use crate::checkpoint::{Commit, WriteKind};
+use crate::metrics::BatchProgress;
+
+/// An operator whose state is split by a key: it says the key group of each input row
+/// and of each row of its own checkpoint.
+pub trait Keyed: Operator {
+    /// The key group of each row of an input batch.
+    fn input_groups(&self, b: &RecordBatch) -> Result<Vec<u64>>;
+    /// The key group of each row of a snapshot it wrote.
+    fn state_groups(&self, b: &RecordBatch) -> Result<Vec<u64>>;
+}
+
+/// `n` copies of a keyed operator, one per range of key groups.
+pub struct Sharded<T> {
+    shards: Vec<T>,
+}
+
+impl<T: Keyed> Sharded<T> {
+    /// Shards made by `make` (at least one).
+    pub fn new(n: usize, make: impl Fn() -> Result<T>) -> Result<Self> {
+        let n = n.clamp(1, crate::state::KEY_GROUPS as usize);
+        Ok(Self {
+            shards: (0..n).map(|_| make()).collect::<Result<_>>()?,
+        })
+    }
+
+    /// `batches` split by shard, by the key group `groups` gives each row.
+    fn route(
+        &self,
+        batches: &[RecordBatch],
+        groups: impl Fn(&T, &RecordBatch) -> Result<Vec<u64>>,
+    ) -> Result<Vec<Vec<RecordBatch>>> {
+        let n = self.shards.len();
+        let mut out: Vec<Vec<RecordBatch>> = (0..n).map(|_| Vec::new()).collect();
+        for b in batches.iter().filter(|b| b.num_rows() > 0) {
+            if n == 1 {
+                out[0].push(b.clone());
+                continue;
+            }
+            let mut rows: Vec<Vec<u32>> = (0..n).map(|_| Vec::new()).collect();
+            for (r, kg) in groups(&self.shards[0], b)?.into_iter().enumerate() {
+                rows[crate::state::shard_of_group(kg, n)].push(r as u32);
+            }
+            for (s, rows) in rows.into_iter().enumerate() {
+                if !rows.is_empty() {
+                    out[s].push(take_record_batch(b, &UInt32Array::from(rows))?);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl<T: Keyed> Operator for Sharded<T> {
+    fn process(
+        &mut self,
+        input: Vec<RecordBatch>,
+        ctx: &mut BatchContext,
+    ) -> Result<Vec<RecordBatch>> {
+        let routed = self.route(&input, |s, b| s.input_groups(b))?;
+        let (close_all, now_ms) = (ctx.close_all, ctx.now_ms);
+        let run = |shard: &mut T, batches: Vec<RecordBatch>| {
+            let mut progress = BatchProgress::default();
+            let mut c = BatchContext {
+                close_all,
+                progress: &mut progress,
+                now_ms,
+                expired: 0,
+            };
+            let out = shard.process(batches, &mut c);
+            out.map(|o| (o, c.expired))
+        };
+        let results: Vec<Result<(Vec<RecordBatch>, u64)>> = match self.shards.as_mut_slice() {
+            [one] => vec![run(one, routed.into_iter().next().unwrap_or_default())],
+            shards => std::thread::scope(|scope| {
+                let handles: Vec<_> = shards
+                    .iter_mut()
+                    .zip(routed)
+                    .map(|(shard, batches)| scope.spawn(move || run(shard, batches)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(DataFusionError::Execution(
+                                "an operator shard panicked".into(),
+                            ))
+                        })
+                    })
+                    .collect()
+            }),
+        };
+        let mut out = Vec::new();
+        for r in results {
+            let (rows, expired) = r?;
+            out.extend(rows);
+            ctx.expired += expired;
+        }
+        Ok(out)
+    }
+
+    fn snapshot(&mut self, kind: WriteKind) -> Result<Snapshot> {
+        let mut all: Option<Snapshot> = None;
+        for shard in &mut self.shards {
+            let s = shard.snapshot(kind)?;
+            match all.as_mut() {
+                None => all = Some(s),
+                Some(a) => {
+                    a.rows.extend(s.rows);
+                    a.full &= s.full;
+                }
+            }
+        }
+        all.ok_or_else(|| DataFusionError::Internal("an operator without shards".into()))
+    }
+
+    fn state_rows(&self) -> u64 {
+        self.shards.iter().map(Operator::state_rows).sum()
+    }
+
+    fn restore(
+        &mut self,
+        full: &[RecordBatch],
+        deltas: &[Vec<RecordBatch>],
+        commit: &Commit,
+    ) -> Result<()> {
+        let groups = |s: &T, b: &RecordBatch| s.state_groups(b);
+        let full = self.route(full, groups)?;
+        let deltas = deltas
+            .iter()
+            .map(|d| self.route(d, groups))
+            .collect::<Result<Vec<_>>>()?;
+        for (i, (shard, full)) in self.shards.iter_mut().zip(full).enumerate() {
+            let own: Vec<Vec<RecordBatch>> = deltas.iter().map(|d| d[i].clone()).collect();
+            shard.restore(&full, &own, commit)?;
+        }
+        Ok(())
+    }
+
+    fn describe(&self, p: &mut BatchProgress) {
+        self.shards.iter().for_each(|s| s.describe(p));
+    }
+}
