@@ -118,12 +118,7 @@ impl UpdatingAggregateOp {
     fn apply(&mut self, b: &RecordBatch) -> Result<()> {
         let n = b.num_rows();
         let weight = super::weights(b)?;
-        let keys = self
-            .spec
-            .group_exprs
-            .iter()
-            .map(|e| e.evaluate(b)?.into_array(n))
-            .collect::<Result<Vec<ArrayRef>>>()?;
+        let keys = self.keys_of(b)?;
         let mut hashes = vec![0; n];
         if !keys.is_empty() {
             create_hashes(&keys, &self.hasher, &mut hashes)?;
@@ -356,14 +351,7 @@ impl Operator for UpdatingAggregateOp {
 
 impl super::sharded::Keyed for UpdatingAggregateOp {
     fn input_groups(&self, b: &RecordBatch) -> Result<Vec<u64>> {
-        let n = b.num_rows();
-        let keys = self
-            .spec
-            .group_exprs
-            .iter()
-            .map(|e| e.evaluate(b)?.into_array(n))
-            .collect::<Result<Vec<ArrayRef>>>()?;
-        self.groups_of(&keys, n)
+        self.groups_of(&self.keys_of(b)?, b.num_rows())
     }
 
     fn state_groups(&self, b: &RecordBatch) -> Result<Vec<u64>> {
@@ -373,6 +361,16 @@ impl super::sharded::Keyed for UpdatingAggregateOp {
 }
 
 impl UpdatingAggregateOp {
+    /// The GROUP BY columns of input rows.
+    fn keys_of(&self, b: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        let n = b.num_rows();
+        self.spec
+            .group_exprs
+            .iter()
+            .map(|e| e.evaluate(b)?.into_array(n))
+            .collect()
+    }
+
     /// The key group of each of `n` rows with key columns `keys`.
     fn groups_of(&self, keys: &[ArrayRef], n: usize) -> Result<Vec<u64>> {
         let mut hashes = vec![0; n];
