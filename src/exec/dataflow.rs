@@ -26,6 +26,7 @@ use super::input::{BatchInputExec, InputSlot};
 use super::plan::{EventTime, OutputMode, Windowing};
 use super::watermark::{WatermarkExec, WatermarkTracker};
 use super::window::WindowKind;
+use crate::operator::join::JoinSpec;
 use crate::operator::rank::{RankFunction, RankSpec};
 use crate::operator::updating::UpdatingSpec;
 use crate::operator::{Emit, CHANGE};
@@ -56,6 +57,11 @@ pub enum OperatorPlan {
         /// The numbering, keys, order and N.
         spec: RankSpec,
     },
+    /// A join of two streams: inputs are the left and the right side.
+    Join {
+        /// Join type, keys, condition and schemas.
+        spec: JoinSpec,
+    },
 }
 
 impl OperatorPlan {
@@ -68,15 +74,17 @@ impl OperatorPlan {
             } => "window aggregate",
             OperatorPlan::Updating { .. } => "aggregate over changes",
             OperatorPlan::Rank { .. } => "top-N",
+            OperatorPlan::Join { .. } => "join",
         }
     }
 }
 
-/// One fragment and the operator it feeds.
+/// The fragments and the operator they feed.
 pub struct StagePlan {
-    /// The fragment whose rows the operator takes each batch (for an aggregate over an
-    /// append-only input: down from DataFusion's Partial aggregate).
-    pub input: Arc<dyn ExecutionPlan>,
+    /// The fragments whose rows the operator takes each batch, one per operator input
+    /// (for an aggregate over an append-only input: down from DataFusion's Partial
+    /// aggregate).
+    pub inputs: Vec<Arc<dyn ExecutionPlan>>,
     /// The operator.
     pub operator: OperatorPlan,
     /// What it emits.
@@ -93,6 +101,25 @@ pub struct Flow {
     pub top: Arc<dyn ExecutionPlan>,
 }
 
+impl Flow {
+    /// Every fragment in the order they run (each stage's inputs, then the top), with
+    /// its index: how progress, analysis and explain number them.
+    pub fn fragments(&self) -> impl Iterator<Item = &Arc<dyn ExecutionPlan>> {
+        self.stages
+            .iter()
+            .flat_map(|s| s.inputs.iter())
+            .chain([&self.top])
+    }
+
+    /// The index of stage `stage`'s first input fragment.
+    pub fn first_fragment(&self, stage: usize) -> usize {
+        self.stages[..stage.min(self.stages.len())]
+            .iter()
+            .map(|s| s.inputs.len())
+            .sum()
+    }
+}
+
 /// Cuts `physical` into stages. `mode` is the requested output mode (default: append
 /// for a window closed by a watermark, complete for other aggregates).
 pub fn build(
@@ -106,19 +133,24 @@ pub fn build(
         Some(_) => window_of(as_aggregate(&partial_below(&root)?)?)?,
         None => None,
     };
+    let root_is_join = super::plan::JOINS.contains(&root.name());
+    let mode_defaulted = mode.is_none();
     let mode = mode.unwrap_or(match (&root_window, event_time.delay_ms) {
+        _ if root_is_join => OutputMode::Append,
         (Some(_), Some(_)) => OutputMode::Append,
         _ => OutputMode::Complete,
     });
     let mut cutter = Cutter {
         root,
         mode,
+        mode_defaulted,
         event_time,
         partitions,
         stages: Vec::new(),
         ranks: Vec::new(),
     };
     let (top, _) = cutter.cut(physical)?;
+    let mode = cutter.mode;
     if mode == OutputMode::Update && super::plan::has_node(&top, super::plan::SORT_OR_LIMIT)? {
         return Err(plan_err(
             "ORDER BY and LIMIT need complete output mode; use --output-mode complete",
@@ -133,10 +165,13 @@ pub fn build(
     ))
 }
 
-/// Whether `node` becomes a stateful operator: a (Final) aggregate, or a filter of a
-/// rank over a window (a top-N).
+/// Whether `node` becomes a stateful operator: a (Final) aggregate, a filter of a
+/// rank over a window (a top-N), or a join (lookup joins with static tables are
+/// planned before: any join left joins two streams).
 fn is_stateful(node: &Arc<dyn ExecutionPlan>) -> bool {
-    node.downcast_ref::<AggregateExec>().is_some() || rank_pattern(node).is_some()
+    node.downcast_ref::<AggregateExec>().is_some()
+        || rank_pattern(node).is_some()
+        || super::plan::JOINS.contains(&node.name())
 }
 
 /// Whether `plan` holds a stateful operator.
@@ -221,6 +256,9 @@ fn window_of(
 struct Cutter<'a> {
     root: Arc<dyn ExecutionPlan>,
     mode: OutputMode,
+    /// No mode was asked for: a join whose rows can be taken back switches the default
+    /// (append) to changelog.
+    mode_defaulted: bool,
     event_time: &'a EventTime,
     partitions: usize,
     stages: Vec<StagePlan>,
@@ -235,6 +273,9 @@ impl Cutter<'_> {
     fn cut(&mut self, node: Arc<dyn ExecutionPlan>) -> Result<(Arc<dyn ExecutionPlan>, bool)> {
         if node.downcast_ref::<AggregateExec>().is_some() {
             return self.stage(node);
+        }
+        if super::plan::JOINS.contains(&node.name()) {
+            return self.join_stage(node);
         }
         if let Some(m) = rank_pattern(&node) {
             // The window below becomes the operator; this filter stays above it.
@@ -283,6 +324,82 @@ impl Cutter<'_> {
         Ok((carry_weight(node, cut)?, true))
     }
 
+    /// A join of two streams' stage; returns the leaf that reads its output.
+    fn join_stage(
+        &mut self,
+        node: Arc<dyn ExecutionPlan>,
+    ) -> Result<(Arc<dyn ExecutionPlan>, bool)> {
+        let Some(join) = crate::join::planned_join(&node)? else {
+            return Err(plan_err(format!(
+                "{} between two streams is not supported; join them ON an equality of columns",
+                node.name()
+            )));
+        };
+        let is_root = Arc::ptr_eq(&node, &self.root);
+        let (left, left_updating) = self.cut(Arc::clone(&join.left))?;
+        let (right, right_updating) = self.cut(Arc::clone(&join.right))?;
+        let without_change = |plan: &Arc<dyn ExecutionPlan>, updating: bool| {
+            let schema = plan.schema();
+            match updating {
+                true => project(&schema, schema.fields().len() - 1),
+                false => Ok(schema),
+            }
+        };
+        let spec = JoinSpec {
+            join_type: join.join_type,
+            on: join.on,
+            filter: join.filter,
+            projection: join.projection,
+            null_equality: join.null_equality,
+            schemas: [
+                without_change(&left, left_updating)?,
+                without_change(&right, right_updating)?,
+            ],
+            updating: [left_updating, right_updating],
+            output_schema: node.schema(),
+        };
+        spec.check()?;
+        let changes = spec.emits_changes();
+        if is_root {
+            if changes && self.mode_defaulted {
+                self.mode = OutputMode::Changelog;
+            }
+            match (self.mode, changes) {
+                (OutputMode::Complete, _) => {
+                    return Err(plan_err(
+                        "complete output mode cannot carry a join of two streams (it would re-emit the whole joined result every batch); \
+                         use --output-mode append or changelog, or aggregate the join",
+                    ))
+                }
+                (OutputMode::Append | OutputMode::Update, true) => {
+                    return Err(plan_err(format!(
+                        "{} output mode cannot carry this join: its rows can be taken back (an outer join's null-padded rows, \
+                         or an updating input); use --output-mode changelog",
+                        self.mode
+                    )))
+                }
+                _ => {}
+            }
+        }
+        let emit = match changes {
+            true => Emit::Changes,
+            false => Emit::Closed,
+        };
+        let slot = Arc::new(InputSlot::default());
+        self.stages.push(StagePlan {
+            inputs: vec![left, right],
+            operator: OperatorPlan::Join { spec },
+            emit,
+            output: Arc::clone(&slot),
+        });
+        let schema = match changes {
+            true => crate::operator::with_change(&node.schema()),
+            false => node.schema(),
+        };
+        let leaf: Arc<dyn ExecutionPlan> = Arc::new(BatchInputExec::new(slot, schema, 1));
+        Ok((leaf, changes))
+    }
+
     /// A top-N's stage; returns its filter over the leaf that reads the operator's output.
     fn rank_stage(
         &mut self,
@@ -321,7 +438,7 @@ impl Cutter<'_> {
         };
         let slot = Arc::new(InputSlot::default());
         self.stages.push(StagePlan {
-            input: below_cut,
+            inputs: vec![below_cut],
             operator: OperatorPlan::Rank { spec },
             emit,
             output: Arc::clone(&slot),
@@ -391,7 +508,7 @@ impl Cutter<'_> {
             };
             spec.check()?;
             let stage = StagePlan {
-                input: below_cut,
+                inputs: vec![below_cut],
                 operator: OperatorPlan::Updating { spec },
                 emit,
                 output: Arc::clone(&slot),
@@ -521,7 +638,7 @@ impl Cutter<'_> {
         };
         let window = window.map(|(spec, _)| Windowing { spec, tracker });
         let stage = StagePlan {
-            input: partial,
+            inputs: vec![partial],
             operator: OperatorPlan::Aggregate { spec, window },
             emit,
             output: Arc::clone(slot),

@@ -182,11 +182,15 @@ pub fn describe(
         if i > 0 {
             let _ = writeln!(out, "Stage {}, over the changes of operator {i}:", i + 2);
         }
-        operators(&stage.input, i, analysis, &mut out);
+        let first = plan.flow.first_fragment(i);
+        for (j, input) in stage.inputs.iter().enumerate() {
+            operators(input, first + j, analysis, &mut out);
+        }
         let last = i + 2 == stages.len() + 1;
         describe_operator(plan, (i, stage), last, analysis, &mut out);
     }
-    operators(&plan.flow.top, stages.len(), analysis, &mut out);
+    let top = plan.flow.first_fragment(stages.len());
+    operators(&plan.flow.top, top, analysis, &mut out);
     let _ = writeln!(out, "Sink: {sink}{}", note(Analysis::sink));
     out
 }
@@ -208,6 +212,9 @@ fn describe_operator(
     let emit = match (stage.emit, last) {
         (_, true) => plan.mode.to_string(),
         (Emit::Changes, _) => "changes (-old, +new, with weights) to the next stage".into(),
+        (Emit::Closed, _) if matches!(stage.operator, OperatorPlan::Join { .. }) => {
+            "append-only rows to the next stage".into()
+        }
         (Emit::Closed, _) => "closed windows to the next stage".into(),
         (e, _) => format!("{e:?}").to_lowercase(),
     };
@@ -259,6 +266,32 @@ fn describe_operator(
             );
             let by = names(&spec.key_schema).join(", ");
             return sharded(&by, state, None, out);
+        }
+        OperatorPlan::Join { spec } => {
+            let keys = |s: usize| -> Vec<String> {
+                spec.on
+                    .iter()
+                    .map(|(l, r)| if s == 0 { l } else { r }.to_string())
+                    .collect()
+            };
+            let condition = spec
+                .filter
+                .as_ref()
+                .map(|f| format!(" and {}", f.expression()))
+                .unwrap_or_default();
+            let outputs = match spec.emits_changes() {
+                true => "rows and their retractions (+I, -D)",
+                false => "append-only rows",
+            };
+            let state = format!(
+                "{} join on ({}) = ({}){condition}: each side's rows by key, with their match counts; \
+                 grows with both inputs unless state_ttl is set; checkpointed as deltas of the changed keys; emits {outputs}",
+                spec.join_type,
+                keys(0).join(", "),
+                keys(1).join(", "),
+            );
+            let by = keys(0).join(", ");
+            return sharded(&by, state, Some(ttl_line(plan)), out);
         }
         OperatorPlan::Aggregate { spec, window } => (spec, window),
     };

@@ -252,12 +252,6 @@ impl StreamPlan {
             statics: &static_inputs,
         };
         let (physical, lookups) = crate::join::plan_lookups(physical, &leaves)?;
-        if has_node(&physical, JOINS)? {
-            return Err(plan_err(
-                "joins of two streams are not supported yet; a stream may be joined with static tables \
-                 (connector 'filesystem' or 'postgres')",
-            ));
-        }
         // A table the query never scans has no projection: it is not read at all.
         let inputs: Vec<PlanInput> = tables
             .into_iter()
@@ -325,13 +319,7 @@ impl StreamPlan {
         };
         let reads =
             |plan: &Arc<dyn ExecutionPlan>| plan.exists(|n| Ok(is_leaf(n))).unwrap_or(false);
-        let fragments = self
-            .flow
-            .stages
-            .iter()
-            .map(|s| &s.input)
-            .chain([&self.flow.top]);
-        let plan = fragments.into_iter().find(|p| reads(p))?;
+        let plan = self.flow.fragments().find(|p| reads(p))?;
         Prefilter::from_plan(plan, &types, &is_leaf)
     }
 
@@ -539,7 +527,7 @@ pub(crate) fn has_node(plan: &Arc<dyn ExecutionPlan>, names: &[&str]) -> Result<
 }
 
 /// Joins DataFusion plans; those left after lookup joins took over join two streams.
-const JOINS: &[&str] = &[
+pub(crate) const JOINS: &[&str] = &[
     "HashJoinExec",
     "NestedLoopJoinExec",
     "CrossJoinExec",

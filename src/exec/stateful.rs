@@ -13,6 +13,7 @@ use super::watermark::NO_WATERMARK;
 use crate::checkpoint::{Commit, WriteKind};
 use crate::metrics::{BatchProgress, OperatorProgress};
 use crate::operator::aggregate::AggregateOp;
+use crate::operator::join::JoinOp;
 use crate::operator::rank::RankOp;
 use crate::operator::sharded::Sharded;
 use crate::operator::updating::UpdatingAggregateOp;
@@ -79,6 +80,9 @@ impl StreamState {
                 OperatorPlan::Rank { spec } => Box::new(Sharded::new(plan.partitions, || {
                     RankOp::new(spec, stage.emit, ttl_ms)
                 })?),
+                OperatorPlan::Join { spec } => Box::new(Sharded::new(plan.partitions, || {
+                    JoinOp::new(spec, stage.emit, ttl_ms)
+                })?),
             });
         }
         Ok(Self {
@@ -143,9 +147,13 @@ impl StreamState {
         let now_ms = crate::gen::wall_ms();
         for (i, (stage, op)) in plan.flow.stages.iter().zip(&mut self.operators).enumerate() {
             let started = Instant::now();
-            let rows = plan.run_fragment(i, &stage.input).await?;
+            let first = plan.flow.first_fragment(i);
+            let mut rows = Vec::with_capacity(stage.inputs.len());
+            for (j, input) in stage.inputs.iter().enumerate() {
+                rows.push(plan.run_fragment(first + j, input).await?);
+            }
             fragments += started.elapsed();
-            let rows_in = rows.iter().map(|b| b.num_rows() as u64).sum();
+            let rows_in = rows.iter().flatten().map(|b| b.num_rows() as u64).sum();
             let started = Instant::now();
             let mut ctx = BatchContext {
                 close_all,
@@ -170,7 +178,7 @@ impl StreamState {
             stage.output.set(vec![emitted]);
         }
         let started = Instant::now();
-        let top = plan.flow.stages.len();
+        let top = plan.flow.first_fragment(plan.flow.stages.len());
         let out = plan.run_fragment(top, &plan.flow.top).await?;
         fragments += started.elapsed();
         p.phases.push(("execute", fragments));

@@ -1,6 +1,6 @@
 //! Joins. A join of a stream with static tables becomes a [`lookup::LookupJoinExec`]
-//! whose hash table is built when the tables load; joins of two streams are not
-//! supported yet.
+//! whose hash table is built when the tables load; a join of two streams becomes the
+//! dataflow's join operator ([`crate::operator::join`]).
 
 pub mod lookup;
 
@@ -86,7 +86,7 @@ fn static_names(plan: &Arc<dyn ExecutionPlan>, leaves: &dyn Leaves) -> Result<Ve
 }
 
 /// The parts of a planned hash, nested-loop or cross join.
-fn planned_join(node: &Arc<dyn ExecutionPlan>) -> Result<Option<PlannedJoin>> {
+pub(crate) fn planned_join(node: &Arc<dyn ExecutionPlan>) -> Result<Option<PlannedJoin>> {
     if let Some(h) = node.downcast_ref::<HashJoinExec>() {
         return Ok(Some(PlannedJoin {
             left: Arc::clone(h.left()),

@@ -75,9 +75,10 @@ impl AggregateOp {
 impl Operator for AggregateOp {
     fn process(
         &mut self,
-        partials: Vec<RecordBatch>,
+        inputs: super::Inputs,
         ctx: &mut BatchContext,
     ) -> Result<Vec<RecordBatch>> {
+        let partials = super::only_input(inputs)?;
         let (rows, emitted) = match self {
             AggregateOp::Groups {
                 state,

@@ -18,6 +18,7 @@
 //! Append-only edges have no change column.
 
 pub mod aggregate;
+pub mod join;
 pub mod rank;
 pub mod sharded;
 pub mod updating;
@@ -103,16 +104,28 @@ pub struct Snapshot {
     pub slice: Option<Slice>,
 }
 
+/// One batch's rows for an operator: per input (the fragment below it; a two-input
+/// operator such as a join has two), the batches that fragment produced.
+pub type Inputs = Vec<Vec<RecordBatch>>;
+
+/// The rows of a one-input operator's only input.
+pub fn only_input(inputs: Inputs) -> Result<Vec<RecordBatch>> {
+    let n = inputs.len();
+    let mut it = inputs.into_iter();
+    match (it.next(), n) {
+        (Some(rows), 1) => Ok(rows),
+        _ => Err(DataFusionError::Internal(format!(
+            "a one-input operator was given {n} inputs"
+        ))),
+    }
+}
+
 /// A stateful operator: change batches in, change batches out, state it can snapshot
 /// and restore.
 pub trait Operator: Send {
-    /// Merges one batch's input (the rows of the fragment below) into the state and
-    /// returns what it emits.
-    fn process(
-        &mut self,
-        input: Vec<RecordBatch>,
-        ctx: &mut BatchContext,
-    ) -> Result<Vec<RecordBatch>>;
+    /// Merges one batch's rows (one list per input, in the stage's input order) into
+    /// the state and returns what it emits.
+    fn process(&mut self, inputs: Inputs, ctx: &mut BatchContext) -> Result<Vec<RecordBatch>>;
 
     /// The state to checkpoint: the whole of it for [`WriteKind::Full`], else the
     /// groups changed since the previous call plus every group of the slice (an

@@ -456,9 +456,10 @@ fn ranks(function: RankFunction, list: &[Entry]) -> Vec<u64> {
 impl Operator for RankOp {
     fn process(
         &mut self,
-        input: Vec<RecordBatch>,
+        inputs: super::Inputs,
         ctx: &mut BatchContext,
     ) -> Result<Vec<RecordBatch>> {
+        let input = super::only_input(inputs)?;
         ctx.expired += self.expire(ctx.now_ms);
         for b in input.iter().filter(|b| b.num_rows() > 0) {
             self.merge(b)?;
@@ -562,7 +563,7 @@ impl Operator for RankOp {
 }
 
 impl super::sharded::Keyed for RankOp {
-    fn input_groups(&self, b: &RecordBatch) -> Result<Vec<u64>> {
+    fn input_groups(&self, _input: usize, b: &RecordBatch) -> Result<Vec<u64>> {
         let parts = self.partition_keys(b)?;
         Ok((0..b.num_rows())
             .map(|r| crate::state::key_group(super::bytes_hash(parts.row(r).as_ref())))

@@ -14,15 +14,15 @@ use arrow::array::{RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
 use datafusion::error::{DataFusionError, Result};
 
-use super::{BatchContext, Operator, Snapshot};
+use super::{BatchContext, Inputs, Operator, Snapshot};
 use crate::checkpoint::{Commit, WriteKind};
 use crate::metrics::BatchProgress;
 
 /// An operator whose state is split by a key: it says the key group of each input row
 /// and of each row of its own checkpoint.
 pub trait Keyed: Operator {
-    /// The key group of each row of an input batch.
-    fn input_groups(&self, b: &RecordBatch) -> Result<Vec<u64>>;
+    /// The key group of each row of a batch of input `input`.
+    fn input_groups(&self, input: usize, b: &RecordBatch) -> Result<Vec<u64>>;
     /// The key group of each row of a snapshot it wrote.
     fn state_groups(&self, b: &RecordBatch) -> Result<Vec<u64>>;
 }
@@ -69,14 +69,17 @@ impl<T: Keyed> Sharded<T> {
 }
 
 impl<T: Keyed> Operator for Sharded<T> {
-    fn process(
-        &mut self,
-        input: Vec<RecordBatch>,
-        ctx: &mut BatchContext,
-    ) -> Result<Vec<RecordBatch>> {
-        let routed = self.route(&input, |s, b| s.input_groups(b))?;
+    fn process(&mut self, inputs: Inputs, ctx: &mut BatchContext) -> Result<Vec<RecordBatch>> {
+        // Per shard, its rows of each input.
+        let mut routed: Vec<Inputs> = (0..self.shards.len()).map(|_| Vec::new()).collect();
+        for (i, input) in inputs.iter().enumerate() {
+            let split = self.route(input, |s, b| s.input_groups(i, b))?;
+            for (shard, rows) in routed.iter_mut().zip(split) {
+                shard.push(rows);
+            }
+        }
         let (close_all, now_ms) = (ctx.close_all, ctx.now_ms);
-        let run = |shard: &mut T, batches: Vec<RecordBatch>| {
+        let run = |shard: &mut T, batches: Inputs| {
             let mut progress = BatchProgress::default();
             let mut c = BatchContext {
                 close_all,

@@ -249,9 +249,10 @@ impl UpdatingAggregateOp {
 impl Operator for UpdatingAggregateOp {
     fn process(
         &mut self,
-        input: Vec<RecordBatch>,
+        inputs: super::Inputs,
         _ctx: &mut BatchContext,
     ) -> Result<Vec<RecordBatch>> {
+        let input = super::only_input(inputs)?;
         for b in input.iter().filter(|b| b.num_rows() > 0) {
             self.apply(b)?;
         }
@@ -350,7 +351,7 @@ impl Operator for UpdatingAggregateOp {
 }
 
 impl super::sharded::Keyed for UpdatingAggregateOp {
-    fn input_groups(&self, b: &RecordBatch) -> Result<Vec<u64>> {
+    fn input_groups(&self, _input: usize, b: &RecordBatch) -> Result<Vec<u64>> {
         self.groups_of(&self.keys_of(b)?, b.num_rows())
     }
 

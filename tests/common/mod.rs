@@ -529,6 +529,14 @@ pub async fn batch_json(ctx: &datafusion::prelude::SessionContext, sql: &str) ->
 
 /// `records` (log records as read back from a topic) as a batch DataFusion table `logs`.
 pub fn log_table(records: &[Consumed]) -> datafusion::prelude::SessionContext {
+    let ctx = datafusion::prelude::SessionContext::new();
+    register_logs(&ctx, "logs", records);
+    ctx
+}
+
+/// Registers `records` (log records as read back from a topic) in `ctx` as batch table
+/// `name`.
+pub fn register_logs(ctx: &datafusion::prelude::SessionContext, name: &str, records: &[Consumed]) {
     use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
     use std::sync::Arc;
@@ -562,10 +570,8 @@ pub fn log_table(records: &[Consumed]) -> datafusion::prelude::SessionContext {
         s(|r| &r.content),
     ];
     let batch = RecordBatch::try_new(Arc::clone(&schema), cols).unwrap();
-    let ctx = datafusion::prelude::SessionContext::new();
     let table = datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]]).unwrap();
-    ctx.register_table("logs", Arc::new(table)).unwrap();
-    ctx
+    ctx.register_table(name, Arc::new(table)).unwrap();
 }
 
 /// Applies the changelog in the JSON-lines files under `dir` in file (batch) order,

@@ -1,0 +1,452 @@
+//! Stream–stream joins (inner, left, right, full outer) on equality keys plus any
+//! extra condition: a two-input operator that keeps each side's rows by join key.
+//!
+//! ```text
+//!  Δleft  ──► probe right's state ──► Δleft ⋈ right      then insert Δleft
+//!  Δright ──► probe left's state  ──► left' ⋈ Δright     then insert Δright
+//!                                     (left' = left with Δleft in it)
+//! ```
+//! A batch's output is `Δleft ⋈ right + left' ⋈ Δright`, the change of the join's
+//! result, with weights multiplied (a row taken back from an updating input takes its
+//! joined rows back). Outer joins emit a row with nulls for the other side while it
+//! matches nothing, and take that row back (`-D`) when its first match arrives; each
+//! kept row counts its matches for this. An inner join of append-only inputs emits
+//! append-only rows; outer joins and joins of updating inputs emit changes (`+I`/`-D`).
+//!
+//! State grows with both inputs unless `state_ttl` drops keys not updated for that
+//! long (then a late match is missed, as in Flink).
+
+mod side;
+
+use std::sync::Arc;
+
+use arrow::array::{
+    new_null_array, Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array,
+};
+use arrow::compute::{concat_batches, take, take_record_batch};
+use arrow::datatypes::SchemaRef;
+use arrow::row::Row;
+use datafusion::common::{JoinSide, JoinType, NullEquality};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::physical_expr::PhysicalExprRef;
+use datafusion::physical_plan::joins::utils::{build_join_schema, JoinFilter};
+
+use super::{kind, BatchContext, Emit, Inputs, Operator, Snapshot};
+use crate::checkpoint::{Commit, WriteKind};
+use crate::metrics::BatchProgress;
+use side::{Delta, Side};
+
+/// What a stream–stream join computes, as planned.
+#[derive(Debug, Clone)]
+pub struct JoinSpec {
+    /// Inner, left, right or full.
+    pub join_type: JoinType,
+    /// Equality keys `(left, right)`, over each side's rows.
+    pub on: Vec<(PhysicalExprRef, PhysicalExprRef)>,
+    /// The rest of the ON condition.
+    pub filter: Option<JoinFilter>,
+    /// Columns of `left ++ right` the join outputs (all when `None`).
+    pub projection: Option<Vec<usize>>,
+    /// Whether null keys match each other.
+    pub null_equality: NullEquality,
+    /// Each side's rows (without a change column).
+    pub schemas: [SchemaRef; 2],
+    /// Whether each side's input carries a change column.
+    pub updating: [bool; 2],
+    /// What the join outputs (after the projection, without a change column).
+    pub output_schema: SchemaRef,
+}
+
+impl JoinSpec {
+    /// Refuses joins a stream cannot run.
+    pub fn check(&self) -> Result<()> {
+        match self.join_type {
+            JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full => {}
+            other => return Err(DataFusionError::Plan(format!(
+                "a {other} join of two streams (IN / EXISTS over a stream) is not supported yet; \
+                     write it as an inner join"
+            ))),
+        }
+        if self.on.is_empty() {
+            return Err(DataFusionError::Plan(
+                "a join of two streams needs an equality condition (ON a.k = b.k)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether side `s` keeps its unmatched rows (null-padded).
+    fn preserves(&self, s: usize) -> bool {
+        matches!(
+            (self.join_type, s),
+            (JoinType::Left, 0) | (JoinType::Right, 1) | (JoinType::Full, _)
+        )
+    }
+
+    /// Whether its output can take rows back (an outer join, or an updating input).
+    pub fn emits_changes(&self) -> bool {
+        self.join_type != JoinType::Inner || self.updating.iter().any(|u| *u)
+    }
+}
+
+/// The join operator.
+pub struct JoinOp {
+    spec: JoinSpec,
+    emit: Emit,
+    /// `left ++ right`, as the filter's column indices and the projection see it.
+    joined: SchemaRef,
+    out_schema: SchemaRef,
+    sides: [Side; 2],
+    /// Pairs that passed the ON condition, over the run.
+    matched: u64,
+}
+
+/// Joined rows one batch emits, with their weights.
+#[derive(Default)]
+struct Emitted {
+    batches: Vec<RecordBatch>,
+    weights: Vec<i64>,
+}
+
+impl JoinOp {
+    /// Empty state for `spec`, emitting per `emit` (changes, or final rows).
+    pub fn new(spec: &JoinSpec, emit: Emit, ttl_ms: Option<i64>) -> Result<Self> {
+        let (joined, _) = build_join_schema(&spec.schemas[0], &spec.schemas[1], &spec.join_type);
+        let out_schema = match emit {
+            Emit::Changes => super::with_change(&spec.output_schema),
+            _ => Arc::clone(&spec.output_schema),
+        };
+        let side = |s: usize| {
+            let on = spec
+                .on
+                .iter()
+                .map(|(l, r)| Arc::clone(if s == 0 { l } else { r }))
+                .collect();
+            Side::new(on, Arc::clone(&spec.schemas[s]), spec.null_equality, ttl_ms)
+        };
+        Ok(Self {
+            sides: [side(0)?, side(1)?],
+            spec: spec.clone(),
+            emit,
+            joined: Arc::new(joined),
+            out_schema,
+            matched: 0,
+        })
+    }
+
+    /// Joins a batch of side `d` with the other side's state, then keeps its rows.
+    fn apply(&mut self, d: usize, b: &RecordBatch, now: i64, out: &mut Emitted) -> Result<()> {
+        let o = 1 - d;
+        let delta = self.sides[d].delta(b, self.spec.updating[d])?;
+        let n = delta.batch.num_rows();
+        // Candidates: (delta row, entry of the other side's list for its key).
+        let (mut rows, mut entries) = (Vec::new(), Vec::new());
+        for r in 0..n {
+            if delta.unmatchable[r] {
+                continue;
+            }
+            if let Some(list) = self.sides[o].table.get(delta.keys.row(r).as_ref()) {
+                for j in 0..list.len() {
+                    rows.push(r as u32);
+                    entries.push(j);
+                }
+            }
+        }
+        let (pairs, passed) = self.candidates(d, &delta, &rows, &entries)?;
+        let mut delta_matches = vec![0i64; n];
+        let mut pair_weights = Vec::new();
+        let mut kept = Vec::new();
+        let mut unpadded = Vec::new(); // other side's rows whose null-padded row changes
+        for (k, (&r, &j)) in rows.iter().zip(&entries).enumerate() {
+            if !passed[k] {
+                continue;
+            }
+            let r = r as usize;
+            let key = delta.keys.row(r);
+            let w = delta.weights[r];
+            let (other_weight, row) = match self.sides[o].table.get(key.as_ref()) {
+                Some(list) => (list[j].weight, list[j].row.clone()),
+                None => continue,
+            };
+            kept.push(k as u32);
+            pair_weights.push(w * other_weight);
+            delta_matches[r] += other_weight;
+            let (before, after) = self.sides[o].add_matches(key.as_ref(), j, w, now);
+            if self.spec.preserves(o) && (before == 0) != (after == 0) {
+                // Its null-padded row goes (first match) or comes back (last one gone).
+                let sign = if before == 0 { -1 } else { 1 };
+                unpadded.push((row, sign * other_weight));
+            }
+        }
+        self.matched += kept.len() as u64;
+        if let Some(pairs) = pairs {
+            out.batches
+                .push(take_record_batch(&pairs, &UInt32Array::from(kept))?);
+            out.weights.extend(pair_weights);
+        }
+        self.padded_others(o, unpadded, out)?;
+        self.padded_deltas(d, &delta, &delta_matches, out)?;
+        let merge = self.spec.updating[d];
+        let rows_of = self.sides[d].rows.convert_columns(delta.batch.columns())?;
+        for r in 0..n {
+            if delta.unmatchable[r] {
+                continue; // it can never match: nothing to keep
+            }
+            let key = delta.keys.row(r);
+            let w = delta.weights[r];
+            let row = rows_of.row(r);
+            self.sides[d].insert(key.as_ref(), row.as_ref(), w, delta_matches[r], merge, now);
+        }
+        Ok(())
+    }
+
+    /// The candidate pairs as joined rows (`None` when there are none) and whether each
+    /// passes the ON condition's non-equality part.
+    fn candidates(
+        &self,
+        d: usize,
+        delta: &Delta,
+        rows: &[u32],
+        entries: &[usize],
+    ) -> Result<(Option<RecordBatch>, Vec<bool>)> {
+        if rows.is_empty() {
+            return Ok((None, Vec::new()));
+        }
+        let o = 1 - d;
+        let picked = UInt32Array::from(rows.to_vec());
+        let delta_cols = delta
+            .batch
+            .columns()
+            .iter()
+            .map(|c| take(c.as_ref(), &picked, None))
+            .collect::<std::result::Result<Vec<ArrayRef>, _>>()?;
+        let other = &self.sides[o];
+        let parser = other.rows.parser();
+        let mut state_rows: Vec<Row<'_>> = Vec::with_capacity(rows.len());
+        for (&r, &j) in rows.iter().zip(entries) {
+            let key = delta.keys.row(r as usize);
+            let list = other.table.get(key.as_ref()).ok_or_else(|| {
+                DataFusionError::Internal("a join key left the state while probing".into())
+            })?;
+            state_rows.push(parser.parse(&list[j].row));
+        }
+        let other_cols = other.rows.convert_rows(state_rows)?;
+        let (left, right) = match d {
+            0 => (delta_cols, other_cols),
+            _ => (other_cols, delta_cols),
+        };
+        let pairs = self.joined_batch(left, right)?;
+        let passed = match &self.spec.filter {
+            None => vec![true; rows.len()],
+            Some(f) => filter_mask(f, &pairs, self.spec.schemas[0].fields().len())?,
+        };
+        Ok((Some(pairs), passed))
+    }
+
+    /// `left ++ right` columns as a batch of the joined schema.
+    fn joined_batch(&self, left: Vec<ArrayRef>, right: Vec<ArrayRef>) -> Result<RecordBatch> {
+        let mut cols = left;
+        cols.extend(right);
+        Ok(RecordBatch::try_new(Arc::clone(&self.joined), cols)?)
+    }
+
+    /// Rows of side `s` with nulls for the other side's columns.
+    fn padded(&self, s: usize, cols: Vec<ArrayRef>) -> Result<RecordBatch> {
+        let n = cols.first().map_or(0, |c| c.len());
+        let nulls: Vec<ArrayRef> = self.spec.schemas[1 - s]
+            .fields()
+            .iter()
+            .map(|f| new_null_array(f.data_type(), n))
+            .collect();
+        match s {
+            0 => self.joined_batch(cols, nulls),
+            _ => self.joined_batch(nulls, cols),
+        }
+    }
+
+    /// The null-padded rows of kept rows of side `s` whose first match arrived (weight
+    /// < 0) or whose last match left (> 0).
+    fn padded_others(
+        &self,
+        s: usize,
+        rows: Vec<(Box<[u8]>, i64)>,
+        out: &mut Emitted,
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let side = &self.sides[s];
+        let parser = side.rows.parser();
+        let cols = side
+            .rows
+            .convert_rows(rows.iter().map(|(r, _)| parser.parse(r)))?;
+        out.batches.push(self.padded(s, cols)?);
+        out.weights.extend(rows.iter().map(|(_, w)| *w));
+        Ok(())
+    }
+
+    /// The null-padded rows of a preserved side's delta rows that match nothing.
+    fn padded_deltas(
+        &self,
+        d: usize,
+        delta: &Delta,
+        matches: &[i64],
+        out: &mut Emitted,
+    ) -> Result<()> {
+        if !self.spec.preserves(d) {
+            return Ok(());
+        }
+        let lonely: Vec<u32> = (0..delta.batch.num_rows())
+            .filter(|r| matches[*r] == 0)
+            .map(|r| r as u32)
+            .collect();
+        if lonely.is_empty() {
+            return Ok(());
+        }
+        out.weights
+            .extend(lonely.iter().map(|r| delta.weights[*r as usize]));
+        let rows = take_record_batch(&delta.batch, &UInt32Array::from(lonely))?;
+        out.batches.push(self.padded(d, rows.columns().to_vec())?);
+        Ok(())
+    }
+
+    /// What the batch emits: the joined rows projected, each repeated by its weight's
+    /// size, with their kind (`+I` / `-D`) when the join emits changes.
+    fn finish(&self, out: Emitted) -> Result<Vec<RecordBatch>> {
+        if out.weights.is_empty() {
+            return Ok(Vec::new());
+        }
+        let all = concat_batches(&self.joined, &out.batches)?;
+        let mut picked = Vec::with_capacity(out.weights.len());
+        let mut kinds = Vec::with_capacity(out.weights.len());
+        for (i, w) in out.weights.iter().enumerate() {
+            let k = if *w > 0 { kind::INSERT } else { kind::DELETE };
+            for _ in 0..w.unsigned_abs() {
+                picked.push(i as u32);
+                kinds.push(k);
+            }
+        }
+        if picked.is_empty() {
+            return Ok(Vec::new());
+        }
+        let all = take_record_batch(&all, &UInt32Array::from(picked))?;
+        let cols: Vec<ArrayRef> = match &self.spec.projection {
+            Some(p) => p.iter().map(|i| Arc::clone(all.column(*i))).collect(),
+            None => all.columns().to_vec(),
+        };
+        let rows = RecordBatch::try_new(Arc::clone(&self.spec.output_schema), cols)?;
+        match self.emit {
+            Emit::Changes => Ok(vec![super::with_kinds(&rows, kinds, &self.out_schema)?]),
+            _ if kinds.iter().any(|k| *k != kind::INSERT) => Err(DataFusionError::Internal(
+                "an append-only join emitted a retraction".into(),
+            )),
+            _ => Ok(vec![rows]),
+        }
+    }
+}
+
+/// Whether each joined row passes `filter` (a null result does not); the left side's
+/// columns are the first `left_width` of `joined`.
+fn filter_mask(filter: &JoinFilter, joined: &RecordBatch, left_width: usize) -> Result<Vec<bool>> {
+    let cols: Vec<ArrayRef> = filter
+        .column_indices()
+        .iter()
+        .map(|c| match c.side {
+            JoinSide::Left => Arc::clone(joined.column(c.index)),
+            _ => Arc::clone(joined.column(left_width + c.index)),
+        })
+        .collect();
+    let rows = RecordBatchOptions::new().with_row_count(Some(joined.num_rows()));
+    let intermediate = RecordBatch::try_new_with_options(Arc::clone(filter.schema()), cols, &rows)?;
+    let n = intermediate.num_rows();
+    let result = filter.expression().evaluate(&intermediate)?.into_array(n)?;
+    let mask = result
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .ok_or_else(|| DataFusionError::Internal("a join condition that is not boolean".into()))?;
+    Ok((0..n).map(|i| mask.is_valid(i) && mask.value(i)).collect())
+}
+
+impl Operator for JoinOp {
+    fn process(&mut self, inputs: Inputs, ctx: &mut BatchContext) -> Result<Vec<RecordBatch>> {
+        let [left, right]: [Vec<RecordBatch>; 2] = inputs.try_into().map_err(|i: Inputs| {
+            DataFusionError::Internal(format!("a join was given {} inputs", i.len()))
+        })?;
+        for s in &mut self.sides {
+            ctx.expired += s.expire(ctx.now_ms);
+        }
+        let mut out = Emitted::default();
+        for b in left.iter().filter(|b| b.num_rows() > 0) {
+            self.apply(0, b, ctx.now_ms, &mut out)?;
+        }
+        for b in right.iter().filter(|b| b.num_rows() > 0) {
+            self.apply(1, b, ctx.now_ms, &mut out)?;
+        }
+        self.finish(out)
+    }
+
+    fn snapshot(&mut self, kind: WriteKind) -> Result<Snapshot> {
+        let (full, slice) = kind.parts();
+        let also = |k: &[u8]| {
+            slice.is_some_and(|s| s.covers(crate::state::key_group(super::bytes_hash(k))))
+        };
+        let mut rows = Vec::new();
+        for (i, s) in self.sides.iter_mut().enumerate() {
+            rows.extend(s.state_rows(i as i8, full, also)?);
+        }
+        Ok(Snapshot {
+            schema: Side::state_schema(),
+            rows,
+            full,
+            slice,
+        })
+    }
+
+    fn state_rows(&self) -> u64 {
+        self.sides.iter().map(|s| s.entries() as u64).sum()
+    }
+
+    fn restore(
+        &mut self,
+        full: &[RecordBatch],
+        deltas: &[Vec<RecordBatch>],
+        _: &Commit,
+    ) -> Result<()> {
+        let restored_at = crate::gen::wall_ms();
+        let mut files: Vec<&[RecordBatch]> = vec![full];
+        files.extend(deltas.iter().map(Vec::as_slice));
+        for (i, s) in self.sides.iter_mut().enumerate() {
+            s.restore(i as i8, &files, restored_at);
+        }
+        Ok(())
+    }
+
+    fn describe(&self, p: &mut BatchProgress) {
+        for s in &self.sides {
+            p.state_groups += s.entries();
+            p.state_bytes += s.bytes();
+        }
+    }
+}
+
+impl super::sharded::Keyed for JoinOp {
+    fn input_groups(&self, input: usize, b: &RecordBatch) -> Result<Vec<u64>> {
+        let side = self
+            .sides
+            .get(input)
+            .ok_or_else(|| DataFusionError::Internal(format!("a join has no input {input}")))?;
+        let (keys, _) = side.key_rows(b)?;
+        Ok((0..b.num_rows())
+            .map(|r| crate::state::key_group(super::bytes_hash(keys.row(r).as_ref())))
+            .collect())
+    }
+
+    fn state_groups(&self, b: &RecordBatch) -> Result<Vec<u64>> {
+        use arrow::array::AsArray;
+        let keys = b.column(1).as_binary::<i32>();
+        Ok(keys
+            .iter()
+            .map(|k| crate::state::key_group(super::bytes_hash(k.unwrap_or_default())))
+            .collect())
+    }
+}

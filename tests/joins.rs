@@ -1,0 +1,214 @@
+//! Stream–stream joins on a real broker: two topics of log records joined as tables
+//! `a` and `b`, run in small batches into JSON lines with a checkpoint-and-restore in
+//! the middle (records are added between the runs), and the changelog folded as a
+//! multiset (`+I` adds a row, `-D` takes one copy back, which must be there) checked
+//! against batch DataFusion running the same SQL over the records read back.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+/// Two fresh 2-partition topics of `n` log records each, made with different seeds.
+fn two_topics(name: &str, n: u64) -> (String, String, String) {
+    let broker = broker();
+    let (a, b) = (
+        unique_topic(&format!("{name}-a")),
+        unique_topic(&format!("{name}-b")),
+    );
+    for (topic, seed) in [(&a, 31), (&b, 32)] {
+        sluice::kafka::ensure_topic(&broker, topic, 2).unwrap();
+        append_records(&broker, topic, n, seed);
+    }
+    (broker, a, b)
+}
+
+/// A query file declaring `a` and `b` over the two topics, writing `query` to JSON lines
+/// under `out`.
+fn join_query(dir: &Path, broker: &str, (a, b): (&str, &str), out: &Path, query: &str) -> PathBuf {
+    let table = |name: &str, topic: &str| {
+        format!(
+            "CREATE TABLE {name} (timestamp BIGINT, status VARCHAR, severity VARCHAR, source_ip VARCHAR, \
+             user_id VARCHAR, content VARCHAR) WITH (connector = 'kafka', topic = '{topic}', \
+             bootstrap_servers = '{broker}', format = 'json');\n"
+        )
+    };
+    let sql = format!(
+        "{}{}CREATE TABLE out WITH (connector = 'jsonl', path = '{}');\nINSERT INTO out {query};\n",
+        table("a", a),
+        table("b", b),
+        out.display()
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("query.sql");
+    std::fs::write(&path, sql).unwrap();
+    path
+}
+
+/// The batch answer of `query` over both topics' records, as a multiset of JSON rows.
+fn oracle(broker: &str, (a, b): (&str, &str), query: &str) -> BTreeMap<String, i64> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ctx = datafusion::prelude::SessionContext::new();
+    register_logs(&ctx, "a", &consume_all(broker, a));
+    register_logs(&ctx, "b", &consume_all(broker, b));
+    counted(rt.block_on(batch_json(&ctx, query)))
+}
+
+fn counted(rows: impl IntoIterator<Item = String>) -> BTreeMap<String, i64> {
+    let mut m = BTreeMap::new();
+    for r in rows {
+        let v: serde_json::Value = serde_json::from_str(&r).unwrap();
+        *m.entry(v.to_string()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Folds the changelog in the JSON-lines files under `dir` (batch order) as a
+/// multiset; returns it and how many rows of each kind were seen.
+fn fold(dir: &Path) -> (BTreeMap<String, i64>, BTreeMap<String, u64>) {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    let (mut rows, mut kinds) = (BTreeMap::new(), BTreeMap::new());
+    for f in files {
+        for line in std::fs::read_to_string(&f).unwrap().lines() {
+            let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let op = v["op"].as_str().unwrap_or("+I").to_string();
+            v.as_object_mut().unwrap().remove("op");
+            let row = v.to_string();
+            *kinds.entry(op.clone()).or_insert(0) += 1;
+            match op.as_str() {
+                "+I" | "+U" => *rows.entry(row).or_insert(0) += 1,
+                _ => {
+                    let n = rows.get_mut(&row).unwrap_or_else(|| {
+                        panic!("{op} of a row not emitted before: {line} ({})", f.display())
+                    });
+                    *n -= 1;
+                    if *n == 0 {
+                        rows.remove(&row);
+                    }
+                }
+            }
+        }
+    }
+    (rows, kinds)
+}
+
+/// Runs `query` over two topics in `mode` in batches of `bound` records with
+/// `partitions` plan partitions, adds records to both and runs again from the
+/// checkpoint; checks the folded output against the batch answer after each run and
+/// returns the kinds of rows written.
+fn check_join(
+    name: &str,
+    query: &str,
+    mode: &str,
+    (n, bound, partitions): (u64, u64, usize),
+) -> BTreeMap<String, u64> {
+    let (broker, a, b) = two_topics(name, n);
+    let dir = temp_dir(name);
+    let out = dir.join("out");
+    let q = join_query(&dir, &broker, (&a, &b), &out, query);
+    let ckpt = dir.join("ckpt");
+    let (bound, parts) = (bound.to_string(), partitions.to_string());
+    let args = [
+        "run",
+        q.to_str().unwrap(),
+        "--available-now",
+        "--max-records-per-batch",
+        &bound,
+        "--target-partitions",
+        &parts,
+        "--output-mode",
+        mode,
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+    ];
+    sluice_ok(&args);
+    let expected = oracle(&broker, (&a, &b), query);
+    assert!(!expected.is_empty(), "{name}: the oracle finds no rows");
+    assert_eq!(fold(&out).0, expected, "{name}: first run");
+    append_records(&broker, &a, n / 2, 41);
+    append_records(&broker, &b, n / 2, 42);
+    let o = sluice_ok(&args);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("resuming after committed batch"),
+        "{stderr}"
+    );
+    let (rows, kinds) = fold(&out);
+    assert_eq!(
+        rows,
+        oracle(&broker, (&a, &b), query),
+        "{name}: after the restart"
+    );
+    kinds
+}
+
+const CRASH_THEN_CRITICAL: &str =
+    "SELECT a.user_id, a.timestamp AS crash_at, b.timestamp AS critical_at, b.source_ip \
+     FROM a JOIN b ON a.user_id = b.user_id AND a.source_ip <> b.source_ip \
+     WHERE a.content LIKE '%malware%' AND b.severity = 'Critical'";
+
+#[test]
+fn an_inner_join_of_two_streams_appends_the_batch_answer() {
+    let kinds = check_join("join-inner", CRASH_THEN_CRITICAL, "append", (4_000, 600, 2));
+    assert_eq!(kinds.keys().collect::<Vec<_>>(), ["+I"], "{kinds:?}");
+}
+
+#[test]
+fn a_left_join_takes_its_null_padded_rows_back_when_a_match_arrives() {
+    let query = "SELECT a.user_id, a.timestamp, b.timestamp AS later FROM a LEFT JOIN b \
+                 ON a.user_id = b.user_id AND b.severity = 'Critical' AND b.source_ip <> a.source_ip WHERE a.content LIKE '%malware%'";
+    let kinds = check_join("join-left", query, "changelog", (3_000, 400, 2));
+    assert!(
+        kinds.get("-D").is_some_and(|n| *n > 0),
+        "no retraction: {kinds:?}"
+    );
+}
+
+#[test]
+fn a_full_join_keeps_both_sides_unmatched_rows_until_they_match() {
+    let query = "SELECT a.user_id AS au, a.timestamp AS at, b.user_id AS bu, b.timestamp AS bt \
+                 FROM (SELECT * FROM a WHERE content LIKE '%malware%') a \
+                 FULL JOIN (SELECT * FROM b WHERE severity = 'Low' AND source_ip = '192.168.1.7') b \
+                 ON a.user_id = b.user_id";
+    let kinds = check_join("join-full", query, "changelog", (3_000, 500, 3));
+    assert!(
+        kinds.get("-D").is_some_and(|n| *n > 0),
+        "no retraction: {kinds:?}"
+    );
+}
+
+#[test]
+fn a_join_of_two_aggregates_follows_both_sides_changes() {
+    let query = "SELECT x.user_id, x.malwares, y.criticals FROM \
+                 (SELECT user_id, count(*) AS malwares FROM a WHERE content LIKE '%malware%' GROUP BY user_id) x \
+                 JOIN (SELECT user_id, count(*) AS criticals FROM b WHERE severity = 'Critical' GROUP BY user_id) y \
+                 ON x.user_id = y.user_id";
+    let kinds = check_join("join-aggs", query, "changelog", (3_000, 500, 2));
+    assert!(
+        kinds.get("-D").is_some_and(|n| *n > 0),
+        "no retraction: {kinds:?}"
+    );
+}
+
+#[test]
+fn an_outer_join_in_append_mode_is_refused_naming_changelog() {
+    let dir = temp_dir("join-append");
+    let q = join_query(
+        &dir,
+        &broker(),
+        ("t1", "t2"),
+        &dir.join("out"),
+        "SELECT a.user_id, b.timestamp FROM a LEFT JOIN b ON a.user_id = b.user_id",
+    );
+    let o = sluice(&["explain", q.to_str().unwrap(), "--output-mode", "append"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(stderr.contains("--output-mode changelog"), "{stderr}");
+}
