@@ -336,8 +336,10 @@ impl Cutter<'_> {
             )));
         };
         let is_root = Arc::ptr_eq(&node, &self.root);
-        let (left, left_updating) = self.cut(Arc::clone(&join.left))?;
-        let (right, right_updating) = self.cut(Arc::clone(&join.right))?;
+        // Each side's partitions are collected in order (a coalesce or repartition on
+        // top would interleave them as they arrive: the output would not be repeatable).
+        let (left, left_updating) = self.cut(without_exchange(Arc::clone(&join.left)))?;
+        let (right, right_updating) = self.cut(without_exchange(Arc::clone(&join.right)))?;
         let without_change = |plan: &Arc<dyn ExecutionPlan>, updating: bool| {
             let schema = plan.schema();
             match updating {
@@ -768,6 +770,16 @@ fn without_sorts(at: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
             )
         }
         _ => Ok(at),
+    }
+}
+
+/// `at` without the coalescing and repartitioning nodes on top of it.
+fn without_exchange(at: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+    match (at.name(), at.children().as_slice()) {
+        ("CoalescePartitionsExec" | "RepartitionExec" | "CoalesceBatchesExec", [child]) => {
+            without_exchange(Arc::clone(child))
+        }
+        _ => at,
     }
 }
 

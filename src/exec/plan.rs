@@ -319,7 +319,11 @@ impl StreamPlan {
         };
         let reads =
             |plan: &Arc<dyn ExecutionPlan>| plan.exists(|n| Ok(is_leaf(n))).unwrap_or(false);
-        let plan = self.flow.fragments().find(|p| reads(p))?;
+        let mut readers = self.flow.fragments().filter(|p| reads(p));
+        let plan = readers.next()?;
+        if readers.next().is_some() {
+            return None; // a self-join: each side's fragment would need its own screen
+        }
         Prefilter::from_plan(plan, &types, &is_leaf)
     }
 

@@ -62,10 +62,12 @@ impl JoinSpec {
     pub fn check(&self) -> Result<()> {
         match self.join_type {
             JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full => {}
-            other => return Err(DataFusionError::Plan(format!(
+            other => {
+                return Err(DataFusionError::Plan(format!(
                 "a {other} join of two streams (IN / EXISTS over a stream) is not supported yet; \
                      write it as an inner join"
-            ))),
+            )))
+            }
         }
         if self.on.is_empty() {
             return Err(DataFusionError::Plan(
