@@ -145,6 +145,13 @@ fn check(name: &str, keys: &[&str]) {
 /// [`check`] in output `mode`; in changelog mode the rows are folded by `keys` (`+I`
 /// and `+U` set a key's row, `-U` and `-D` take it away).
 fn check_in(name: &str, keys: &[&str], mode: &str) {
+    check_batched(name, keys, mode, 8000);
+}
+
+/// [`check_in`] with batches of at most `per_batch` records (queries over the smaller
+/// person and auction streams need smaller batches to run long enough to be killed).
+fn check_batched(name: &str, keys: &[&str], mode: &str, per_batch: usize) {
+    let per_batch = per_batch.to_string();
     let dir = temp_dir(&format!("nexmark-{name}"));
     write_events(&dir);
     let out = dir.join("out");
@@ -155,7 +162,7 @@ fn check_in(name: &str, keys: &[&str], mode: &str) {
         q.to_str().unwrap(),
         "--available-now",
         "--max-records-per-batch",
-        "8000",
+        &per_batch,
         "--trigger",
         "80ms",
         "--checkpoint",
@@ -168,6 +175,7 @@ fn check_in(name: &str, keys: &[&str], mode: &str) {
     assert!(killed >= 1, "{name}: no run was killed mid-stream");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let expected = rt.block_on(batch_rows(&q, &dir));
+    assert!(!expected.is_empty(), "{name}: the batch query finds no rows");
     let got = sink_rows(&out);
     if keys.is_empty() {
         assert_eq!(
@@ -250,6 +258,26 @@ fn q16_counts_per_channel_and_day() {
 #[test]
 fn q17_counts_per_auction_and_day() {
     check("q17", &["auction", "day"]);
+}
+
+#[test]
+fn q3_joins_auctions_with_their_sellers() {
+    check_batched("q3", &[], "append", 400);
+}
+
+#[test]
+fn q4_averages_winning_bids_per_category() {
+    check_in("q4", &["category"], "changelog");
+}
+
+#[test]
+fn q9_keeps_the_winning_bid_of_each_auction() {
+    check_in("q9", &["id"], "changelog");
+}
+
+#[test]
+fn q20_expands_bids_with_their_auction() {
+    check("q20", &[]);
 }
 
 #[test]
