@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Nexmark from Kafka: `sluice gen --nexmark` fills three topics, then in the same run
 # the bare consumer (one librdkafka client per partition, the ceiling) reads the bid
-# topic, and Sluice runs queries/nexmark q0, q1, q2, q13, q18 (dedup) and q19 (top-N)
-# over it (the bid table's WITH clause swapped for the topic, results into a blackhole
-# sink; q18 and q19 in changelog mode). Prints bids/s for each and the ratio to the
-# ceiling and to q0, and peak RSS.
+# topic, and Sluice runs queries/nexmark q0, q1, q2, q13, q18 (dedup), q19 (top-N) and
+# the joins q3 (auction ⋈ person), q20 (bid ⋈ auction), q4 and q9 (aggregate / top-1
+# over bid ⋈ auction) over the topics (each nexmark table's WITH clause swapped for its
+# topic, results into a blackhole sink; updating results in changelog mode). Prints
+# records/s for each and the ratio to the ceiling and to q0, and peak RSS.
 #
 #   benchmarks/nexmark.sh [--events N] [--partitions N] [--runs N]
 # Needs the local broker (scripts/kafka-local.sh start) and a release build with the
@@ -30,13 +31,16 @@ prefix="bench-nexmark-$$"
 "$target/sluice" gen --nexmark --nexmark-prefix "$prefix" --broker "$broker" --partitions "$partitions" \
   --target-rps 0 --max-records "$events" --quiet
 bids=$(python3 -c "n=$events; print(n // 50 * 46 + max(n % 50 - 4, 0))")
-for q in q0 q1 q2 q13 q18 q19; do
-  python3 - "$repo/queries/nexmark/$q.sql" "$dir/$q.sql" "$prefix-bid" "$broker" "$repo" <<'PY'
+people=$(python3 -c "n=$events; print(n // 50 + min(n % 50, 1))")
+auctions=$((events - bids - people))
+queries="q0 q1 q2 q13 q18 q19 q3 q20 q4 q9"
+for q in $queries; do
+  python3 - "$repo/queries/nexmark/$q.sql" "$dir/$q.sql" "$prefix" "$broker" "$repo" <<'PY'
 import re, sys
-src, dst, topic, broker, repo = sys.argv[1:]
+src, dst, prefix, broker, repo = sys.argv[1:]
 sql = open(src).read()
-sql = re.sub(r"WITH \(connector = 'nexmark'[^;]*\);",
-             f"WITH (connector = 'kafka', topic = '{topic}', bootstrap_servers = '{broker}');", sql)
+sql = re.sub(r"WITH \(connector = 'nexmark', event_type = '(\w+)'[^;]*\);",
+             lambda m: f"WITH (connector = 'kafka', topic = '{prefix}-{m.group(1)}', bootstrap_servers = '{broker}');", sql)
 sql = sql.replace("'queries/nexmark/", f"'{repo}/queries/nexmark/")
 sql = re.sub(r"CREATE TABLE nexmark_q10[^;]*;\s*", "", sql)
 sql = re.sub(r"INSERT INTO \w+\s*", "", sql)
@@ -46,7 +50,7 @@ head, body = sql[:cut] + "\n", sql[cut:].strip()
 open(dst, "w").write(head + "CREATE TABLE sink WITH (connector = 'blackhole');\nINSERT INTO sink " + body)
 PY
 done
-printf '%-6s %-4s %-14s %-12s %-10s %s\n' "what" "run" "bids/s" "vs ceiling" "vs q0" "peak RSS MB"
+printf '%-6s %-4s %-14s %-12s %-10s %s\n' "what" "run" "records/s" "vs ceiling" "vs q0" "peak RSS MB"
 for r in $(seq 1 "$runs"); do
   # The ceiling by the same measure as Sluice: records / wall time of the process.
   /usr/bin/time -f "%e" -o "$dir/bare-time" "$target/examples/kafka_bare" consume \
@@ -54,17 +58,20 @@ for r in $(seq 1 "$runs"); do
   ceiling=$(python3 -c "print($bids / $(cat "$dir/bare-time"))")
   printf '%-6s %-4s %-14.0f %-12s %-10s %s\n' "bare" "$r" "$ceiling" "1.00" "" ""
   q0=""
-  for q in q0 q1 q2 q13 q18 q19; do
-    # Dedup and top-N are updating results: their changes go to the sink.
+  for q in $queries; do
+    # Dedup, top-N and aggregates over joins are updating results: their changes go to
+    # the sink. Joins read two topics: their rate counts the records of both.
     mode=append
-    case "$q" in q18|q19) mode=changelog ;; esac
+    case "$q" in q18|q19|q4|q9) mode=changelog ;; esac
+    read_records=$bids
+    case "$q" in q3) read_records=$((people + auctions)) ;; q20|q4|q9) read_records=$((bids + auctions)) ;; esac
     /usr/bin/time -f "%e %M" -o "$dir/time" "$target/sluice" run "$dir/$q.sql" --available-now \
       --output-mode "$mode" --status plain 2>"$dir/err" >/dev/null || { cat "$dir/err"; exit 1; }
     read -r wall rss <"$dir/time"
-    rate=$(python3 -c "print($bids / $wall)")
+    rate=$(python3 -c "print($read_records / $wall)")
     [ "$q" = q0 ] && q0="$rate"
     printf '%-6s %-4s %-14.0f %-12.2f %-10.2f %s\n' "$q" "$r" "$rate" \
       "$(python3 -c "print($rate / $ceiling)")" "$(python3 -c "print($rate / $q0)")" "$((rss / 1024))"
   done
 done
-echo "($bids bids of $events Nexmark events, topic $prefix-bid, $partitions partitions; bids/s = bids / wall time of the process, start-up included, for the bare consumer too)"
+echo "($bids bids, $auctions auctions, $people people of $events Nexmark events, topics $prefix-*, $partitions partitions; records/s = records read (bids; for q3 people + auctions; for q20, q4, q9 bids + auctions) / wall time of the process, start-up included, for the bare consumer over the bid topic too)"

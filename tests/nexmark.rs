@@ -175,7 +175,10 @@ fn check_batched(name: &str, keys: &[&str], mode: &str, per_batch: usize) {
     assert!(killed >= 1, "{name}: no run was killed mid-stream");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let expected = rt.block_on(batch_rows(&q, &dir));
-    assert!(!expected.is_empty(), "{name}: the batch query finds no rows");
+    assert!(
+        !expected.is_empty(),
+        "{name}: the batch query finds no rows"
+    );
     let got = sink_rows(&out);
     if keys.is_empty() {
         assert_eq!(

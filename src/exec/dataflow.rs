@@ -1,7 +1,8 @@
 //! Building the dataflow from DataFusion's optimized physical plan (design.md, "Data
-//! flow"): every GROUP BY becomes a stage — the fragment below it, run by DataFusion
-//! each batch, and a stateful operator — and the plan above the topmost one reads what
-//! that operator emits.
+//! flow"): every GROUP BY, top-N and join of two streams becomes a stage — the
+//! fragments below it (one per input: a join has two), run by DataFusion each batch,
+//! and a stateful operator — and the plan above the topmost one reads what that
+//! operator emits.
 //!
 //! ```text
 //!  top fragment ◄── leaf ◄── operator 2 ◄── fragment 2 ◄── leaf ◄── operator 1 ◄── fragment 1 ◄── sources
@@ -197,7 +198,7 @@ fn root_stateful(plan: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>
             [] => return Err(plan_err("internal: no stateful operator in a stateful plan")),
             _ => {
                 return Err(plan_err(
-                    "several aggregations side by side (a UNION or JOIN of GROUP BY results) are not supported yet",
+                    "several stateful operators side by side under one UNION (of GROUP BY results, joins or top-Ns) are not supported yet",
                 ))
             }
         }

@@ -166,18 +166,26 @@ impl JoinOp {
             let r = r as usize;
             let key = delta.keys.row(r);
             let w = delta.weights[r];
-            let (other_weight, row) = match self.sides[o].table.get(key.as_ref()) {
-                Some(list) => (list[j].weight, list[j].row.clone()),
-                None => continue,
+            let Some(other_weight) = self.sides[o]
+                .table
+                .get(key.as_ref())
+                .map(|list| list[j].weight)
+            else {
+                continue;
             };
             kept.push(k as u32);
             pair_weights.push(w * other_weight);
             delta_matches[r] += other_weight;
+            if !self.spec.preserves(o) {
+                continue; // only a preserved side's rows need their match counts
+            }
             let (before, after) = self.sides[o].add_matches(key.as_ref(), j, w, now);
-            if self.spec.preserves(o) && (before == 0) != (after == 0) {
+            if (before == 0) != (after == 0) {
                 // Its null-padded row goes (first match) or comes back (last one gone).
                 let sign = if before == 0 { -1 } else { 1 };
-                unpadded.push((row, sign * other_weight));
+                if let Some(list) = self.sides[o].table.get(key.as_ref()) {
+                    unpadded.push((list[j].row.clone(), sign * other_weight));
+                }
             }
         }
         self.matched += kept.len() as u64;
