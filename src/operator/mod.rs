@@ -167,6 +167,23 @@ pub fn bytes_hash(bytes: &[u8]) -> u64 {
     h
 }
 
+/// The key group of each of `keys` (row bytes of a key).
+pub fn row_key_groups(keys: &arrow::row::Rows) -> Vec<u64> {
+    keys.iter()
+        .map(|k| crate::state::key_group(bytes_hash(k.as_ref())))
+        .collect()
+}
+
+/// The key group of each key in column `column` of `b` (key bytes, as state rows keep
+/// them).
+pub fn binary_key_groups(b: &RecordBatch, column: usize) -> Vec<u64> {
+    b.column(column)
+        .as_binary::<i32>()
+        .iter()
+        .map(|k| crate::state::key_group(bytes_hash(k.unwrap_or_default())))
+        .collect()
+}
+
 /// `schema` with the change column added last.
 pub fn with_change(schema: &SchemaRef) -> SchemaRef {
     let mut fields: Vec<_> = schema.fields().iter().cloned().collect();

@@ -564,17 +564,10 @@ impl Operator for RankOp {
 
 impl super::sharded::Keyed for RankOp {
     fn input_groups(&self, _input: usize, b: &RecordBatch) -> Result<Vec<u64>> {
-        let parts = self.partition_keys(b)?;
-        Ok((0..b.num_rows())
-            .map(|r| crate::state::key_group(super::bytes_hash(parts.row(r).as_ref())))
-            .collect())
+        Ok(super::row_key_groups(&self.partition_keys(b)?))
     }
 
     fn state_groups(&self, b: &RecordBatch) -> Result<Vec<u64>> {
-        let parts = b.column(0).as_binary::<i32>();
-        Ok(parts
-            .iter()
-            .map(|p| crate::state::key_group(super::bytes_hash(p.unwrap_or_default())))
-            .collect())
+        Ok(super::binary_key_groups(b, 0))
     }
 }

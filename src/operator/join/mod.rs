@@ -445,18 +445,10 @@ impl super::sharded::Keyed for JoinOp {
             .sides
             .get(input)
             .ok_or_else(|| DataFusionError::Internal(format!("a join has no input {input}")))?;
-        let (keys, _) = side.key_rows(b)?;
-        Ok((0..b.num_rows())
-            .map(|r| crate::state::key_group(super::bytes_hash(keys.row(r).as_ref())))
-            .collect())
+        Ok(super::row_key_groups(&side.key_rows(b)?.0))
     }
 
     fn state_groups(&self, b: &RecordBatch) -> Result<Vec<u64>> {
-        use arrow::array::AsArray;
-        let keys = b.column(1).as_binary::<i32>();
-        Ok(keys
-            .iter()
-            .map(|k| crate::state::key_group(super::bytes_hash(k.unwrap_or_default())))
-            .collect())
+        Ok(super::binary_key_groups(b, 1))
     }
 }
