@@ -39,6 +39,14 @@ fn explain_sessions_shows_the_session_window() {
     check("queries/crash_sessions.sql", "explain_crash_sessions.txt");
 }
 
+#[test]
+fn explain_a_self_join_shows_both_inputs_and_the_join_state() {
+    check(
+        "queries/crash_then_login.sql",
+        "explain_crash_then_login.txt",
+    );
+}
+
 /// The `[k=v, …]` note at the end of the first line starting with `prefix`
 /// (after indentation), as text.
 fn note<'a>(text: &'a str, prefix: &str) -> &'a str {

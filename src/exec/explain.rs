@@ -283,15 +283,20 @@ fn describe_operator(
                 true => "rows and their retractions (+I, -D)",
                 false => "append-only rows",
             };
+            let counts = match spec.join_type {
+                datafusion::common::JoinType::Inner => "",
+                _ => ", with their match counts (a row of an outer side is null-padded while it has none)",
+            };
             let state = format!(
-                "{} join on ({}) = ({}){condition}: each side's rows by key, with their match counts; \
+                "{} join on ({}) = ({}){condition}: each side's rows by key{counts}; \
                  grows with both inputs unless state_ttl is set; checkpointed as deltas of the changed keys; emits {outputs}",
                 spec.join_type,
                 keys(0).join(", "),
                 keys(1).join(", "),
             );
             let by = keys(0).join(", ");
-            return sharded(&by, state, Some(ttl_line(plan)), out);
+            let ttl = ttl_line(plan).replace("(-D downstream)", "(a later match is missed)");
+            return sharded(&by, state, Some(ttl), out);
         }
         OperatorPlan::Aggregate { spec, window } => (spec, window),
     };
