@@ -167,6 +167,14 @@ fn check_join(
     kinds
 }
 
+/// Asserts that some rows were taken back (`-D`): the retraction path ran.
+fn assert_retracted(kinds: &BTreeMap<String, u64>) {
+    assert!(
+        kinds.get("-D").is_some_and(|n| *n > 0),
+        "no retraction: {kinds:?}"
+    );
+}
+
 const CRASH_THEN_CRITICAL: &str =
     "SELECT a.user_id, a.timestamp AS crash_at, b.timestamp AS critical_at, b.source_ip \
      FROM a JOIN b ON a.user_id = b.user_id AND a.source_ip <> b.source_ip \
@@ -183,10 +191,7 @@ fn a_left_join_takes_its_null_padded_rows_back_when_a_match_arrives() {
     let query = "SELECT a.user_id, a.timestamp, b.timestamp AS later FROM a LEFT JOIN b \
                  ON a.user_id = b.user_id AND b.severity = 'Critical' AND b.source_ip <> a.source_ip WHERE a.content LIKE '%malware%'";
     let kinds = check_join("join-left", query, "changelog", (3_000, 400, 2));
-    assert!(
-        kinds.get("-D").is_some_and(|n| *n > 0),
-        "no retraction: {kinds:?}"
-    );
+    assert_retracted(&kinds);
 }
 
 #[test]
@@ -196,10 +201,7 @@ fn a_full_join_keeps_both_sides_unmatched_rows_until_they_match() {
                  FULL JOIN (SELECT * FROM b WHERE severity = 'Low' AND source_ip = '192.168.1.7') b \
                  ON a.user_id = b.user_id";
     let kinds = check_join("join-full", query, "changelog", (3_000, 500, 3));
-    assert!(
-        kinds.get("-D").is_some_and(|n| *n > 0),
-        "no retraction: {kinds:?}"
-    );
+    assert_retracted(&kinds);
 }
 
 #[test]
@@ -209,10 +211,7 @@ fn a_join_of_two_aggregates_follows_both_sides_changes() {
                  JOIN (SELECT user_id, count(*) AS criticals FROM b WHERE severity = 'Critical' GROUP BY user_id) y \
                  ON x.user_id = y.user_id";
     let kinds = check_join("join-aggs", query, "changelog", (3_000, 500, 2));
-    assert!(
-        kinds.get("-D").is_some_and(|n| *n > 0),
-        "no retraction: {kinds:?}"
-    );
+    assert_retracted(&kinds);
 }
 
 #[test]
@@ -324,10 +323,7 @@ fn a_two_topic_join_into_kafka_is_exactly_once_after_repeated_sigkill() {
         .map(|m| String::from_utf8(m.payload.clone().unwrap()).unwrap())
         .collect();
     let (rows, kinds) = fold_lines(&lines);
-    assert!(
-        kinds.get("-D").is_some_and(|n| *n > 0),
-        "no retraction: {kinds:?}"
-    );
+    assert_retracted(&kinds);
     assert_eq!(
         rows,
         oracle(&broker, (&a, &b), LEFT_LATER_CRITICAL),

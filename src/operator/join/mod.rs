@@ -142,15 +142,16 @@ impl JoinOp {
         let delta = self.sides[d].delta(b, self.spec.updating[d])?;
         let n = delta.batch.num_rows();
         // Candidates: (delta row, entry of the other side's list for its key).
-        let (mut rows, mut entries) = (Vec::new(), Vec::new());
+        let (mut rows, mut entries, mut other_weights) = (Vec::new(), Vec::new(), Vec::new());
         for r in 0..n {
             if delta.unmatchable[r] {
                 continue;
             }
             if let Some(list) = self.sides[o].table.get(delta.keys.row(r).as_ref()) {
-                for j in 0..list.len() {
+                for (j, e) in list.iter().enumerate() {
                     rows.push(r as u32);
                     entries.push(j);
+                    other_weights.push(e.weight);
                 }
             }
         }
@@ -166,13 +167,7 @@ impl JoinOp {
             let r = r as usize;
             let key = delta.keys.row(r);
             let w = delta.weights[r];
-            let Some(other_weight) = self.sides[o]
-                .table
-                .get(key.as_ref())
-                .map(|list| list[j].weight)
-            else {
-                continue;
-            };
+            let other_weight = other_weights[k];
             kept.push(k as u32);
             pair_weights.push(w * other_weight);
             delta_matches[r] += other_weight;
