@@ -32,12 +32,24 @@ fn two_topics_of(name: &str, n: u64, partitions: usize) -> (String, String, Stri
 
 /// A query file declaring `a` and `b` over the two topics, writing `query` to JSON lines
 /// under `out`.
-fn join_query(dir: &Path, broker: &str, (a, b): (&str, &str), out: &Path, query: &str) -> PathBuf {
+fn join_query(dir: &Path, broker: &str, topics: (&str, &str), out: &Path, query: &str) -> PathBuf {
+    join_query_with(dir, broker, topics, out, query, "")
+}
+
+/// [`join_query`] with more table options (`with`: `, key = 'value'…`).
+fn join_query_with(
+    dir: &Path,
+    broker: &str,
+    (a, b): (&str, &str),
+    out: &Path,
+    query: &str,
+    with: &str,
+) -> PathBuf {
     let table = |name: &str, topic: &str| {
         format!(
             "CREATE TABLE {name} (timestamp BIGINT, status VARCHAR, severity VARCHAR, source_ip VARCHAR, \
              user_id VARCHAR, content VARCHAR) WITH (connector = 'kafka', topic = '{topic}', \
-             bootstrap_servers = '{broker}', format = 'json');\n"
+             bootstrap_servers = '{broker}', format = 'json'{with});\n"
         )
     };
     let sql = format!(
@@ -329,4 +341,191 @@ fn a_two_topic_join_into_kafka_is_exactly_once_after_repeated_sigkill() {
         oracle(&broker, (&a, &b), LEFT_LATER_CRITICAL),
         "after {killed} kills"
     );
+}
+
+/// Event time as interval joins need it: the log's `timestamp`, 5 s watermark delay (the
+/// generator's disorder is up to 1 s).
+const EVENT_TIME: &str = ", event_time = 'timestamp', watermark_delay = '5 seconds'";
+
+/// Appends `n` records to `topic` whose event time starts at `start_ms` and advances at
+/// `rate` records per second (up to 1 s out of order).
+fn append_timed(broker: &str, topic: &str, n: u64, seed: u64, (start_ms, rate): (i64, u64)) {
+    let (n, seed, start, rate) = (
+        n.to_string(),
+        seed.to_string(),
+        start_ms.to_string(),
+        rate.to_string(),
+    );
+    sluice_ok(&[
+        "gen",
+        "--broker",
+        broker,
+        "--topic",
+        topic,
+        "--target-rps",
+        "0",
+        "--quiet",
+        "--max-records",
+        &n,
+        "--seed",
+        &seed,
+        "--start-time-ms",
+        &start,
+        "--event-rate",
+        &rate,
+    ]);
+}
+
+/// 2026-01-01T00:00:00Z, where the timed records start.
+const T0: i64 = 1_767_225_600_000;
+
+/// Each batch's progress record, from a `--progress-json` file.
+fn progress_records(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+const WITHIN_SECONDS: &str =
+    "SELECT a.user_id, a.timestamp AS at, b.timestamp AS bt, b.severity FROM a JOIN b \
+     ON a.user_id = b.user_id AND b.timestamp BETWEEN a.timestamp - 1000 AND a.timestamp + 2000";
+
+/// An interval join: rows leave state as the watermark passes them, none arrive late,
+/// and the output (append-only) equals the batch join, across a restart that adds
+/// later records to both topics.
+#[test]
+fn an_interval_join_prunes_its_state_by_the_watermark_and_gives_the_batch_answer() {
+    let broker = broker();
+    let (a, b) = (unique_topic("ij-a"), unique_topic("ij-b"));
+    for (topic, seed) in [(&a, 51), (&b, 52)] {
+        sluice::kafka::ensure_topic(&broker, topic, 2).unwrap();
+        append_timed(&broker, topic, 6_000, seed, (T0, 500));
+    }
+    let dir = temp_dir("join-interval");
+    let out = dir.join("out");
+    let q = join_query_with(&dir, &broker, (&a, &b), &out, WITHIN_SECONDS, EVENT_TIME);
+    let explain = sluice_ok(&["explain", q.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&explain.stdout);
+    assert!(
+        text.contains(
+            "interval join (right.timestamp within [left.timestamp - 1 s, left.timestamp + 2 s])"
+        ),
+        "{text}"
+    );
+    let (ckpt, progress) = (dir.join("ckpt"), dir.join("progress.json"));
+    let args = [
+        "run",
+        q.to_str().unwrap(),
+        "--available-now",
+        "--max-records-per-batch",
+        "300",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--progress-json",
+        progress.to_str().unwrap(),
+    ];
+    sluice_ok(&args);
+    let (rows, kinds) = fold(&out);
+    assert_eq!(kinds.keys().collect::<Vec<_>>(), ["+I"], "{kinds:?}");
+    let expected = oracle(&broker, (&a, &b), WITHIN_SECONDS);
+    assert!(
+        expected.len() > 1_000,
+        "the oracle finds {} pairs",
+        expected.len()
+    );
+    assert_eq!(rows, expected, "first run");
+    // Later records, continuing the event time, then the restart.
+    for (topic, seed) in [(&a, 61), (&b, 62)] {
+        append_timed(&broker, topic, 3_000, seed, (T0 + 12_000, 500));
+    }
+    sluice_ok(&args);
+    assert_eq!(
+        fold(&out).0,
+        oracle(&broker, (&a, &b), WITHIN_SECONDS),
+        "after the restart"
+    );
+    let records = progress_records(&progress);
+    let join = |r: &serde_json::Value| r["operators"][0].clone();
+    let pruned: u64 = records
+        .iter()
+        .map(|r| join(r)["numRowsRemovedByWatermark"].as_u64().unwrap())
+        .sum();
+    let late: u64 = records
+        .iter()
+        .map(|r| {
+            r["stateOperators"][0]["numRowsDroppedByWatermark"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
+    let kept = join(records.last().unwrap())["numRowsTotal"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(late, 0, "rows arrived late");
+    // 18 s of event time; rows stay for at most 2 s plus the 5 s delay (and a batch).
+    assert!(
+        pruned > 9_000,
+        "the watermark removed only {pruned} rows of 18000"
+    );
+    assert!(kept < 7_000, "{kept} rows still kept of 18000");
+    let sides = join(records.last().unwrap())["sides"].clone();
+    assert_eq!(sides.as_array().map(Vec::len), Some(2), "{sides}");
+}
+
+/// State bound: an interval join over ten minutes of event time at a steady rate keeps
+/// its state rows flat (within 20 %) once the first interval has passed.
+#[test]
+fn an_interval_join_over_ten_minutes_keeps_its_state_flat() {
+    let broker = broker();
+    let (a, b) = (unique_topic("ijb-a"), unique_topic("ijb-b"));
+    for (topic, seed) in [(&a, 71), (&b, 72)] {
+        sluice::kafka::ensure_topic(&broker, topic, 2).unwrap();
+        append_timed(&broker, topic, 120_000, seed, (T0, 200)); // 10 minutes
+    }
+    let dir = temp_dir("join-interval-bound");
+    let out = dir.join("out");
+    let query = "SELECT a.user_id, a.timestamp AS at, b.timestamp AS bt FROM a JOIN b \
+                 ON a.user_id = b.user_id AND b.timestamp BETWEEN a.timestamp - 10000 AND a.timestamp + 20000";
+    let q = join_query_with(&dir, &broker, (&a, &b), &out, query, EVENT_TIME);
+    let progress = dir.join("progress.json");
+    sluice_ok(&[
+        "run",
+        q.to_str().unwrap(),
+        "--available-now",
+        "--max-records-per-batch",
+        "2000",
+        "--progress-json",
+        progress.to_str().unwrap(),
+    ]);
+    let records = progress_records(&progress);
+    let with_watermark = records
+        .iter()
+        .filter(|r| r["eventTime"]["watermark"].is_string())
+        .count();
+    assert!(
+        with_watermark + 2 >= records.len(),
+        "the join reports no watermark"
+    );
+    let rows: Vec<u64> = records
+        .iter()
+        .filter_map(|r| r["operators"][0]["numRowsTotal"].as_u64())
+        .collect();
+    // A batch reads about 10 s of each topic's event time: skip the first interval
+    // (30 s) and the watermark delay, and the last batches (the input runs out).
+    let steady = &rows[6.min(rows.len())..rows.len().saturating_sub(2)];
+    assert!(
+        steady.len() > 40,
+        "{} steady batches: {rows:?}",
+        steady.len()
+    );
+    let (lo, hi) = (*steady.iter().min().unwrap(), *steady.iter().max().unwrap());
+    let mean = steady.iter().sum::<u64>() as f64 / steady.len() as f64;
+    assert!(
+        (hi as f64) <= mean * 1.2 && (lo as f64) >= mean * 0.8,
+        "state rows range {lo}..{hi} around {mean:.0}: {rows:?}"
+    );
+    // Bounded by the interval: about (30 s + delay + a batch) of both inputs, not all.
+    assert!(hi < 40_000, "{hi} rows kept of 240000");
 }

@@ -41,14 +41,18 @@ struct Clock {
 /// source without an event time).
 pub struct SourceClocks {
     clocks: Vec<Option<Clock>>,
+    /// The largest watermark [`SourceClocks::advance`] has given.
+    given: i64,
 }
 
 impl SourceClocks {
     /// Clocks for `plan`, when it is a windowed aggregate with a watermark over several
-    /// sources. A source's `event_time` expression is evaluated over its decoded
+    /// sources, or has an interval join (which takes the watermark from the batch, not
+    /// from a watermark step of its own). A source's `event_time` expression is evaluated over its decoded
     /// columns; a source whose event time the query does not read has no clock.
     pub fn new(plan: &StreamPlan) -> anyhow::Result<Option<Self>> {
-        if plan.inputs.len() < 2 || plan.watermark_tracker().is_none() {
+        let windows = plan.inputs.len() > 1 && plan.watermark_tracker().is_some();
+        if !windows && !plan.has_interval_join() {
             return Ok(None);
         }
         let ctx = SessionContext::new();
@@ -85,7 +89,10 @@ impl SourceClocks {
                 last_data: Instant::now(),
             }));
         }
-        Ok(Some(Self { clocks }))
+        Ok(Some(Self {
+            clocks,
+            given: NO_WATERMARK,
+        }))
     }
 
     /// Advances source `i`'s clock over its rows of this batch.
@@ -125,6 +132,13 @@ impl SourceClocks {
             .map(|c| c.max_event.saturating_sub(c.delay_ms))
             .min()
             .unwrap_or(NO_WATERMARK)
+    }
+
+    /// The watermark now, never below one given before (a source coming back from
+    /// idleness does not move it back).
+    pub fn advance(&mut self) -> i64 {
+        self.given = self.given.max(self.watermark());
+        self.given
     }
 
     /// Each source's largest event time, for the checkpoint.

@@ -24,9 +24,10 @@ use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 
 use super::input::{BatchInputExec, InputSlot};
-use super::plan::{EventTime, OutputMode, Windowing};
+use super::plan::{EventColumn, EventTime, OutputMode, Windowing};
 use super::watermark::{WatermarkExec, WatermarkTracker};
 use super::window::WindowKind;
+use crate::operator::join::interval::Interval;
 use crate::operator::join::JoinSpec;
 use crate::operator::rank::{RankFunction, RankSpec};
 use crate::operator::updating::UpdatingSpec;
@@ -126,7 +127,7 @@ impl Flow {
 pub fn build(
     physical: Arc<dyn ExecutionPlan>,
     mode: Option<OutputMode>,
-    event_time: &EventTime,
+    (event_time, event_columns): (&EventTime, &[EventColumn]),
     partitions: usize,
 ) -> Result<(Flow, OutputMode)> {
     let root = root_stateful(&physical)?;
@@ -146,6 +147,7 @@ pub fn build(
         mode,
         mode_defaulted,
         event_time,
+        event_columns,
         partitions,
         stages: Vec::new(),
         ranks: Vec::new(),
@@ -261,6 +263,8 @@ struct Cutter<'a> {
     /// (append) to changelog.
     mode_defaulted: bool,
     event_time: &'a EventTime,
+    /// Source columns that are event times (interval joins bound them).
+    event_columns: &'a [EventColumn],
     partitions: usize,
     stages: Vec<StagePlan>,
     /// Top-N filters seen on the way down, until their window node is reached (with
@@ -360,6 +364,12 @@ impl Cutter<'_> {
             ],
             updating: [left_updating, right_updating],
             output_schema: node.schema(),
+            interval: None,
+        };
+        let times = [self.event_times(&left), self.event_times(&right)];
+        let spec = JoinSpec {
+            interval: spec.filter.as_ref().and_then(|f| Interval::of(f, &times)),
+            ..spec
         };
         spec.check()?;
         let changes = spec.emits_changes();
@@ -401,6 +411,21 @@ impl Cutter<'_> {
         };
         let leaf: Arc<dyn ExecutionPlan> = Arc::new(BatchInputExec::new(slot, schema, 1));
         Ok((leaf, changes))
+    }
+
+    /// The columns of `side`'s rows that are a source's event time.
+    fn event_times(&self, side: &Arc<dyn ExecutionPlan>) -> Vec<usize> {
+        (0..side.schema().fields().len())
+            .filter(|c| {
+                let name = side.schema().field(*c).name().clone();
+                let col: Arc<dyn datafusion::physical_expr::PhysicalExpr> =
+                    Arc::new(Column::new(&name, *c));
+                self.event_columns.iter().any(|e| {
+                    super::lineage::source_of(&col, side, &e.slot)
+                        .is_some_and(|s| s.field.is_none() && s.column == e.column)
+                })
+            })
+            .collect()
     }
 
     /// A top-N's stage; returns its filter over the leaf that reads the operator's output.

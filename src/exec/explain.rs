@@ -287,9 +287,13 @@ fn describe_operator(
                 datafusion::common::JoinType::Inner => "",
                 _ => ", with their match counts (a row of an outer side is null-padded while it has none)",
             };
+            let growth = match &spec.interval {
+                Some(i) => interval_line(spec, i),
+                None => "grows with both inputs unless state_ttl is set".into(),
+            };
             let state = format!(
                 "{} join on ({}) = ({}){condition}: each side's rows by key{counts}; \
-                 grows with both inputs unless state_ttl is set; checkpointed as deltas of the changed keys; emits {outputs}",
+                 {growth}; checkpointed as deltas of the changed keys; emits {outputs}",
                 spec.join_type,
                 keys(0).join(", "),
                 keys(1).join(", "),
@@ -375,4 +379,44 @@ fn ttl_line(plan: &StreamPlan) -> String {
         ),
         None => "state ttl: none: the state keeps every key for ever (set state_ttl to bound it)".into(),
     }
+}
+
+/// What an interval join keeps: its bounds, and when each side's rows leave.
+fn interval_line(
+    spec: &crate::operator::join::JoinSpec,
+    i: &crate::operator::join::interval::Interval,
+) -> String {
+    use crate::operator::join::interval::span;
+    let name = |s: usize| {
+        format!(
+            "{}.{}",
+            ["left", "right"][s],
+            spec.schemas[s].field(i.columns[s]).name()
+        )
+    };
+    let (l, r) = (name(0), name(1));
+    let leaves = |s: usize| match i.keep_ms(s) {
+        Some(ms) if ms >= 0 => format!(
+            "{} rows leave when the watermark passes {} + {}",
+            ["left", "right"][s],
+            name(s),
+            span(ms)
+        ),
+        Some(ms) => format!(
+            "{} rows leave when the watermark passes {} - {}",
+            ["left", "right"][s],
+            name(s),
+            span(-ms)
+        ),
+        None => format!(
+            "{} rows stay (unbounded on this side: add state_ttl)",
+            ["left", "right"][s]
+        ),
+    };
+    format!(
+        "interval join ({}): rows at or behind the watermark are dropped as late, {}, {}",
+        i.describe([&l, &r]),
+        leaves(0),
+        leaves(1)
+    )
 }

@@ -66,9 +66,10 @@ pub fn source_of(
         return source_of(&column, f.input(), slot);
     }
     match node.name() {
-        "CoalesceBatchesExec" | "CoalescePartitionsExec" | "RepartitionExec" => {
-            source_of(expr, node.children().first()?, slot)
-        }
+        "CoalesceBatchesExec"
+        | "CoalescePartitionsExec"
+        | "RepartitionExec"
+        | "CooperativeExec" => source_of(expr, node.children().first()?, slot),
         _ => None,
     }
 }

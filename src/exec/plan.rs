@@ -269,6 +269,7 @@ impl StreamPlan {
             ));
         }
         let event_time = query_event_time(&inputs)?;
+        let event_columns = event_columns(&inputs)?;
         let state_ttl = query_state_ttl(&inputs)?;
         let task_ctx = ctx.task_ctx();
 
@@ -284,7 +285,8 @@ impl StreamPlan {
             };
             (flow, mode)
         } else {
-            super::dataflow::build(physical, mode, &event_time, partitions)?
+            let times = (&event_time, event_columns.as_slice());
+            super::dataflow::build(physical, mode, times, partitions)?
         };
         let output_schema = crate::operator::output_schema(&flow.top.schema(), mode);
         Ok(Self {
@@ -325,6 +327,14 @@ impl StreamPlan {
             return None; // a self-join: each side's fragment would need its own screen
         }
         Prefilter::from_plan(plan, &types, &is_leaf)
+    }
+
+    /// Whether a stage is an interval join (it prunes its state by the watermark).
+    pub fn has_interval_join(&self) -> bool {
+        self.flow
+            .stages
+            .iter()
+            .any(|s| matches!(&s.operator, OperatorPlan::Join { spec } if spec.interval.is_some()))
     }
 
     /// The watermark of the first windowed aggregate, if it has one.
@@ -504,6 +514,39 @@ fn query_state_ttl(inputs: &[PlanInput]) -> Result<Option<std::time::Duration>> 
         }
     }
     Ok(ttl)
+}
+
+/// A source's column that is its event time (`event_time = 'column'` with a
+/// `watermark_delay`): a join condition bounding it makes an interval join.
+pub struct EventColumn {
+    /// The source's input slot.
+    pub slot: Arc<InputSlot>,
+    /// The column, in the source's decoded rows.
+    pub column: usize,
+}
+
+fn event_columns(inputs: &[PlanInput]) -> Result<Vec<EventColumn>> {
+    let mut out = Vec::new();
+    for input in inputs {
+        let et = EventTime::of(&input.def)
+            .map_err(|e| plan_err(format!("table {}: watermark_delay {e}", input.def.name)))?;
+        let (Some(expr), Some(_)) = (et.expr, et.delay_ms) else {
+            continue;
+        };
+        let name = expr.trim().trim_matches('"');
+        if let Some(column) = input
+            .schema
+            .fields()
+            .iter()
+            .position(|f| f.name().eq_ignore_ascii_case(name))
+        {
+            out.push(EventColumn {
+                slot: Arc::clone(&input.slot),
+                column,
+            });
+        }
+    }
+    Ok(out)
 }
 
 fn query_event_time(inputs: &[PlanInput]) -> Result<EventTime> {

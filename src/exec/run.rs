@@ -360,6 +360,7 @@ impl<'a> Job<'a> {
             ..Default::default()
         };
         let (input, with_origin) = self.gather_inputs(data, &mut p, progress)?;
+        let sources_watermark = self.sources_watermark(); // before this batch's rows
         if let Some(c) = self.clocks.as_mut() {
             for (i, partitions) in input.iter().enumerate() {
                 c.observe(i, partitions)?;
@@ -370,7 +371,9 @@ impl<'a> Job<'a> {
         }
         p.phases.push(("fetch", fetch_wait));
         let watermark = self.state.time().0; // the watermark this batch runs with
-        let output = self.state.execute(&self.plan, input, false, &mut p).await?;
+        let output = (self.state)
+            .execute(&self.plan, input, (false, sources_watermark), &mut p)
+            .await?;
         if let Some(l) = self.late.as_mut().filter(|_| p.late_rows > 0) {
             let batch_id = self.batch_id;
             if let Some(w) = l
@@ -401,6 +404,14 @@ impl<'a> Job<'a> {
             tokio::time::sleep(t.saturating_sub(started.elapsed())).await;
         }
         Ok(Step::Ran)
+    }
+
+    /// The watermark the sources' clocks allow (never decreasing), for operators that
+    /// take it from the batch (interval joins).
+    fn sources_watermark(&mut self) -> i64 {
+        self.clocks
+            .as_mut()
+            .map_or(super::watermark::NO_WATERMARK, SourceClocks::advance)
     }
 
     /// Sinks the batch's output and commits it with every table's next offsets (and
@@ -547,7 +558,8 @@ impl<'a> Job<'a> {
             ..Default::default()
         };
         let empty = vec![vec![Vec::new(); self.plan.partitions]; self.plan.inputs.len()];
-        let output = self.state.execute(&self.plan, empty, true, &mut p).await?;
+        let at = (true, self.sources_watermark());
+        let output = self.state.execute(&self.plan, empty, at, &mut p).await?;
         self.finish(&output, &mut p).await?;
         p.duration = started.elapsed();
         self.status.batch(progress, &p);

@@ -117,18 +117,19 @@ impl StreamState {
 
     /// Runs one batch (`input[i]`: source `i`'s batches, one list per partition)
     /// through the dataflow: each stage's fragment and operator, then the top fragment.
-    /// With `close_all`, the watermark first moves past every window. Adds the phases
+    /// With `close_all`, the watermark first moves past every window; `watermark` is
+    /// the sources' watermark the batch runs with (interval joins). Adds the phases
     /// `execute` (fragments) and `stateMerge` (operators) and the rows routed to each
     /// shard to `p`.
     pub async fn execute(
         &mut self,
         plan: &StreamPlan,
         input: Vec<Vec<Vec<RecordBatch>>>,
-        close_all: bool,
+        (close_all, watermark): (bool, i64),
         p: &mut BatchProgress,
     ) -> anyhow::Result<Vec<RecordBatch>> {
         plan.begin_batch(input);
-        let out = self.run_flow(plan, close_all, p).await;
+        let out = self.run_flow(plan, (close_all, watermark), p).await;
         plan.end_batch();
         let mut out = crate::operator::output_rows(out?, &plan.output_schema, plan.mode)?;
         if let Some(limit) = self.limit.as_mut() {
@@ -140,7 +141,7 @@ impl StreamState {
     async fn run_flow(
         &mut self,
         plan: &StreamPlan,
-        close_all: bool,
+        (close_all, watermark): (bool, i64),
         p: &mut BatchProgress,
     ) -> anyhow::Result<Vec<RecordBatch>> {
         let (mut fragments, mut operators) = (Duration::ZERO, Duration::ZERO);
@@ -155,14 +156,10 @@ impl StreamState {
             fragments += started.elapsed();
             let rows_in = rows.iter().flatten().map(|b| b.num_rows() as u64).sum();
             let started = Instant::now();
-            let mut ctx = BatchContext {
-                close_all,
-                progress: p,
-                now_ms,
-                expired: 0,
-            };
+            let mut ctx = BatchContext::new(close_all, p, now_ms, watermark);
             let emitted = op.process(rows, &mut ctx)?;
-            let expired = ctx.expired;
+            let (expired, pruned, late) = ctx.counts();
+            p.late_rows += late;
             let time = started.elapsed();
             operators += time;
             let rows_out = emitted.iter().map(|b| b.num_rows() as u64).sum();
@@ -172,6 +169,7 @@ impl StreamState {
                 rows_in,
                 rows_out,
                 expired,
+                pruned,
                 time,
                 ..Default::default()
             });
@@ -196,6 +194,8 @@ impl StreamState {
             if let Some(o) = p.operators.get_mut(i) {
                 o.state_rows = own.state_groups;
                 o.state_bytes = own.state_bytes;
+                o.sides = own.join_sides;
+                o.matches = own.join_matches;
             }
             op.describe(p);
         }

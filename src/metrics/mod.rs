@@ -58,6 +58,46 @@ pub struct BatchProgress {
     pub checkpoint_written: Option<(u64, bool)>,
     /// Each stateful operator's figures, in dataflow order.
     pub operators: Vec<OperatorProgress>,
+    /// A join's figures per side (filled by its `describe`).
+    pub join_sides: Vec<SideFigures>,
+    /// A join's pairs that passed its condition, over the run.
+    pub join_matches: u64,
+}
+
+/// One side of a stream–stream join.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SideFigures {
+    /// Rows it keeps.
+    pub rows: usize,
+    /// Bytes they take, roughly.
+    pub bytes: usize,
+    /// Distinct join keys it keeps.
+    pub keys: usize,
+    /// Key groups with at least one of its keys.
+    pub key_groups: usize,
+    /// Rows dropped as late (interval joins), over the run.
+    pub late: u64,
+}
+
+impl SideFigures {
+    /// Adds another shard's figures (key groups are disjoint across shards).
+    pub fn add(&mut self, o: &SideFigures) {
+        self.rows += o.rows;
+        self.bytes += o.bytes;
+        self.keys += o.keys;
+        self.key_groups += o.key_groups;
+        self.late += o.late;
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "numRowsTotal": self.rows,
+            "memoryUsedBytes": self.bytes,
+            "numKeys": self.keys,
+            "numKeyGroups": self.key_groups,
+            "numLateRowsDropped": self.late,
+        })
+    }
 }
 
 /// One stateful operator's figures for a batch.
@@ -75,8 +115,14 @@ pub struct OperatorProgress {
     pub state_bytes: usize,
     /// Rows of state the TTL removed in this batch.
     pub expired: u64,
+    /// Rows of state the watermark removed in this batch (interval joins).
+    pub pruned: u64,
     /// Time it took, merge and emit.
     pub time: Duration,
+    /// A join's sides (left, right); empty for other operators.
+    pub sides: Vec<SideFigures>,
+    /// A join's pairs that passed its condition, over the run.
+    pub matches: u64,
 }
 
 /// What one source table contributed to a batch.
@@ -172,6 +218,10 @@ impl BatchProgress {
                 "numRowsTotal": o.state_rows,
                 "memoryUsedBytes": o.state_bytes,
                 "numRowsRemovedByTtl": o.expired,
+                "numRowsRemovedByWatermark": o.pruned,
+                "sides": (!o.sides.is_empty())
+                    .then(|| o.sides.iter().map(SideFigures::json).collect::<Vec<_>>()),
+                "numMatches": (!o.sides.is_empty()).then_some(o.matches),
             })).collect::<Vec<_>>(),
             "checkpoint": self.checkpoint_written.map(|(bytes, full)| serde_json::json!({
                 "stateBytesWritten": bytes,

@@ -89,6 +89,46 @@ pub struct BatchContext<'a> {
     pub now_ms: i64,
     /// Rows of state the TTL removed in this batch (the operator counts them).
     pub expired: u64,
+    /// The watermark this batch runs with: the minimum over the query's sources of
+    /// (largest event time − delay), from before the batch; `NO_WATERMARK` without one.
+    /// Interval joins drop rows at or behind it and prune state by it.
+    pub watermark: i64,
+    /// Rows of state the watermark removed in this batch (the operator counts them).
+    pub pruned: u64,
+    /// Rows dropped as late in this batch (the operator counts them).
+    pub late: u64,
+}
+
+impl<'a> BatchContext<'a> {
+    /// A context for one batch, counting from zero.
+    pub fn new(
+        close_all: bool,
+        progress: &'a mut BatchProgress,
+        now_ms: i64,
+        watermark: i64,
+    ) -> Self {
+        Self {
+            close_all,
+            progress,
+            now_ms,
+            expired: 0,
+            watermark,
+            pruned: 0,
+            late: 0,
+        }
+    }
+
+    /// Adds the counts of another context (a shard's).
+    pub fn add_counts(&mut self, other: (u64, u64, u64)) {
+        self.expired += other.0;
+        self.pruned += other.1;
+        self.late += other.2;
+    }
+
+    /// Its counts: (expired, pruned, late).
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (self.expired, self.pruned, self.late)
+    }
 }
 
 /// What a checkpoint takes from an operator.

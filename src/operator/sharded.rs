@@ -78,19 +78,15 @@ impl<T: Keyed> Operator for Sharded<T> {
                 shard.push(rows);
             }
         }
-        let (close_all, now_ms) = (ctx.close_all, ctx.now_ms);
+        let (close_all, now_ms, watermark) = (ctx.close_all, ctx.now_ms, ctx.watermark);
         let run = |shard: &mut T, batches: Inputs| {
             let mut progress = BatchProgress::default();
-            let mut c = BatchContext {
-                close_all,
-                progress: &mut progress,
-                now_ms,
-                expired: 0,
-            };
+            let mut c = BatchContext::new(close_all, &mut progress, now_ms, watermark);
             let out = shard.process(batches, &mut c);
-            out.map(|o| (o, c.expired))
+            out.map(|o| (o, c.counts()))
         };
-        let results: Vec<Result<(Vec<RecordBatch>, u64)>> = match self.shards.as_mut_slice() {
+        type Counted = (Vec<RecordBatch>, (u64, u64, u64));
+        let results: Vec<Result<Counted>> = match self.shards.as_mut_slice() {
             [one] => vec![run(one, routed.into_iter().next().unwrap_or_default())],
             shards => std::thread::scope(|scope| {
                 let handles: Vec<_> = shards
@@ -112,9 +108,9 @@ impl<T: Keyed> Operator for Sharded<T> {
         };
         let mut out = Vec::new();
         for r in results {
-            let (rows, expired) = r?;
+            let (rows, counts) = r?;
             out.extend(rows);
-            ctx.expired += expired;
+            ctx.add_counts(counts);
         }
         Ok(out)
     }

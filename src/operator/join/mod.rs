@@ -14,8 +14,10 @@
 //! append-only rows; outer joins and joins of updating inputs emit changes (`+I`/`-D`).
 //!
 //! State grows with both inputs unless `state_ttl` drops keys not updated for that
-//! long (then a late match is missed, as in Flink).
+//! long (then a late match is missed, as in Flink), or the condition bounds the two
+//! sides' event times ([`interval`]): then rows leave as the watermark passes them.
 
+pub mod interval;
 mod side;
 
 use std::sync::Arc;
@@ -34,7 +36,8 @@ use datafusion::physical_plan::joins::utils::{build_join_schema, JoinFilter};
 use super::{kind, BatchContext, Emit, Inputs, Operator, Snapshot};
 use crate::checkpoint::{Commit, WriteKind};
 use crate::metrics::BatchProgress;
-use side::{Delta, Side};
+use interval::Interval;
+use side::{Delta, Side, SideTime};
 
 /// What a stream–stream join computes, as planned.
 #[derive(Debug, Clone)]
@@ -55,6 +58,8 @@ pub struct JoinSpec {
     pub updating: [bool; 2],
     /// What the join outputs (after the projection, without a change column).
     pub output_schema: SchemaRef,
+    /// Bounds the condition puts on the sides' event times (an interval join).
+    pub interval: Option<Interval>,
 }
 
 impl JoinSpec {
@@ -101,6 +106,15 @@ pub struct JoinOp {
     sides: [Side; 2],
     /// Pairs that passed the ON condition, over the run.
     matched: u64,
+    /// The watermark of the last batch (interval joins).
+    watermark: i64,
+}
+
+/// A batch's times: the wall clock (TTL) and the watermark (interval joins).
+#[derive(Clone, Copy)]
+struct Clock {
+    now: i64,
+    watermark: i64,
 }
 
 /// Joined rows one batch emits, with their weights.
@@ -124,7 +138,11 @@ impl JoinOp {
                 .iter()
                 .map(|(l, r)| Arc::clone(if s == 0 { l } else { r }))
                 .collect();
-            Side::new(on, Arc::clone(&spec.schemas[s]), spec.null_equality, ttl_ms)
+            let time = spec
+                .interval
+                .map(|i| SideTime::new(i.columns[s], i.keep_ms(s)));
+            let schema = Arc::clone(&spec.schemas[s]);
+            Side::new(on, schema, spec.null_equality, ttl_ms, time)
         };
         Ok(Self {
             sides: [side(0)?, side(1)?],
@@ -133,13 +151,14 @@ impl JoinOp {
             joined: Arc::new(joined),
             out_schema,
             matched: 0,
+            watermark: crate::exec::watermark::NO_WATERMARK,
         })
     }
 
     /// Joins a batch of side `d` with the other side's state, then keeps its rows.
-    fn apply(&mut self, d: usize, b: &RecordBatch, now: i64, out: &mut Emitted) -> Result<()> {
-        let o = 1 - d;
-        let delta = self.sides[d].delta(b, self.spec.updating[d])?;
+    fn apply(&mut self, d: usize, b: &RecordBatch, at: Clock, out: &mut Emitted) -> Result<()> {
+        let (o, now) = (1 - d, at.now);
+        let delta = self.sides[d].delta(b, self.spec.updating[d], at.watermark)?;
         let n = delta.batch.num_rows();
         // Candidates: (delta row, entry of the other side's list for its key).
         let (mut rows, mut entries, mut other_weights) = (Vec::new(), Vec::new(), Vec::new());
@@ -200,7 +219,8 @@ impl JoinOp {
             let key = delta.keys.row(r);
             let w = delta.weights[r];
             let row = rows_of.row(r);
-            self.sides[d].insert(key.as_ref(), row.as_ref(), w, delta_matches[r], merge, now);
+            let (matches, expires) = (delta_matches[r], delta.expires[r]);
+            self.sides[d].insert(key.as_ref(), row.as_ref(), w, matches, merge, now, expires);
         }
         Ok(())
     }
@@ -377,16 +397,27 @@ impl Operator for JoinOp {
         let [left, right]: [Vec<RecordBatch>; 2] = inputs.try_into().map_err(|i: Inputs| {
             DataFusionError::Internal(format!("a join was given {} inputs", i.len()))
         })?;
+        // Rows the watermark has passed can match none of this batch's (all newer).
         for s in &mut self.sides {
             ctx.expired += s.expire(ctx.now_ms);
+            if ctx.watermark != crate::exec::watermark::NO_WATERMARK {
+                ctx.pruned += s.prune(ctx.watermark);
+            }
         }
+        self.watermark = ctx.watermark;
+        let late_before: u64 = self.sides.iter().map(|s| s.late).sum();
+        let at = Clock {
+            now: ctx.now_ms,
+            watermark: ctx.watermark,
+        };
         let mut out = Emitted::default();
         for b in left.iter().filter(|b| b.num_rows() > 0) {
-            self.apply(0, b, ctx.now_ms, &mut out)?;
+            self.apply(0, b, at, &mut out)?;
         }
         for b in right.iter().filter(|b| b.num_rows() > 0) {
-            self.apply(1, b, ctx.now_ms, &mut out)?;
+            self.apply(1, b, at, &mut out)?;
         }
+        ctx.late += self.sides.iter().map(|s| s.late).sum::<u64>() - late_before;
         self.finish(out)
     }
 
@@ -427,9 +458,15 @@ impl Operator for JoinOp {
     }
 
     fn describe(&self, p: &mut BatchProgress) {
-        for s in &self.sides {
+        p.join_sides.resize(2, Default::default());
+        for (s, figures) in self.sides.iter().zip(p.join_sides.iter_mut()) {
             p.state_groups += s.entries();
             p.state_bytes += s.bytes();
+            figures.add(&s.figures());
+        }
+        p.join_matches += self.matched;
+        if self.spec.interval.is_some() && self.watermark != crate::exec::watermark::NO_WATERMARK {
+            p.watermark.get_or_insert(self.watermark);
         }
     }
 }

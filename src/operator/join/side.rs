@@ -7,18 +7,29 @@
 //!  dirty keys ──► the next checkpoint delta writes their whole list
 //! ```
 //! Keys and rows are arrow row bytes, so any column type works; the key group of a key
-//! is a stable hash of its bytes.
+//! is a stable hash of its bytes. In an interval join ([`super::interval`]) each row
+//! also has the watermark past which it can match nothing more; a queue ordered by it
+//! says which keys to prune when the watermark moves.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, Int64Array, Int8Array, RecordBatch};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Int64Array, Int8Array, RecordBatch,
+};
+use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Int64Type, Int8Type, Schema, SchemaRef};
 use arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::NullEquality;
 use datafusion::error::Result;
 use datafusion::physical_expr::PhysicalExprRef;
 
+use crate::exec::watermark::NO_WATERMARK;
 use crate::state::ttl::TouchClock;
+
+/// A row that never leaves by the watermark.
+const NEVER: i64 = i64::MAX;
 
 /// One kept row.
 #[derive(Clone)]
@@ -30,6 +41,9 @@ pub struct Stored {
     pub weight: i64,
     /// The weights of the other side's rows it matches, summed.
     pub matches: i64,
+    /// The watermark at or past which it can match nothing more ([`NEVER`] outside
+    /// interval joins).
+    pub expires: i64,
 }
 
 impl Stored {
@@ -54,6 +68,32 @@ pub struct Side {
     /// With a state TTL: when each key last changed.
     clock: Option<TouchClock<Box<[u8]>>>,
     null_equality: NullEquality,
+    /// In an interval join: this side's event time and when its rows leave.
+    time: Option<SideTime>,
+    /// Rows dropped as late (at or behind the watermark), over the run.
+    pub late: u64,
+    /// Keys kept per key group.
+    group_keys: Vec<u32>,
+}
+
+/// An interval join side's event time: column `column`; a row can match until the
+/// watermark reaches its event time plus `keep_ms` (forever when `None`).
+pub struct SideTime {
+    column: usize,
+    keep_ms: Option<i64>,
+    /// (expiry, key) of kept rows that expire, soonest first.
+    queue: BinaryHeap<Reverse<(i64, Box<[u8]>)>>,
+}
+
+impl SideTime {
+    /// The time of a side whose event time is column `column`.
+    pub fn new(column: usize, keep_ms: Option<i64>) -> Self {
+        Self {
+            column,
+            keep_ms,
+            queue: BinaryHeap::new(),
+        }
+    }
 }
 
 /// One batch's rows of a side, ready to probe and insert.
@@ -64,8 +104,11 @@ pub struct Delta {
     pub weights: Vec<i64>,
     /// Each row's join key.
     pub keys: Rows,
-    /// Whether a row's key can match nothing (a null under SQL equality).
+    /// Whether a row's key can match nothing (a null under SQL equality, or a null
+    /// event time in an interval join).
     pub unmatchable: Vec<bool>,
+    /// When each row leaves state ([`NEVER`] outside interval joins).
+    pub expires: Vec<i64>,
 }
 
 impl Side {
@@ -75,6 +118,7 @@ impl Side {
         schema: SchemaRef,
         null_equality: NullEquality,
         ttl_ms: Option<i64>,
+        time: Option<SideTime>,
     ) -> Result<Self> {
         let key_fields = on
             .iter()
@@ -95,6 +139,9 @@ impl Side {
             bytes: 0,
             clock: ttl_ms.map(TouchClock::new),
             null_equality,
+            time,
+            late: 0,
+            group_keys: vec![0; crate::state::KEY_GROUPS as usize],
         })
     }
 
@@ -116,22 +163,99 @@ impl Side {
     }
 
     /// A batch of this side's input as a delta (`updating`: it ends with the change
-    /// column).
-    pub fn delta(&self, b: &RecordBatch, updating: bool) -> Result<Delta> {
+    /// column). In an interval join, rows at or behind `watermark` are dropped as late
+    /// and counted.
+    pub fn delta(&mut self, b: &RecordBatch, updating: bool, watermark: i64) -> Result<Delta> {
+        let b = self.without_late(b, watermark)?;
         let (batch, weights) = match updating {
             true => (
                 b.project(&(0..b.num_columns() - 1).collect::<Vec<_>>())?,
-                super::super::weights(b)?,
+                super::super::weights(&b)?,
             ),
             false => (b.clone(), vec![1; b.num_rows()]),
         };
-        let (keys, unmatchable) = self.key_rows(&batch)?;
+        let (keys, mut unmatchable) = self.key_rows(&batch)?;
+        let mut expires = vec![NEVER; batch.num_rows()];
+        if let Some(t) = &self.time {
+            let times = crate::exec::window::event_time_ms(batch.column(t.column))?;
+            for (r, at) in times.iter().enumerate() {
+                match (at, t.keep_ms) {
+                    (None, _) => unmatchable[r] = true, // no time: the condition fails
+                    (Some(at), Some(keep)) => expires[r] = at.saturating_add(keep),
+                    (Some(_), None) => {}
+                }
+            }
+        }
         Ok(Delta {
             batch,
             weights,
             keys,
             unmatchable,
+            expires,
         })
+    }
+
+    /// `b` without the rows an interval join takes as late: event time at or behind the
+    /// watermark (rows to come are all newer, so the other side pruned on that basis).
+    fn without_late(&mut self, b: &RecordBatch, watermark: i64) -> Result<RecordBatch> {
+        let Some(t) = self.time.as_ref().filter(|_| watermark != NO_WATERMARK) else {
+            return Ok(b.clone());
+        };
+        let times = crate::exec::window::event_time_ms(b.column(t.column))?;
+        let on_time: BooleanArray = times
+            .iter()
+            .map(|at| Some(at.is_none_or(|at| at > watermark)))
+            .collect();
+        let late = on_time.false_count();
+        if late == 0 {
+            return Ok(b.clone());
+        }
+        self.late += late as u64;
+        Ok(filter_record_batch(b, &on_time)?)
+    }
+
+    /// Drops the rows the watermark has passed (interval joins); returns how many.
+    pub fn prune(&mut self, watermark: i64) -> u64 {
+        let Some(t) = self.time.as_mut() else {
+            return 0;
+        };
+        let mut keys = Vec::new();
+        while let Some(Reverse((at, _))) = t.queue.peek() {
+            if *at > watermark {
+                break;
+            }
+            if let Some(Reverse((_, key))) = t.queue.pop() {
+                keys.push(key);
+            }
+        }
+        let mut dropped = 0;
+        for key in keys {
+            let Some(list) = self.table.get_mut(&key) else {
+                continue;
+            };
+            let before = list.len();
+            let mut freed = 0;
+            list.retain(|e| {
+                let keep = e.expires > watermark;
+                if !keep {
+                    freed += e.bytes();
+                }
+                keep
+            });
+            let gone = before - list.len();
+            if gone == 0 {
+                continue;
+            }
+            if list.is_empty() {
+                self.table.remove(&key);
+                self.count_key(&key, -1);
+            }
+            dropped += gone as u64;
+            self.entries -= gone;
+            self.bytes = self.bytes.saturating_sub(freed);
+            self.dirty.insert(key);
+        }
+        dropped
     }
 
     /// Marks `key` changed now (for the next delta and the TTL).
@@ -146,6 +270,7 @@ impl Side {
 
     /// Adds row `row` (bytes) with `weight` under `key`; `merge`: an identical kept row
     /// takes the weight (an updating input), else it is kept as a row of its own.
+    #[allow(clippy::too_many_arguments)]
     pub fn insert(
         &mut self,
         key: &[u8],
@@ -154,11 +279,18 @@ impl Side {
         matches: i64,
         merge: bool,
         now: i64,
+        expires: i64,
     ) {
         self.touch(key, now);
+        if let Some(t) = self.time.as_mut().filter(|_| expires != NEVER) {
+            t.queue.push(Reverse((expires, key.into())));
+        }
         let list = match self.table.get_mut(key) {
             Some(l) => l,
-            None => self.table.entry(key.into()).or_default(),
+            None => {
+                self.count_key(key, 1);
+                self.table.entry(key.into()).or_default()
+            }
         };
         if merge {
             if let Some(at) = list.iter().position(|e| e.row.as_ref() == row) {
@@ -169,6 +301,7 @@ impl Side {
                     self.bytes = self.bytes.saturating_sub(e.bytes());
                     if list.is_empty() {
                         self.table.remove(key);
+                        self.count_key(key, -1);
                     }
                 }
                 return;
@@ -178,6 +311,7 @@ impl Side {
             row: row.into(),
             weight,
             matches,
+            expires,
         };
         self.entries += 1;
         self.bytes += e.bytes();
@@ -204,6 +338,7 @@ impl Side {
         let mut dropped = 0;
         for key in expired {
             if let Some(list) = self.table.remove(&key) {
+                self.count_key(&key, -1);
                 dropped += list.len() as u64;
                 self.entries -= list.len();
                 let bytes: usize = list.iter().map(Stored::bytes).sum();
@@ -214,6 +349,14 @@ impl Side {
         dropped
     }
 
+    /// Counts a key coming (`by` 1) or going (-1) in its key group.
+    fn count_key(&mut self, key: &[u8], by: i32) {
+        let g = crate::state::key_group(super::super::bytes_hash(key)) as usize;
+        if let Some(n) = self.group_keys.get_mut(g) {
+            *n = n.saturating_add_signed(by);
+        }
+    }
+
     /// Rows kept.
     pub fn entries(&self) -> usize {
         self.entries
@@ -222,12 +365,24 @@ impl Side {
     /// Bytes held, roughly.
     pub fn bytes(&self) -> usize {
         let clock = self.clock.as_ref().map_or(0, |c| c.size(16));
-        self.bytes + self.table.len() * 48 + clock
+        let queue = self.time.as_ref().map_or(0, |t| t.queue.len() * 40);
+        self.bytes + self.table.len() * 48 + clock + queue
+    }
+
+    /// Its figures for progress and explain.
+    pub fn figures(&self) -> crate::metrics::SideFigures {
+        crate::metrics::SideFigures {
+            rows: self.entries,
+            bytes: self.bytes(),
+            keys: self.table.len(),
+            key_groups: self.group_keys.iter().filter(|n| **n > 0).count(),
+            late: self.late,
+        }
     }
 
     /// The schema of checkpointed rows: the side (0 left, 1 right), the key, a row
     /// (null: the key's list is empty), its weight and match count, and the key's last
-    /// update (for the TTL).
+    /// update (for the TTL) and when the row leaves by the watermark (interval joins).
     pub fn state_schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
             Field::new("side", DataType::Int8, false),
@@ -236,6 +391,7 @@ impl Side {
             Field::new("weight", DataType::Int64, true),
             Field::new("matches", DataType::Int64, true),
             Field::new("touched", DataType::Int64, true),
+            Field::new("expires", DataType::Int64, true),
         ]))
     }
 
@@ -281,6 +437,7 @@ impl Side {
                 let weights = b.column(3).as_primitive::<Int64Type>();
                 let matches = b.column(4).as_primitive::<Int64Type>();
                 let touched = b.column(5).as_primitive::<Int64Type>();
+                let expires = b.column(6).as_primitive::<Int64Type>();
                 for i in (0..b.num_rows()).filter(|i| sides.value(*i) == side) {
                     let key: Box<[u8]> = keys.value(i).into();
                     if cleared.insert(key.clone()) {
@@ -294,19 +451,36 @@ impl Side {
                         }
                     }
                     if rows.is_valid(i) {
+                        let expires = match expires.is_valid(i) {
+                            true => expires.value(i),
+                            false => NEVER,
+                        };
                         self.table.entry(key).or_default().push(Stored {
                             row: rows.value(i).into(),
                             weight: weights.value(i),
                             matches: matches.value(i),
+                            expires,
                         });
                     }
                 }
             }
         }
         self.table.retain(|_, l| !l.is_empty());
+        if let Some(t) = self.time.as_mut() {
+            t.queue = self
+                .table
+                .iter()
+                .flat_map(|(k, l)| l.iter().map(move |e| (e.expires, k)))
+                .filter(|(at, _)| *at != NEVER)
+                .map(|(at, k)| Reverse((at, k.clone())))
+                .collect();
+        }
         self.clock = self.clock.as_ref().map(|c| c.renamed(|k| Some(k.clone())));
         self.entries = self.table.values().map(Vec::len).sum();
         self.bytes = self.table.values().flatten().map(Stored::bytes).sum();
+        let keys: Vec<Box<[u8]>> = self.table.keys().cloned().collect();
+        self.group_keys.iter_mut().for_each(|n| *n = 0);
+        keys.iter().for_each(|k| self.count_key(k, 1));
         self.dirty.clear();
     }
 }
@@ -320,6 +494,7 @@ struct StateRows {
     weights: Vec<Option<i64>>,
     matches: Vec<Option<i64>>,
     touched: Vec<Option<i64>>,
+    expires: Vec<Option<i64>>,
 }
 
 impl StateRows {
@@ -330,6 +505,8 @@ impl StateRows {
         self.weights.push(e.map(|e| e.weight));
         self.matches.push(e.map(|e| e.matches));
         self.touched.push(touched);
+        self.expires
+            .push(e.map(|e| e.expires).filter(|at| *at != NEVER));
     }
 
     fn finish(self) -> Result<Option<RecordBatch>> {
@@ -343,6 +520,7 @@ impl StateRows {
             Arc::new(Int64Array::from(self.weights)),
             Arc::new(Int64Array::from(self.matches)),
             Arc::new(Int64Array::from(self.touched)),
+            Arc::new(Int64Array::from(self.expires)),
         ];
         Ok(Some(RecordBatch::try_new(Side::state_schema(), cols)?))
     }
