@@ -45,6 +45,9 @@ async fn batch_rows(query_file: &Path, data: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(query_file).unwrap();
     let file = sluice::sql::QueryFile::parse("q", &text).unwrap();
     let ctx = SessionContext::new();
+    for udf in sluice::exec::window::udfs() {
+        ctx.register_udf(udf); // tumble: the window of each row, as Sluice computes it
+    }
     for (name, kind) in [
         ("bid", EventType::Bid),
         ("auction", EventType::Auction),
@@ -145,12 +148,12 @@ fn check(name: &str, keys: &[&str]) {
 /// [`check`] in output `mode`; in changelog mode the rows are folded by `keys` (`+I`
 /// and `+U` set a key's row, `-U` and `-D` take it away).
 fn check_in(name: &str, keys: &[&str], mode: &str) {
-    check_batched(name, keys, mode, 8000);
+    check_batched(name, keys, mode, 8000, &[]);
 }
 
 /// [`check_in`] with batches of at most `per_batch` records (queries over the smaller
 /// person and auction streams need smaller batches to run long enough to be killed).
-fn check_batched(name: &str, keys: &[&str], mode: &str, per_batch: usize) {
+fn check_batched(name: &str, keys: &[&str], mode: &str, per_batch: usize, extra: &[&str]) {
     let per_batch = per_batch.to_string();
     let dir = temp_dir(&format!("nexmark-{name}"));
     write_events(&dir);
@@ -169,6 +172,7 @@ fn check_batched(name: &str, keys: &[&str], mode: &str, per_batch: usize) {
         ckpt.to_str().unwrap(),
     ];
     args.extend(["--output-mode", mode]);
+    args.extend(extra);
     // 23 batches of bids at most every 80 ms: the first run (killed after at most
     // 1.2 s) is always cut short, so each query restores from its checkpoint.
     let killed = kill_and_restart(&args, &delays(4, 3, 300, 1200));
@@ -265,7 +269,7 @@ fn q17_counts_per_auction_and_day() {
 
 #[test]
 fn q3_joins_auctions_with_their_sellers() {
-    check_batched("q3", &[], "append", 400);
+    check_batched("q3", &[], "append", 400, &[]);
 }
 
 #[test]
@@ -338,4 +342,20 @@ fn gen_nexmark_fills_three_topics() {
             }
         }
     }
+}
+
+/// Windowed queries: the last windows are closed at the end of the input
+/// (`--close-windows-at-end`), so every window of the batch answer is emitted once.
+fn check_windows(name: &str, per_batch: usize) {
+    check_batched(name, &[], "append", per_batch, &["--close-windows-at-end"]);
+}
+
+#[test]
+fn q7_keeps_the_highest_bids_of_each_window() {
+    check_windows("q7", 8000);
+}
+
+#[test]
+fn q8_pairs_new_people_with_their_auctions_in_the_same_window() {
+    check_windows("q8", 400);
 }

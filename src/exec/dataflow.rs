@@ -368,7 +368,7 @@ impl Cutter<'_> {
         };
         let times = [self.event_times(&left), self.event_times(&right)];
         let spec = JoinSpec {
-            interval: spec.filter.as_ref().and_then(|f| Interval::of(f, &times)),
+            interval: Interval::of(&spec.on, spec.filter.as_ref(), &times),
             ..spec
         };
         spec.check()?;
@@ -413,16 +413,32 @@ impl Cutter<'_> {
         Ok((leaf, changes))
     }
 
-    /// The columns of `side`'s rows that are a source's event time.
+    /// The columns of `side`'s rows that are event times: a source's event time, or
+    /// the end of the window of a windowed aggregate that emits closed windows (each
+    /// window it emits ends after its watermark).
     fn event_times(&self, side: &Arc<dyn ExecutionPlan>) -> Vec<usize> {
+        let window_ends = self.stages.iter().filter_map(|s| match &s.operator {
+            OperatorPlan::Aggregate {
+                window: Some(w), ..
+            } if s.emit == Emit::Closed && w.tracker.is_some() => {
+                Some((&s.output, w.spec.key_index, Some("end".to_string())))
+            }
+            _ => None,
+        });
+        let columns: Vec<(&Arc<InputSlot>, usize, Option<String>)> = self
+            .event_columns
+            .iter()
+            .map(|e| (&e.slot, e.column, None))
+            .chain(window_ends)
+            .collect();
         (0..side.schema().fields().len())
             .filter(|c| {
                 let name = side.schema().field(*c).name().clone();
                 let col: Arc<dyn datafusion::physical_expr::PhysicalExpr> =
                     Arc::new(Column::new(&name, *c));
-                self.event_columns.iter().any(|e| {
-                    super::lineage::source_of(&col, side, &e.slot)
-                        .is_some_and(|s| s.field.is_none() && s.column == e.column)
+                columns.iter().any(|(slot, column, field)| {
+                    super::lineage::source_of(&col, side, slot)
+                        .is_some_and(|s| s.column == *column && s.field == *field)
                 })
             })
             .collect()

@@ -57,6 +57,9 @@ pub struct StreamState {
     names: Vec<&'static str>,
     /// A global LIMIT of a query without aggregation.
     limit: Option<RowLimit>,
+    /// Per stage and input: the stages whose output the input reads, and whether it
+    /// reads a source (whose watermark it then gets).
+    feeds: Vec<Vec<(Vec<usize>, bool)>>,
 }
 
 impl StreamState {
@@ -86,6 +89,7 @@ impl StreamState {
             });
         }
         Ok(Self {
+            feeds: feeds(plan),
             operators,
             names,
             limit: plan.limit.map(|n| RowLimit {
@@ -146,6 +150,8 @@ impl StreamState {
     ) -> anyhow::Result<Vec<RecordBatch>> {
         let (mut fragments, mut operators) = (Duration::ZERO, Duration::ZERO);
         let now_ms = crate::gen::wall_ms();
+        // Each operator's watermark as the batch starts (windowed aggregates keep one).
+        let kept: Vec<i64> = self.operators.iter().map(|o| o.time().0).collect();
         for (i, (stage, op)) in plan.flow.stages.iter().zip(&mut self.operators).enumerate() {
             let started = Instant::now();
             let first = plan.flow.first_fragment(i);
@@ -156,7 +162,19 @@ impl StreamState {
             fragments += started.elapsed();
             let rows_in = rows.iter().flatten().map(|b| b.num_rows() as u64).sum();
             let started = Instant::now();
-            let mut ctx = BatchContext::new(close_all, p, now_ms, watermark);
+            let watermarks = self.feeds[i]
+                .iter()
+                .map(|(stages, sources)| {
+                    let from_sources = sources.then_some(watermark);
+                    let from_stages = stages.iter().map(|k| kept[*k]);
+                    from_sources
+                        .into_iter()
+                        .chain(from_stages)
+                        .min()
+                        .unwrap_or(NO_WATERMARK)
+                })
+                .collect();
+            let mut ctx = BatchContext::new(close_all, p, now_ms, watermarks);
             let emitted = op.process(rows, &mut ctx)?;
             let (expired, pruned, late) = ctx.counts();
             p.late_rows += late;
@@ -246,4 +264,33 @@ impl StreamState {
         }
         Ok(())
     }
+}
+
+/// Per stage and input: which stages' outputs the input's fragment reads, and whether
+/// it reads any other leaf (a source).
+fn feeds(plan: &StreamPlan) -> Vec<Vec<(Vec<usize>, bool)>> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let stages = &plan.flow.stages;
+    stages
+        .iter()
+        .map(|stage| {
+            stage
+                .inputs
+                .iter()
+                .map(|input| {
+                    let (mut from, mut sources) = (Vec::new(), false);
+                    let _ = input.apply(|node| {
+                        if let Some(leaf) = node.downcast_ref::<super::input::BatchInputExec>() {
+                            match stages.iter().position(|s| leaf.reads(&s.output)) {
+                                Some(k) => from.push(k),
+                                None => sources = true,
+                            }
+                        }
+                        Ok(TreeNodeRecursion::Continue)
+                    });
+                    (from, sources)
+                })
+                .collect()
+        })
+        .collect()
 }

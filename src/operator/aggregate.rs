@@ -106,7 +106,7 @@ impl Operator for AggregateOp {
                 emit,
             } => {
                 if let Some(t) = tracker {
-                    ctx.progress.late_rows = t.take_late();
+                    ctx.progress.late_rows += t.take_late();
                 }
                 let rows = state.merge(&partials)?;
                 let watermark = match tracker {

@@ -89,10 +89,12 @@ pub struct BatchContext<'a> {
     pub now_ms: i64,
     /// Rows of state the TTL removed in this batch (the operator counts them).
     pub expired: u64,
-    /// The watermark this batch runs with: the minimum over the query's sources of
-    /// (largest event time − delay), from before the batch; `NO_WATERMARK` without one.
-    /// Interval joins drop rows at or behind it and prune state by it.
-    pub watermark: i64,
+    /// Per input, its watermark as the batch starts: rows arriving from this batch on
+    /// are newer (older ones are late). From sources: the minimum over the query's
+    /// sources of (largest event time − delay); from a windowed aggregate: its
+    /// watermark (it emits only windows ending after it); `NO_WATERMARK` without one.
+    /// Interval joins drop rows at or behind it and prune the other side by it.
+    pub watermarks: Vec<i64>,
     /// Rows of state the watermark removed in this batch (the operator counts them).
     pub pruned: u64,
     /// Rows dropped as late in this batch (the operator counts them).
@@ -105,17 +107,22 @@ impl<'a> BatchContext<'a> {
         close_all: bool,
         progress: &'a mut BatchProgress,
         now_ms: i64,
-        watermark: i64,
+        watermarks: Vec<i64>,
     ) -> Self {
         Self {
             close_all,
             progress,
             now_ms,
             expired: 0,
-            watermark,
+            watermarks,
             pruned: 0,
             late: 0,
         }
+    }
+
+    /// Input `i`'s watermark (`NO_WATERMARK` when it has none).
+    pub fn watermark(&self, i: usize) -> i64 {
+        self.watermarks.get(i).copied().unwrap_or(NO_WATERMARK)
     }
 
     /// Adds the counts of another context (a shard's).

@@ -78,10 +78,11 @@ impl<T: Keyed> Operator for Sharded<T> {
                 shard.push(rows);
             }
         }
-        let (close_all, now_ms, watermark) = (ctx.close_all, ctx.now_ms, ctx.watermark);
+        let (close_all, now_ms) = (ctx.close_all, ctx.now_ms);
+        let watermarks = &ctx.watermarks;
         let run = |shard: &mut T, batches: Inputs| {
             let mut progress = BatchProgress::default();
-            let mut c = BatchContext::new(close_all, &mut progress, now_ms, watermark);
+            let mut c = BatchContext::new(close_all, &mut progress, now_ms, watermarks.clone());
             let out = shard.process(batches, &mut c);
             out.map(|o| (o, c.counts()))
         };

@@ -20,7 +20,7 @@ use datafusion::common::{JoinSide, ScalarValue};
 use datafusion::logical_expr::Operator as Op;
 use datafusion::physical_expr::expressions::{BinaryExpr, CastExpr, Column, Literal};
 use datafusion::physical_expr::split_conjunction;
-use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::{PhysicalExpr, PhysicalExprRef};
 use datafusion::physical_plan::joins::utils::JoinFilter;
 
 /// The time bounds of an interval join: `lo <= right.t - left.t <= hi` (either may be
@@ -36,14 +36,26 @@ pub struct Interval {
 }
 
 impl Interval {
-    /// The bounds `filter` puts on the two sides' event times, when it has any:
-    /// `times[s]` lists side `s`'s columns that are event times.
-    pub fn of(filter: &JoinFilter, times: &[Vec<usize>; 2]) -> Option<Self> {
+    /// The bounds the equality keys `on` and `filter` put on the two sides' event
+    /// times, when they put any: `times[s]` lists side `s`'s columns that are event
+    /// times (a key pair of two such columns is a window join: `lo = hi = 0`).
+    pub fn of(
+        on: &[(PhysicalExprRef, PhysicalExprRef)],
+        filter: Option<&JoinFilter>,
+        times: &[Vec<usize>; 2],
+    ) -> Option<Self> {
+        let keys = on.iter().filter_map(|(l, r)| {
+            let (l, r) = (l.downcast_ref::<Column>()?, r.downcast_ref::<Column>()?);
+            let both = times[0].contains(&l.index()) && times[1].contains(&r.index());
+            both.then_some(([l.index(), r.index()], Some(0), Some(0)))
+        });
+        let conjuncts = filter.into_iter().flat_map(|f| {
+            split_conjunction(f.expression())
+                .into_iter()
+                .filter_map(move |c| bound(c, f, times))
+        });
         let mut found: Option<Self> = None;
-        for conjunct in split_conjunction(filter.expression()) {
-            let Some((columns, lo, hi)) = bound(conjunct, filter, times) else {
-                continue;
-            };
+        for (columns, lo, hi) in keys.chain(conjuncts) {
             let f = found.get_or_insert(Self {
                 columns,
                 lo: None,
@@ -76,6 +88,8 @@ impl Interval {
         let ms = span;
         let [l, r] = names;
         match (self.lo, self.hi) {
+            (Some(0), Some(0)) => format!("{r} = {l}: a window join"),
+            (Some(lo), Some(hi)) if lo == hi => format!("{r} = {l} {}", signed(lo, ms)),
             (Some(lo), Some(hi)) => format!(
                 "{r} within [{l} {}, {l} {}]",
                 signed(lo, ms),

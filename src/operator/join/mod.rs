@@ -35,6 +35,7 @@ use datafusion::physical_plan::joins::utils::{build_join_schema, JoinFilter};
 
 use super::{kind, BatchContext, Emit, Inputs, Operator, Snapshot};
 use crate::checkpoint::{Commit, WriteKind};
+use crate::exec::watermark::NO_WATERMARK;
 use crate::metrics::BatchProgress;
 use interval::Interval;
 use side::{Delta, Side, SideTime};
@@ -106,15 +107,15 @@ pub struct JoinOp {
     sides: [Side; 2],
     /// Pairs that passed the ON condition, over the run.
     matched: u64,
-    /// The watermark of the last batch (interval joins).
-    watermark: i64,
+    /// Each input's watermark in the last batch (interval joins).
+    watermarks: [i64; 2],
 }
 
 /// A batch's times: the wall clock (TTL) and the watermark (interval joins).
 #[derive(Clone, Copy)]
 struct Clock {
     now: i64,
-    watermark: i64,
+    watermarks: [i64; 2],
 }
 
 /// Joined rows one batch emits, with their weights.
@@ -151,14 +152,14 @@ impl JoinOp {
             joined: Arc::new(joined),
             out_schema,
             matched: 0,
-            watermark: crate::exec::watermark::NO_WATERMARK,
+            watermarks: [NO_WATERMARK; 2],
         })
     }
 
     /// Joins a batch of side `d` with the other side's state, then keeps its rows.
     fn apply(&mut self, d: usize, b: &RecordBatch, at: Clock, out: &mut Emitted) -> Result<()> {
         let (o, now) = (1 - d, at.now);
-        let delta = self.sides[d].delta(b, self.spec.updating[d], at.watermark)?;
+        let delta = self.sides[d].delta(b, self.spec.updating[d], at.watermarks[d])?;
         let n = delta.batch.num_rows();
         // Candidates: (delta row, entry of the other side's list for its key).
         let (mut rows, mut entries, mut other_weights) = (Vec::new(), Vec::new(), Vec::new());
@@ -397,18 +398,20 @@ impl Operator for JoinOp {
         let [left, right]: [Vec<RecordBatch>; 2] = inputs.try_into().map_err(|i: Inputs| {
             DataFusionError::Internal(format!("a join was given {} inputs", i.len()))
         })?;
-        // Rows the watermark has passed can match none of this batch's (all newer).
-        for s in &mut self.sides {
+        // A side's rows that the other input's watermark has passed can match none of
+        // its rows to come (all newer).
+        self.watermarks = [ctx.watermark(0), ctx.watermark(1)];
+        for (i, s) in self.sides.iter_mut().enumerate() {
             ctx.expired += s.expire(ctx.now_ms);
-            if ctx.watermark != crate::exec::watermark::NO_WATERMARK {
-                ctx.pruned += s.prune(ctx.watermark);
+            let other = self.watermarks[1 - i];
+            if other != NO_WATERMARK {
+                ctx.pruned += s.prune(other);
             }
         }
-        self.watermark = ctx.watermark;
         let late_before: u64 = self.sides.iter().map(|s| s.late).sum();
         let at = Clock {
             now: ctx.now_ms,
-            watermark: ctx.watermark,
+            watermarks: self.watermarks,
         };
         let mut out = Emitted::default();
         for b in left.iter().filter(|b| b.num_rows() > 0) {
@@ -465,8 +468,9 @@ impl Operator for JoinOp {
             figures.add(&s.figures());
         }
         p.join_matches += self.matched;
-        if self.spec.interval.is_some() && self.watermark != crate::exec::watermark::NO_WATERMARK {
-            p.watermark.get_or_insert(self.watermark);
+        let watermark = self.watermarks[0].min(self.watermarks[1]);
+        if self.spec.interval.is_some() && watermark != NO_WATERMARK {
+            p.watermark.get_or_insert(watermark);
         }
     }
 }
