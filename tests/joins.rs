@@ -529,3 +529,24 @@ fn an_interval_join_over_ten_minutes_keeps_its_state_flat() {
     // Bounded by the interval: about (30 s + delay + a batch) of both inputs, not all.
     assert!(hi < 40_000, "{hi} rows kept of 240000");
 }
+
+/// EXISTS over a stream: a semi join. A row is written once its first match arrives
+/// (append-only: matches of append-only inputs never go).
+#[test]
+fn a_semi_join_appends_each_row_once_it_has_a_match() {
+    let query = "SELECT a.user_id, a.timestamp FROM a WHERE a.content LIKE '%malware%' AND EXISTS \
+                 (SELECT 1 FROM b WHERE b.user_id = a.user_id AND b.severity = 'Critical' AND b.source_ip <> a.source_ip)";
+    let kinds = check_join("join-semi", query, "append", (3_000, 400, 2));
+    assert_eq!(kinds.keys().collect::<Vec<_>>(), ["+I"], "{kinds:?}");
+}
+
+/// NOT EXISTS over a stream: an anti join. A row is written while it has no match and
+/// taken back (`-D`) when its first match arrives.
+#[test]
+fn an_anti_join_takes_a_row_back_when_its_first_match_arrives() {
+    let query =
+        "SELECT a.user_id, a.timestamp FROM a WHERE a.content LIKE '%malware%' AND NOT EXISTS \
+                 (SELECT 1 FROM b WHERE b.user_id = a.user_id AND b.severity = 'Critical')";
+    let kinds = check_join("join-anti", query, "changelog", (3_000, 400, 2));
+    assert_retracted(&kinds);
+}

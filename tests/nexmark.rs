@@ -41,9 +41,14 @@ fn write_events(dir: &Path) {
 }
 
 /// The query's SELECT run as one batch query over the events in `data`.
-async fn batch_rows(query_file: &Path, data: &Path) -> Vec<serde_json::Value> {
+async fn batch_rows(
+    query_file: &Path,
+    data: &Path,
+    oracle: Option<&str>,
+) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(query_file).unwrap();
     let file = sluice::sql::QueryFile::parse("q", &text).unwrap();
+    let sql = oracle.map_or_else(|| file.query.to_string(), str::to_string);
     let ctx = SessionContext::new();
     for udf in sluice::exec::window::udfs() {
         ctx.register_udf(udf); // tumble: the window of each row, as Sluice computes it
@@ -75,7 +80,7 @@ async fn batch_rows(query_file: &Path, data: &Path) -> Vec<serde_json::Value> {
     )
     .await
     .unwrap();
-    batch_json(&ctx, &file.query.to_string())
+    batch_json(&ctx, &sql)
         .await
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -154,6 +159,18 @@ fn check_in(name: &str, keys: &[&str], mode: &str) {
 /// [`check_in`] with batches of at most `per_batch` records (queries over the smaller
 /// person and auction streams need smaller batches to run long enough to be killed).
 fn check_batched(name: &str, keys: &[&str], mode: &str, per_batch: usize, extra: &[&str]) {
+    check_with_oracle(name, keys, mode, (per_batch, extra), None);
+}
+
+/// [`check_batched`] against `oracle` (SQL over the same tables) when given, instead of
+/// the query's own text.
+fn check_with_oracle(
+    name: &str,
+    keys: &[&str],
+    mode: &str,
+    (per_batch, extra): (usize, &[&str]),
+    oracle: Option<&str>,
+) {
     let per_batch = per_batch.to_string();
     let dir = temp_dir(&format!("nexmark-{name}"));
     write_events(&dir);
@@ -178,7 +195,7 @@ fn check_batched(name: &str, keys: &[&str], mode: &str, per_batch: usize, extra:
     let killed = kill_and_restart(&args, &delays(4, 3, 300, 1200));
     assert!(killed >= 1, "{name}: no run was killed mid-stream");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let expected = rt.block_on(batch_rows(&q, &dir));
+    let expected = rt.block_on(batch_rows(&q, &dir, oracle));
     assert!(
         !expected.is_empty(),
         "{name}: the batch query finds no rows"
@@ -358,4 +375,22 @@ fn q7_keeps_the_highest_bids_of_each_window() {
 #[test]
 fn q8_pairs_new_people_with_their_auctions_in_the_same_window() {
     check_windows("q8", 400);
+}
+
+/// q5's batch answer without Sluice's hop(): each bid expanded into the five 10-second
+/// windows (every 2 s) that hold it, with generate_series over date_bin.
+const Q5_ORACLE: &str = "WITH w AS (\
+      SELECT auction, s AS starttime, s + INTERVAL '10' SECOND AS endtime FROM \
+        (SELECT auction, unnest(generate_series(date_bin(INTERVAL '2' SECOND, date_time) - INTERVAL '8' SECOND, \
+                                                date_bin(INTERVAL '2' SECOND, date_time), INTERVAL '2' SECOND)) AS s \
+         FROM bid) x), \
+    ab AS (SELECT auction, count(*) AS num, starttime, endtime FROM w GROUP BY auction, starttime, endtime), \
+    mb AS (SELECT max(num) AS maxn, starttime, endtime FROM ab GROUP BY starttime, endtime) \
+    SELECT ab.auction, ab.num FROM ab JOIN mb \
+      ON ab.starttime = mb.starttime AND ab.endtime = mb.endtime AND ab.num >= mb.maxn";
+
+#[test]
+fn q5_finds_the_hottest_auctions_of_each_sliding_window() {
+    let close = ["--close-windows-at-end"];
+    check_with_oracle("q5", &[], "append", (8000, &close), Some(Q5_ORACLE));
 }

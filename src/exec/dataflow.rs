@@ -340,6 +340,12 @@ impl Cutter<'_> {
                 node.name()
             )));
         };
+        if join.null_aware {
+            return Err(plan_err(
+                "NOT IN over a stream is not supported (a null on the other side would empty the result); \
+                 write NOT EXISTS (SELECT … WHERE a.k = b.k)",
+            ));
+        }
         let is_root = Arc::ptr_eq(&node, &self.root);
         // Each side's partitions are collected in order (a coalesce or repartition on
         // top would interleave them as they arrive: the output would not be repeatable).

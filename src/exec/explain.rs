@@ -283,8 +283,15 @@ fn describe_operator(
                 true => "rows and their retractions (+I, -D)",
                 false => "append-only rows",
             };
+            use datafusion::common::JoinType;
             let counts = match spec.join_type {
-                datafusion::common::JoinType::Inner => "",
+                JoinType::Inner => "",
+                JoinType::LeftSemi | JoinType::RightSemi => {
+                    ", with their match counts (a semi join writes a row at its first match)"
+                }
+                JoinType::LeftAnti | JoinType::RightAnti => {
+                    ", with their match counts (an anti join writes a row while it has none, and takes it back at its first)"
+                }
                 _ => ", with their match counts (a row of an outer side is null-padded while it has none)",
             };
             let growth = match &spec.interval {

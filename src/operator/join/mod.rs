@@ -68,11 +68,12 @@ impl JoinSpec {
     pub fn check(&self) -> Result<()> {
         match self.join_type {
             JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full => {}
+            JoinType::LeftSemi | JoinType::RightSemi | JoinType::LeftAnti | JoinType::RightAnti => {
+            }
             other => {
                 return Err(DataFusionError::Plan(format!(
-                "a {other} join of two streams (IN / EXISTS over a stream) is not supported yet; \
-                     write it as an inner join"
-            )))
+                    "a {other} join of two streams is not supported; write it as an inner join"
+                )))
             }
         }
         if self.on.is_empty() {
@@ -91,9 +92,36 @@ impl JoinSpec {
         )
     }
 
-    /// Whether its output can take rows back (an outer join, or an updating input).
+    /// The side a semi or anti join outputs the rows of (with whether it is a semi
+    /// join: rows with a match; anti: rows without one).
+    fn filters(&self) -> Option<(usize, bool)> {
+        match self.join_type {
+            JoinType::LeftSemi => Some((0, true)),
+            JoinType::RightSemi => Some((1, true)),
+            JoinType::LeftAnti => Some((0, false)),
+            JoinType::RightAnti => Some((1, false)),
+            _ => None,
+        }
+    }
+
+    /// Whether side `s`'s rows need their match counts: a preserved side, or the side
+    /// a semi or anti join outputs.
+    fn counts(&self, s: usize) -> bool {
+        self.preserves(s) || self.filters().is_some_and(|(f, _)| f == s)
+    }
+
+    /// Whether side `s`'s rows are output while they match nothing (an outer join's
+    /// preserved side, null-padded; an anti join's side). A semi join's side is output
+    /// while it matches something instead.
+    fn lonely_out(&self, s: usize) -> bool {
+        self.preserves(s) || self.filters() == Some((s, false))
+    }
+
+    /// Whether its output can take rows back (an outer or anti join, or an updating
+    /// input). A semi join of append-only inputs only adds rows: matches never go.
     pub fn emits_changes(&self) -> bool {
-        self.join_type != JoinType::Inner || self.updating.iter().any(|u| *u)
+        let semi = matches!(self.join_type, JoinType::LeftSemi | JoinType::RightSemi);
+        !(self.join_type == JoinType::Inner || semi) || self.updating.iter().any(|u| *u)
     }
 }
 
@@ -128,7 +156,13 @@ struct Emitted {
 impl JoinOp {
     /// Empty state for `spec`, emitting per `emit` (changes, or final rows).
     pub fn new(spec: &JoinSpec, emit: Emit, ttl_ms: Option<i64>) -> Result<Self> {
-        let (joined, _) = build_join_schema(&spec.schemas[0], &spec.schemas[1], &spec.join_type);
+        // Pairs and padded rows in `left ++ right`; semi and anti joins output one
+        // side's columns of them, so both sides may be null there (as in a full join).
+        let pairs_type = match spec.filters() {
+            Some(_) => JoinType::Full,
+            None => spec.join_type,
+        };
+        let (joined, _) = build_join_schema(&spec.schemas[0], &spec.schemas[1], &pairs_type);
         let out_schema = match emit {
             Emit::Changes => super::with_change(&spec.output_schema),
             _ => Arc::clone(&spec.output_schema),
@@ -191,20 +225,26 @@ impl JoinOp {
             kept.push(k as u32);
             pair_weights.push(w * other_weight);
             delta_matches[r] += other_weight;
-            if !self.spec.preserves(o) {
-                continue; // only a preserved side's rows need their match counts
+            if !self.spec.counts(o) {
+                continue; // only a preserved (or semi / anti) side's rows count matches
             }
             let (before, after) = self.sides[o].add_matches(key.as_ref(), j, w, now);
             if (before == 0) != (after == 0) {
-                // Its null-padded row goes (first match) or comes back (last one gone).
-                let sign = if before == 0 { -1 } else { 1 };
+                // Its null-padded (or anti) row goes at its first match and comes back
+                // when the last one goes; a semi join's row does the opposite.
+                let lonely = if before == 0 { -1 } else { 1 };
+                let sign = if self.spec.lonely_out(o) {
+                    lonely
+                } else {
+                    -lonely
+                };
                 if let Some(list) = self.sides[o].table.get(key.as_ref()) {
                     unpadded.push((list[j].row.clone(), sign * other_weight));
                 }
             }
         }
         self.matched += kept.len() as u64;
-        if let Some(pairs) = pairs {
+        if let Some(pairs) = pairs.filter(|_| self.spec.filters().is_none()) {
             out.batches
                 .push(take_record_batch(&pairs, &UInt32Array::from(kept))?);
             out.weights.extend(pair_weights);
@@ -311,7 +351,8 @@ impl JoinOp {
         Ok(())
     }
 
-    /// The null-padded rows of a preserved side's delta rows that match nothing.
+    /// The null-padded rows of a preserved (or anti) side's delta rows that match
+    /// nothing; for a semi join's side, its delta rows that match something.
     fn padded_deltas(
         &self,
         d: usize,
@@ -319,11 +360,12 @@ impl JoinOp {
         matches: &[i64],
         out: &mut Emitted,
     ) -> Result<()> {
-        if !self.spec.preserves(d) {
+        if !self.spec.counts(d) {
             return Ok(());
         }
+        let lonely_out = self.spec.lonely_out(d);
         let lonely: Vec<u32> = (0..delta.batch.num_rows())
-            .filter(|r| matches[*r] == 0)
+            .filter(|r| (matches[*r] == 0) == lonely_out)
             .map(|r| r as u32)
             .collect();
         if lonely.is_empty() {
@@ -355,7 +397,16 @@ impl JoinOp {
         if picked.is_empty() {
             return Ok(Vec::new());
         }
-        let all = take_record_batch(&all, &UInt32Array::from(picked))?;
+        let mut all = take_record_batch(&all, &UInt32Array::from(picked))?;
+        if let Some((s, _)) = self.spec.filters() {
+            // A semi or anti join outputs one side's columns.
+            let left_width = self.spec.schemas[0].fields().len();
+            let cols: Vec<usize> = match s {
+                0 => (0..left_width).collect(),
+                _ => (left_width..all.num_columns()).collect(),
+            };
+            all = all.project(&cols)?;
+        }
         let cols: Vec<ArrayRef> = match &self.spec.projection {
             Some(p) => p.iter().map(|i| Arc::clone(all.column(*i))).collect(),
             None => all.columns().to_vec(),
