@@ -93,6 +93,10 @@ pub struct StagePlan {
     pub emit: Emit,
     /// Where the fragment above reads what it emits.
     pub output: Arc<InputSlot>,
+    /// Columns (and struct fields) of its output that are event times: every row it
+    /// emits after a batch is later than its watermark then (a closed window's end).
+    /// Joins above prune by them.
+    pub times: Vec<(usize, Option<String>)>,
 }
 
 /// The planned dataflow: stages in the order they run, then the top fragment.
@@ -410,6 +414,7 @@ impl Cutter<'_> {
             operator: OperatorPlan::Join { spec },
             emit,
             output: Arc::clone(&slot),
+            times: Vec::new(),
         });
         let schema = match changes {
             true => crate::operator::with_change(&node.schema()),
@@ -420,16 +425,12 @@ impl Cutter<'_> {
     }
 
     /// The columns of `side`'s rows that are event times: a source's event time, or
-    /// the end of the window of a windowed aggregate that emits closed windows (each
-    /// window it emits ends after its watermark).
+    /// an event time of a stage's output (the end of a closed window).
     fn event_times(&self, side: &Arc<dyn ExecutionPlan>) -> Vec<usize> {
-        let window_ends = self.stages.iter().filter_map(|s| match &s.operator {
-            OperatorPlan::Aggregate {
-                window: Some(w), ..
-            } if s.emit == Emit::Closed && w.tracker.is_some() => {
-                Some((&s.output, w.spec.key_index, Some("end".to_string())))
-            }
-            _ => None,
+        let window_ends = self.stages.iter().flat_map(|s| {
+            s.times
+                .iter()
+                .map(move |(column, field)| (&s.output, *column, field.clone()))
         });
         let columns: Vec<(&Arc<InputSlot>, usize, Option<String>)> = self
             .event_columns
@@ -492,6 +493,7 @@ impl Cutter<'_> {
             operator: OperatorPlan::Rank { spec },
             emit,
             output: Arc::clone(&slot),
+            times: Vec::new(),
         });
         let changes = emit == Emit::Changes;
         let schema = match changes {
@@ -562,18 +564,27 @@ impl Cutter<'_> {
                 operator: OperatorPlan::Updating { spec },
                 emit,
                 output: Arc::clone(&slot),
+                times: Vec::new(),
             };
             (stage, emit == Emit::Changes)
         } else {
             let below_changed = !Arc::ptr_eq(&below_cut, &below);
             let per_window = window.is_none() && self.groups_by_window_below(agg, &below_cut);
+            let times = match per_window {
+                true => self.window_end_keys(agg, &below_cut),
+                false => Vec::new(),
+            };
             let parts = AppendParts {
                 node: &node,
                 partial: &partial_node,
                 below: below_changed.then_some(below_cut),
                 per_window,
             };
-            self.append_stage(parts, window, is_root, &slot)?
+            let (mut stage, changes) = self.append_stage(parts, window, is_root, &slot)?;
+            if per_window {
+                stage.times = times;
+            }
+            (stage, changes)
         };
         let _ = self.partitions;
         self.stages.push(stage);
@@ -613,6 +624,25 @@ impl Cutter<'_> {
             }
         }
         false
+    }
+
+    /// The group keys of `agg` that are an event time of a stage below (a window's
+    /// end): in its output they are event times too, as its groups are final when
+    /// their window arrives.
+    fn window_end_keys(
+        &self,
+        agg: &AggregateExec,
+        below: &Arc<dyn ExecutionPlan>,
+    ) -> Vec<(usize, Option<String>)> {
+        let keys = agg.group_expr().expr().iter().enumerate();
+        keys.filter(|(_, (e, _))| {
+            self.stages.iter().any(|st| {
+                super::lineage::source_of(e, below, &st.output)
+                    .is_some_and(|s| st.times.contains(&(s.column, s.field)))
+            })
+        })
+        .map(|(g, _)| (g, None))
+        .collect()
     }
 
     /// An aggregate over an append-only input: stage 1 is the Partial aggregate over
@@ -686,12 +716,17 @@ impl Cutter<'_> {
             output_schema: node.schema(),
             partial_schema,
         };
+        let times = match (&window, &tracker, emit) {
+            (Some((w, _)), Some(_), Emit::Closed) => vec![(w.key_index, Some("end".into()))],
+            _ => Vec::new(),
+        };
         let window = window.map(|(spec, _)| Windowing { spec, tracker });
         let stage = StagePlan {
             inputs: vec![partial],
             operator: OperatorPlan::Aggregate { spec, window },
             emit,
             output: Arc::clone(slot),
+            times,
         };
         Ok((stage, emit == Emit::Changes))
     }

@@ -150,8 +150,19 @@ impl StreamState {
     ) -> anyhow::Result<Vec<RecordBatch>> {
         let (mut fragments, mut operators) = (Duration::ZERO, Duration::ZERO);
         let now_ms = crate::gen::wall_ms();
-        // Each operator's watermark as the batch starts (windowed aggregates keep one).
-        let kept: Vec<i64> = self.operators.iter().map(|o| o.time().0).collect();
+        // Each operator's watermark as the batch starts (windowed aggregates keep one;
+        // an aggregate of whole windows has its input's).
+        let mut kept: Vec<i64> = Vec::with_capacity(self.operators.len());
+        for (k, (stage, op)) in plan.flow.stages.iter().zip(&self.operators).enumerate() {
+            let own = op.time().0;
+            let passed = match own == NO_WATERMARK && !stage.times.is_empty() {
+                true => input_watermarks(&self.feeds[k], watermark, &kept)
+                    .into_iter()
+                    .min(),
+                false => None,
+            };
+            kept.push(passed.unwrap_or(own));
+        }
         for (i, (stage, op)) in plan.flow.stages.iter().zip(&mut self.operators).enumerate() {
             let started = Instant::now();
             let first = plan.flow.first_fragment(i);
@@ -162,18 +173,7 @@ impl StreamState {
             fragments += started.elapsed();
             let rows_in = rows.iter().flatten().map(|b| b.num_rows() as u64).sum();
             let started = Instant::now();
-            let watermarks = self.feeds[i]
-                .iter()
-                .map(|(stages, sources)| {
-                    let from_sources = sources.then_some(watermark);
-                    let from_stages = stages.iter().map(|k| kept[*k]);
-                    from_sources
-                        .into_iter()
-                        .chain(from_stages)
-                        .min()
-                        .unwrap_or(NO_WATERMARK)
-                })
-                .collect();
+            let watermarks = input_watermarks(&self.feeds[i], watermark, &kept);
             let mut ctx = BatchContext::new(close_all, p, now_ms, watermarks);
             let emitted = op.process(rows, &mut ctx)?;
             let (expired, pruned, late) = ctx.counts();
@@ -291,6 +291,25 @@ fn feeds(plan: &StreamPlan) -> Vec<Vec<(Vec<usize>, bool)>> {
                     (from, sources)
                 })
                 .collect()
+        })
+        .collect()
+}
+
+/// A stage's inputs' watermarks (`feeds`: what each input reads): the minimum over the
+/// sources' (`sources`) and the stages' below (`kept`).
+fn input_watermarks(feeds: &[(Vec<usize>, bool)], sources: i64, kept: &[i64]) -> Vec<i64> {
+    feeds
+        .iter()
+        .map(|(stages, reads_sources)| {
+            let from_sources = reads_sources.then_some(sources);
+            let from_stages = stages
+                .iter()
+                .map(|k| kept.get(*k).copied().unwrap_or(NO_WATERMARK));
+            from_sources
+                .into_iter()
+                .chain(from_stages)
+                .min()
+                .unwrap_or(NO_WATERMARK)
         })
         .collect()
 }
