@@ -1,9 +1,10 @@
 -- Crash reports followed within one minute by a login of the same user from another
--- source IP: a stream–stream join of the log stream with itself. An inner join of two
--- append-only inputs: append output, each pair written once, whichever record arrives
--- first. The condition on the timestamps is evaluated per pair; both sides' rows stay in
--- state until state_ttl drops them (interval joins that free rows by the watermark are
--- not built yet), so the TTL below bounds the state to about ten minutes of keys.
+-- source IP: a stream–stream join of the log stream with itself. The BETWEEN on the
+-- event times makes it an interval join: a crash stays in state until the watermark is a
+-- minute past it, a login until the watermark passes it (no crash to come can precede
+-- it), so state holds about a minute plus the watermark delay of records. An inner join of
+-- two append-only inputs: append output, each pair written once, whichever record arrives
+-- first; logins more than 5 s behind the newest record are late and dropped (counted).
 CREATE TABLE logs (
     timestamp BIGINT,
     status VARCHAR,
@@ -17,7 +18,8 @@ CREATE TABLE logs (
     bootstrap_servers = 'localhost:9092',
     starting_offsets = 'earliest',
     format = 'json',
-    state_ttl = '10 minutes'
+    event_time = 'timestamp',
+    watermark_delay = '5 seconds'
 );
 
 SELECT c.user_id, c.timestamp AS crash_at, l.timestamp AS login_at,
