@@ -255,39 +255,65 @@ fn any_split_of_two_streams_into_batches_gives_the_batch_join() {
     let queries = [CRASH_THEN_CRITICAL, LEFT_LATER_CRITICAL];
     let mut rng = fastrand::Rng::with_seed(0x5eed_20);
     for round in 0..4 {
-        let seed = rng.u64(..);
-        let mut r = fastrand::Rng::with_seed(seed);
-        let query = queries[round % queries.len()];
-        let (broker, a, b) = two_topics_of("join-prop", r.u64(500..2_500), r.usize(1..=3));
-        let dir = temp_dir("join-prop");
-        let out = dir.join("out");
-        let q = join_query(&dir, &broker, (&a, &b), &out, query);
-        let ckpt = dir.join("ckpt");
-        let bound = r.u64(50..1_200).to_string();
-        let parts = r.usize(1..=3).to_string();
-        let args = [
-            "run",
-            q.to_str().unwrap(),
-            "--available-now",
-            "--max-records-per-batch",
-            &bound,
-            "--target-partitions",
-            &parts,
-            "--output-mode",
-            "changelog",
-            "--checkpoint",
-            ckpt.to_str().unwrap(),
-        ];
-        sluice_ok(&args);
-        append_records(&broker, &a, r.u64(100..1_000), seed % 1000);
-        append_records(&broker, &b, r.u64(100..1_000), seed % 1000 + 1);
-        sluice_ok(&args);
-        assert_eq!(
-            fold(&out).0,
-            oracle(&broker, (&a, &b), query),
-            "seed {seed}: {query} (batches of {bound}, {parts} plan partitions)"
-        );
+        split_round(rng.u64(..), queries[round % queries.len()], false);
     }
+}
+
+/// The same property for an interval join over event time (records in event-time
+/// order up to the generator's 1 s disorder, more of them after the restart).
+#[test]
+fn any_split_of_two_timed_streams_gives_the_batch_interval_join() {
+    let mut rng = fastrand::Rng::with_seed(0x1_4e41);
+    for _ in 0..3 {
+        split_round(rng.u64(..), WITHIN_SECONDS, true);
+    }
+}
+
+/// One round of the split property with `seed`: `timed` records carry a steady event
+/// time and the tables declare it.
+fn split_round(seed: u64, query: &str, timed: bool) {
+    let mut r = fastrand::Rng::with_seed(seed);
+    let (n, partitions) = (r.u64(500..2_500), r.usize(1..=3));
+    let broker = broker();
+    let (a, b) = (unique_topic("join-prop-a"), unique_topic("join-prop-b"));
+    let append = |topic: &str, n: u64, seed: u64, start: i64| match timed {
+        true => append_timed(&broker, topic, n, seed, (start, 500)),
+        false => append_records(&broker, topic, n, seed),
+    };
+    for (topic, s) in [(&a, 31), (&b, 32)] {
+        sluice::kafka::ensure_topic(&broker, topic, partitions).unwrap();
+        append(topic, n, s, T0);
+    }
+    let dir = temp_dir("join-prop");
+    let out = dir.join("out");
+    let with = if timed { EVENT_TIME } else { "" };
+    let q = join_query_with(&dir, &broker, (&a, &b), &out, query, with);
+    let ckpt = dir.join("ckpt");
+    let bound = r.u64(50..1_200).to_string();
+    let parts = r.usize(1..=3).to_string();
+    let args = [
+        "run",
+        q.to_str().unwrap(),
+        "--available-now",
+        "--max-records-per-batch",
+        &bound,
+        "--target-partitions",
+        &parts,
+        "--output-mode",
+        "changelog",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+    ];
+    sluice_ok(&args);
+    let later = T0 + n as i64 * 1000 / 500; // where the first records' event time ends
+    append(&a, r.u64(100..1_000), seed % 1000, later);
+    append(&b, r.u64(100..1_000), seed % 1000 + 1, later);
+    sluice_ok(&args);
+    assert_eq!(
+        fold(&out).0,
+        oracle(&broker, (&a, &b), query),
+        "seed {seed}: {query} (batches of {bound}, {partitions} topic and {parts} plan partitions)"
+    );
 }
 
 /// A left join of two topics into a Kafka sink, SIGKILLed a dozen times: what the sink
@@ -350,30 +376,9 @@ const EVENT_TIME: &str = ", event_time = 'timestamp', watermark_delay = '5 secon
 /// Appends `n` records to `topic` whose event time starts at `start_ms` and advances at
 /// `rate` records per second (up to 1 s out of order).
 fn append_timed(broker: &str, topic: &str, n: u64, seed: u64, (start_ms, rate): (i64, u64)) {
-    let (n, seed, start, rate) = (
-        n.to_string(),
-        seed.to_string(),
-        start_ms.to_string(),
-        rate.to_string(),
-    );
-    sluice_ok(&[
-        "gen",
-        "--broker",
-        broker,
-        "--topic",
-        topic,
-        "--target-rps",
-        "0",
-        "--quiet",
-        "--max-records",
-        &n,
-        "--seed",
-        &seed,
-        "--start-time-ms",
-        &start,
-        "--event-rate",
-        &rate,
-    ]);
+    let (start, rate) = (start_ms.to_string(), rate.to_string());
+    let timed = ["--start-time-ms", &start, "--event-rate", &rate];
+    append_records_with(broker, topic, n, seed, &timed);
 }
 
 /// 2026-01-01T00:00:00Z, where the timed records start.

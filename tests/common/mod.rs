@@ -499,8 +499,13 @@ pub fn kill_and_restart_query(
 
 /// Appends `n` more records made with `seed` to the existing `topic`.
 pub fn append_records(broker: &str, topic: &str, n: u64, seed: u64) {
+    append_records_with(broker, topic, n, seed, &[]);
+}
+
+/// [`append_records`] with more `sluice gen` arguments (`extra`).
+pub fn append_records_with(broker: &str, topic: &str, n: u64, seed: u64, extra: &[&str]) {
     let (n, seed) = (n.to_string(), seed.to_string());
-    sluice_ok(&[
+    let mut args = vec![
         "gen",
         "--broker",
         broker,
@@ -513,7 +518,9 @@ pub fn append_records(broker: &str, topic: &str, n: u64, seed: u64) {
         &n,
         "--seed",
         &seed,
-    ]);
+    ];
+    args.extend(extra);
+    sluice_ok(&args);
 }
 
 /// Runs `sql` as one batch DataFusion query in `ctx`; its rows as JSON lines (the file
