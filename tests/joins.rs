@@ -145,19 +145,7 @@ fn check_join(
     let q = join_query(&dir, &broker, (&a, &b), &out, query);
     let ckpt = dir.join("ckpt");
     let (bound, parts) = (bound.to_string(), partitions.to_string());
-    let args = [
-        "run",
-        q.to_str().unwrap(),
-        "--available-now",
-        "--max-records-per-batch",
-        &bound,
-        "--target-partitions",
-        &parts,
-        "--output-mode",
-        mode,
-        "--checkpoint",
-        ckpt.to_str().unwrap(),
-    ];
+    let args = batched_args(&q, (&bound, &parts), mode, &ckpt);
     sluice_ok(&args);
     let expected = oracle(&broker, (&a, &b), query);
     assert!(!expected.is_empty(), "{name}: the oracle finds no rows");
@@ -177,6 +165,29 @@ fn check_join(
         "{name}: after the restart"
     );
     kinds
+}
+
+/// `sluice run` arguments for query file `q` to the end of its input in batches of
+/// `bound` records over `parts` plan partitions, in `mode`, checkpointed at `ckpt`.
+fn batched_args<'a>(
+    q: &'a Path,
+    (bound, parts): (&'a str, &'a str),
+    mode: &'a str,
+    ckpt: &'a Path,
+) -> [&'a str; 11] {
+    [
+        "run",
+        q.to_str().unwrap(),
+        "--available-now",
+        "--max-records-per-batch",
+        bound,
+        "--target-partitions",
+        parts,
+        "--output-mode",
+        mode,
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+    ]
 }
 
 /// Asserts that some rows were taken back (`-D`): the retraction path ran.
@@ -291,19 +302,7 @@ fn split_round(seed: u64, query: &str, timed: bool) {
     let ckpt = dir.join("ckpt");
     let bound = r.u64(50..1_200).to_string();
     let parts = r.usize(1..=3).to_string();
-    let args = [
-        "run",
-        q.to_str().unwrap(),
-        "--available-now",
-        "--max-records-per-batch",
-        &bound,
-        "--target-partitions",
-        &parts,
-        "--output-mode",
-        "changelog",
-        "--checkpoint",
-        ckpt.to_str().unwrap(),
-    ];
+    let args = batched_args(&q, (&bound, &parts), "changelog", &ckpt);
     sluice_ok(&args);
     let later = T0 + n as i64 * 1000 / 500; // where the first records' event time ends
     append(&a, r.u64(100..1_000), seed % 1000, later);

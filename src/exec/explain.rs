@@ -393,31 +393,20 @@ fn interval_line(
     spec: &crate::operator::join::JoinSpec,
     i: &crate::operator::join::interval::Interval,
 ) -> String {
-    use crate::operator::join::interval::span;
-    let name = |s: usize| {
-        format!(
-            "{}.{}",
-            ["left", "right"][s],
-            spec.schemas[s].field(i.columns[s]).name()
-        )
-    };
+    use crate::operator::join::interval::signed;
+    let side = |s: usize| ["left", "right"][s];
+    let name = |s: usize| format!("{}.{}", side(s), spec.schemas[s].field(i.columns[s]).name());
     let (l, r) = (name(0), name(1));
     let leaves = |s: usize| match i.keep_ms(s) {
-        Some(ms) if ms >= 0 => format!(
-            "{} rows leave when the watermark passes {} + {}",
-            ["left", "right"][s],
-            name(s),
-            span(ms)
-        ),
         Some(ms) => format!(
-            "{} rows leave when the watermark passes {} - {}",
-            ["left", "right"][s],
+            "{} rows leave when the watermark passes {} {}",
+            side(s),
             name(s),
-            span(-ms)
+            signed(ms)
         ),
         None => format!(
             "{} rows stay (unbounded on this side: add state_ttl)",
-            ["left", "right"][s]
+            side(s)
         ),
     };
     format!(

@@ -85,18 +85,13 @@ impl Interval {
 
     /// `lo <= r.t - l.t <= hi` in words, for explain.
     pub fn describe(&self, names: [&str; 2]) -> String {
-        let ms = span;
         let [l, r] = names;
         match (self.lo, self.hi) {
             (Some(0), Some(0)) => format!("{r} = {l}: a window join"),
-            (Some(lo), Some(hi)) if lo == hi => format!("{r} = {l} {}", signed(lo, ms)),
-            (Some(lo), Some(hi)) => format!(
-                "{r} within [{l} {}, {l} {}]",
-                signed(lo, ms),
-                signed(hi, ms)
-            ),
-            (Some(lo), None) => format!("{r} >= {l} {}", signed(lo, ms)),
-            (None, Some(hi)) => format!("{r} <= {l} {}", signed(hi, ms)),
+            (Some(lo), Some(hi)) if lo == hi => format!("{r} = {l} {}", signed(lo)),
+            (Some(lo), Some(hi)) => format!("{r} within [{l} {}, {l} {}]", signed(lo), signed(hi)),
+            (Some(lo), None) => format!("{r} >= {l} {}", signed(lo)),
+            (None, Some(hi)) => format!("{r} <= {l} {}", signed(hi)),
             (None, None) => "unbounded".into(),
         }
     }
@@ -113,10 +108,11 @@ pub fn span(ms: i64) -> String {
     }
 }
 
-fn signed(v: i64, words: impl Fn(i64) -> String) -> String {
+/// `+ span` or `- span` of a signed ms offset.
+pub fn signed(v: i64) -> String {
     match v < 0 {
-        true => format!("- {}", words(-v)),
-        false => format!("+ {}", words(v)),
+        true => format!("- {}", span(-v)),
+        false => format!("+ {}", span(v)),
     }
 }
 
@@ -173,14 +169,13 @@ fn flip(op: Op) -> Option<Op> {
 /// `column + offset` (ms) for a column, a column plus or minus a constant, or a cast of
 /// those.
 fn linear(expr: &Arc<dyn PhysicalExpr>) -> Option<(usize, i64)> {
-    let any = expr;
-    if let Some(c) = any.downcast_ref::<Column>() {
+    if let Some(c) = expr.downcast_ref::<Column>() {
         return Some((c.index(), 0));
     }
-    if let Some(c) = any.downcast_ref::<CastExpr>() {
+    if let Some(c) = expr.downcast_ref::<CastExpr>() {
         return linear(c.expr());
     }
-    let b = any.downcast_ref::<BinaryExpr>()?;
+    let b = expr.downcast_ref::<BinaryExpr>()?;
     match b.op() {
         Op::Plus => match (
             linear(b.left()),

@@ -139,13 +139,6 @@ pub struct JoinOp {
     watermarks: [i64; 2],
 }
 
-/// A batch's times: the wall clock (TTL) and the watermark (interval joins).
-#[derive(Clone, Copy)]
-struct Clock {
-    now: i64,
-    watermarks: [i64; 2],
-}
-
 /// Joined rows one batch emits, with their weights.
 #[derive(Default)]
 struct Emitted {
@@ -191,9 +184,10 @@ impl JoinOp {
     }
 
     /// Joins a batch of side `d` with the other side's state, then keeps its rows.
-    fn apply(&mut self, d: usize, b: &RecordBatch, at: Clock, out: &mut Emitted) -> Result<()> {
-        let (o, now) = (1 - d, at.now);
-        let delta = self.sides[d].delta(b, self.spec.updating[d], at.watermarks[d])?;
+    fn apply(&mut self, d: usize, b: &RecordBatch, now: i64, out: &mut Emitted) -> Result<()> {
+        let o = 1 - d;
+        let watermark = self.watermarks[d];
+        let delta = self.sides[d].delta(b, self.spec.updating[d], watermark)?;
         let n = delta.batch.num_rows();
         // Candidates: (delta row, entry of the other side's list for its key).
         let (mut rows, mut entries, mut other_weights) = (Vec::new(), Vec::new(), Vec::new());
@@ -277,6 +271,11 @@ impl JoinOp {
     ) -> Result<(Option<RecordBatch>, Vec<bool>)> {
         if rows.is_empty() {
             return Ok((None, Vec::new()));
+        }
+        if self.spec.filter.is_none() && self.spec.filters().is_some() {
+            // A semi or anti join outputs no pairs: without a condition to evaluate
+            // over them, every candidate matches.
+            return Ok((None, vec![true; rows.len()]));
         }
         let o = 1 - d;
         let picked = UInt32Array::from(rows.to_vec());
@@ -460,16 +459,12 @@ impl Operator for JoinOp {
             }
         }
         let late_before: u64 = self.sides.iter().map(|s| s.late).sum();
-        let at = Clock {
-            now: ctx.now_ms,
-            watermarks: self.watermarks,
-        };
         let mut out = Emitted::default();
         for b in left.iter().filter(|b| b.num_rows() > 0) {
-            self.apply(0, b, at, &mut out)?;
+            self.apply(0, b, ctx.now_ms, &mut out)?;
         }
         for b in right.iter().filter(|b| b.num_rows() > 0) {
-            self.apply(1, b, at, &mut out)?;
+            self.apply(1, b, ctx.now_ms, &mut out)?;
         }
         ctx.late += self.sides.iter().map(|s| s.late).sum::<u64>() - late_before;
         self.finish(out)

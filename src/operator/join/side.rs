@@ -15,11 +15,14 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
+use arrow::array::TimestampMillisecondArray;
 use arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Int64Array, Int8Array, RecordBatch,
 };
-use arrow::compute::filter_record_batch;
-use arrow::datatypes::{DataType, Field, Int64Type, Int8Type, Schema, SchemaRef};
+use arrow::compute::{filter, filter_record_batch};
+use arrow::datatypes::{
+    DataType, Field, Int64Type, Int8Type, Schema, SchemaRef, TimestampMillisecondType,
+};
 use arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::NullEquality;
 use datafusion::error::Result;
@@ -166,7 +169,7 @@ impl Side {
     /// column). In an interval join, rows at or behind `watermark` are dropped as late
     /// and counted.
     pub fn delta(&mut self, b: &RecordBatch, updating: bool, watermark: i64) -> Result<Delta> {
-        let b = self.without_late(b, watermark)?;
+        let (b, times) = self.without_late(b, watermark)?;
         let (batch, weights) = match updating {
             true => (
                 b.project(&(0..b.num_columns() - 1).collect::<Vec<_>>())?,
@@ -176,8 +179,7 @@ impl Side {
         };
         let (keys, mut unmatchable) = self.key_rows(&batch)?;
         let mut expires = vec![NEVER; batch.num_rows()];
-        if let Some(t) = &self.time {
-            let times = crate::exec::window::event_time_ms(batch.column(t.column))?;
+        if let (Some(t), Some(times)) = (&self.time, times) {
             for (r, at) in times.iter().enumerate() {
                 match (at, t.keep_ms) {
                     (None, _) => unmatchable[r] = true, // no time: the condition fails
@@ -195,23 +197,34 @@ impl Side {
         })
     }
 
-    /// `b` without the rows an interval join takes as late: event time at or behind the
-    /// watermark (rows to come are all newer, so the other side pruned on that basis).
-    fn without_late(&mut self, b: &RecordBatch, watermark: i64) -> Result<RecordBatch> {
-        let Some(t) = self.time.as_ref().filter(|_| watermark != NO_WATERMARK) else {
-            return Ok(b.clone());
+    /// `b` without the rows an interval join takes as late (event time at or behind the
+    /// watermark: rows to come are all newer, so the other side pruned on that basis),
+    /// and the kept rows' event times (interval joins only).
+    fn without_late(
+        &mut self,
+        b: &RecordBatch,
+        watermark: i64,
+    ) -> Result<(RecordBatch, Option<TimestampMillisecondArray>)> {
+        let Some(t) = self.time.as_ref() else {
+            return Ok((b.clone(), None));
         };
         let times = crate::exec::window::event_time_ms(b.column(t.column))?;
+        if watermark == NO_WATERMARK {
+            return Ok((b.clone(), Some(times)));
+        }
         let on_time: BooleanArray = times
             .iter()
             .map(|at| Some(at.is_none_or(|at| at > watermark)))
             .collect();
         let late = on_time.false_count();
         if late == 0 {
-            return Ok(b.clone());
+            return Ok((b.clone(), Some(times)));
         }
         self.late += late as u64;
-        Ok(filter_record_batch(b, &on_time)?)
+        let kept = filter(&times, &on_time)?
+            .as_primitive::<TimestampMillisecondType>()
+            .clone();
+        Ok((filter_record_batch(b, &on_time)?, Some(kept)))
     }
 
     /// Drops the rows the watermark has passed (interval joins); returns how many.
@@ -351,10 +364,7 @@ impl Side {
 
     /// Counts a key coming (`by` 1) or going (-1) in its key group.
     fn count_key(&mut self, key: &[u8], by: i32) {
-        let g = crate::state::key_group(super::super::bytes_hash(key)) as usize;
-        if let Some(n) = self.group_keys.get_mut(g) {
-            *n = n.saturating_add_signed(by);
-        }
+        count_in_group(&mut self.group_keys, key, by);
     }
 
     /// Rows kept.
@@ -478,10 +488,19 @@ impl Side {
         self.clock = self.clock.as_ref().map(|c| c.renamed(|k| Some(k.clone())));
         self.entries = self.table.values().map(Vec::len).sum();
         self.bytes = self.table.values().flatten().map(Stored::bytes).sum();
-        let keys: Vec<Box<[u8]>> = self.table.keys().cloned().collect();
         self.group_keys.iter_mut().for_each(|n| *n = 0);
-        keys.iter().for_each(|k| self.count_key(k, 1));
+        for k in self.table.keys() {
+            count_in_group(&mut self.group_keys, k, 1);
+        }
         self.dirty.clear();
+    }
+}
+
+/// Adds `by` to the count of `key`'s key group in `counts`.
+fn count_in_group(counts: &mut [u32], key: &[u8], by: i32) {
+    let g = crate::state::key_group(super::super::bytes_hash(key)) as usize;
+    if let Some(n) = counts.get_mut(g) {
+        *n = n.saturating_add_signed(by);
     }
 }
 
