@@ -19,6 +19,7 @@
 
 pub mod interval;
 mod side;
+mod store;
 
 use std::sync::Arc;
 
@@ -27,7 +28,6 @@ use arrow::array::{
 };
 use arrow::compute::{concat_batches, take, take_record_batch};
 use arrow::datatypes::SchemaRef;
-use arrow::row::Row;
 use datafusion::common::{JoinSide, JoinType, NullEquality};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_expr::PhysicalExprRef;
@@ -39,6 +39,7 @@ use crate::exec::watermark::NO_WATERMARK;
 use crate::metrics::BatchProgress;
 use interval::Interval;
 use side::{Delta, Side, SideTime};
+use store::Place;
 
 /// What a stream–stream join computes, as planned.
 #[derive(Debug, Clone)]
@@ -189,21 +190,24 @@ impl JoinOp {
         let watermark = self.watermarks[d];
         let delta = self.sides[d].delta(b, self.spec.updating[d], watermark)?;
         let n = delta.batch.num_rows();
-        // Candidates: (delta row, entry of the other side's list for its key).
-        let (mut rows, mut entries, mut other_weights) = (Vec::new(), Vec::new(), Vec::new());
+        // Candidates: (delta row, entry of the other side's list for its key, where
+        // that row is).
+        let (mut rows, mut entries, mut places) = (Vec::new(), Vec::new(), Vec::new());
+        let mut other_weights = Vec::new();
         for r in 0..n {
             if delta.unmatchable[r] {
                 continue;
             }
-            if let Some(list) = self.sides[o].table.get(delta.keys.row(r).as_ref()) {
+            if let Some(list) = self.sides[o].get(delta.keys.row(r).as_ref()) {
                 for (j, e) in list.iter().enumerate() {
                     rows.push(r as u32);
                     entries.push(j);
+                    places.push(e.at);
                     other_weights.push(e.weight);
                 }
             }
         }
-        let (pairs, passed) = self.candidates(d, &delta, &rows, &entries)?;
+        let (pairs, passed) = self.candidates(d, &delta, &rows, &places)?;
         let mut delta_matches = vec![0i64; n];
         let mut pair_weights = Vec::new();
         let mut kept = Vec::new();
@@ -232,9 +236,7 @@ impl JoinOp {
                 } else {
                     -lonely
                 };
-                if let Some(list) = self.sides[o].table.get(key.as_ref()) {
-                    unpadded.push((list[j].row.clone(), sign * other_weight));
-                }
+                unpadded.push((places[k], sign * other_weight));
             }
         }
         self.matched += kept.len() as u64;
@@ -246,18 +248,7 @@ impl JoinOp {
         self.padded_others(o, unpadded, out)?;
         self.padded_deltas(d, &delta, &delta_matches, out)?;
         let merge = self.spec.updating[d];
-        let rows_of = self.sides[d].rows.convert_columns(delta.batch.columns())?;
-        for r in 0..n {
-            if delta.unmatchable[r] {
-                continue; // it can never match: nothing to keep
-            }
-            let key = delta.keys.row(r);
-            let w = delta.weights[r];
-            let row = rows_of.row(r);
-            let (matches, expires) = (delta_matches[r], delta.expires[r]);
-            self.sides[d].insert(key.as_ref(), row.as_ref(), w, matches, merge, now, expires);
-        }
-        Ok(())
+        self.sides[d].keep(delta, &delta_matches, merge, now)
     }
 
     /// The candidate pairs as joined rows (`None` when there are none) and whether each
@@ -267,7 +258,7 @@ impl JoinOp {
         d: usize,
         delta: &Delta,
         rows: &[u32],
-        entries: &[usize],
+        places: &[Place],
     ) -> Result<(Option<RecordBatch>, Vec<bool>)> {
         if rows.is_empty() {
             return Ok((None, Vec::new()));
@@ -285,17 +276,7 @@ impl JoinOp {
             .iter()
             .map(|c| take(c.as_ref(), &picked, None))
             .collect::<std::result::Result<Vec<ArrayRef>, _>>()?;
-        let other = &self.sides[o];
-        let parser = other.rows.parser();
-        let mut state_rows: Vec<Row<'_>> = Vec::with_capacity(rows.len());
-        for (&r, &j) in rows.iter().zip(entries) {
-            let key = delta.keys.row(r as usize);
-            let list = other.table.get(key.as_ref()).ok_or_else(|| {
-                DataFusionError::Internal("a join key left the state while probing".into())
-            })?;
-            state_rows.push(parser.parse(&list[j].row));
-        }
-        let other_cols = other.rows.convert_rows(state_rows)?;
+        let other_cols = self.sides[o].gather(places)?;
         let (left, right) = match d {
             0 => (delta_cols, other_cols),
             _ => (other_cols, delta_cols),
@@ -334,17 +315,14 @@ impl JoinOp {
     fn padded_others(
         &self,
         s: usize,
-        rows: Vec<(Box<[u8]>, i64)>,
+        rows: Vec<(Place, i64)>,
         out: &mut Emitted,
     ) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
-        let side = &self.sides[s];
-        let parser = side.rows.parser();
-        let cols = side
-            .rows
-            .convert_rows(rows.iter().map(|(r, _)| parser.parse(r)))?;
+        let places: Vec<Place> = rows.iter().map(|(p, _)| *p).collect();
+        let cols = self.sides[s].gather(&places)?;
         out.batches.push(self.padded(s, cols)?);
         out.weights.extend(rows.iter().map(|(_, w)| *w));
         Ok(())
@@ -501,7 +479,7 @@ impl Operator for JoinOp {
         let mut files: Vec<&[RecordBatch]> = vec![full];
         files.extend(deltas.iter().map(Vec::as_slice));
         for (i, s) in self.sides.iter_mut().enumerate() {
-            s.restore(i as i8, &files, restored_at);
+            s.restore(i as i8, &files, restored_at)?;
         }
         Ok(())
     }

@@ -3,11 +3,12 @@
 //! null-padded row while that count is zero).
 //!
 //! ```text
-//!  key bytes ──► [ (row bytes, weight, matches), … ]      in arrival order
+//!  key bytes ──► [ (place, weight, matches), … ]      in arrival order
+//!                   └─► the row, columnar, in the batch it came in ([`super::store`])
 //!  dirty keys ──► the next checkpoint delta writes their whole list
 //! ```
-//! Keys and rows are arrow row bytes, so any column type works; the key group of a key
-//! is a stable hash of its bytes. In an interval join ([`super::interval`]) each row
+//! Keys are arrow row bytes, so any column type works; the key group of a key is a
+//! stable hash of its bytes. Checkpoints hold rows as row bytes too. In an interval join ([`super::interval`]) each row
 //! also has the watermark past which it can match nothing more; a queue ordered by it
 //! says which keys to prune when the watermark moves.
 
@@ -25,9 +26,10 @@ use arrow::datatypes::{
 };
 use arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::NullEquality;
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_expr::PhysicalExprRef;
 
+use super::store::{Place, Store};
 use crate::exec::watermark::NO_WATERMARK;
 use crate::state::ttl::TouchClock;
 
@@ -37,8 +39,8 @@ const NEVER: i64 = i64::MAX;
 /// One kept row.
 #[derive(Clone)]
 pub struct Stored {
-    /// The row, as row bytes of the side's columns.
-    pub row: Box<[u8]>,
+    /// Where the row is in the side's [`Store`].
+    pub at: Place,
     /// How many times it is there (an updating input may add a row twice or take it
     /// back).
     pub weight: i64,
@@ -47,27 +49,26 @@ pub struct Stored {
     /// The watermark at or past which it can match nothing more ([`NEVER`] outside
     /// interval joins).
     pub expires: i64,
+    /// A hash of the row's bytes (updating inputs, which take rows back by value).
+    print: u64,
 }
 
-impl Stored {
-    fn bytes(&self) -> usize {
-        self.row.len() + 40
-    }
-}
+/// Bytes a kept row costs besides its columns.
+const ENTRY_BYTES: usize = std::mem::size_of::<Stored>();
 
 /// A side's rows by join key.
 pub struct Side {
     /// Join key expressions over the side's rows.
     pub on: Vec<PhysicalExprRef>,
     keys: RowConverter,
-    /// Converts rows to bytes and back.
-    pub rows: RowConverter,
+    /// Converts rows to bytes and back (checkpoints, and rows taken back by value).
+    rows: RowConverter,
+    /// The kept rows' columns.
+    store: Store,
     /// Kept rows by key.
-    pub table: hashbrown::HashMap<Box<[u8]>, Vec<Stored>>,
+    table: hashbrown::HashMap<Box<[u8]>, Vec<Stored>>,
     /// Keys changed since the last checkpoint delta.
     dirty: hashbrown::HashSet<Box<[u8]>>,
-    entries: usize,
-    bytes: usize,
     /// With a state TTL: when each key last changed.
     clock: Option<TouchClock<Box<[u8]>>>,
     null_equality: NullEquality,
@@ -112,6 +113,9 @@ pub struct Delta {
     pub unmatchable: Vec<bool>,
     /// When each row leaves state ([`NEVER`] outside interval joins).
     pub expires: Vec<i64>,
+    /// Each row's bytes and their hash (an updating input, whose rows are taken back
+    /// by value).
+    values: Option<(Rows, Vec<u64>)>,
 }
 
 impl Side {
@@ -135,11 +139,10 @@ impl Side {
         Ok(Self {
             keys: RowConverter::new(key_fields)?,
             rows: RowConverter::new(row_fields)?,
+            store: Store::new(schema),
             on,
             table: Default::default(),
             dirty: Default::default(),
-            entries: 0,
-            bytes: 0,
             clock: ttl_ms.map(TouchClock::new),
             null_equality,
             time,
@@ -188,13 +191,32 @@ impl Side {
                 }
             }
         }
+        let values = match updating {
+            true => {
+                let rows = self.rows.convert_columns(batch.columns())?;
+                let prints = rows.iter().map(|r| super::super::bytes_hash(r.as_ref())).collect();
+                Some((rows, prints))
+            }
+            false => None,
+        };
         Ok(Delta {
             batch,
             weights,
             keys,
             unmatchable,
             expires,
+            values,
         })
+    }
+
+    /// The kept rows of `key`.
+    pub fn get(&self, key: &[u8]) -> Option<&[Stored]> {
+        self.table.get(key).map(Vec::as_slice)
+    }
+
+    /// The kept rows at `places`, as the side's columns.
+    pub fn gather(&self, places: &[Place]) -> Result<Vec<ArrayRef>> {
+        self.store.gather(places)
     }
 
     /// `b` without the rows an interval join takes as late (event time at or behind the
@@ -247,11 +269,11 @@ impl Side {
                 continue;
             };
             let before = list.len();
-            let mut freed = 0;
+            let store = &mut self.store;
             list.retain(|e| {
                 let keep = e.expires > watermark;
                 if !keep {
-                    freed += e.bytes();
+                    store.release(e.at);
                 }
                 keep
             });
@@ -264,71 +286,103 @@ impl Side {
                 self.count_key(&key, -1);
             }
             dropped += gone as u64;
-            self.entries -= gone;
-            self.bytes = self.bytes.saturating_sub(freed);
             self.dirty.insert(key);
         }
         dropped
     }
 
+    /// Copies the kept rows into fresh batches when dead rows hold most of the
+    /// batches' memory.
+    fn compact_if_sparse(&mut self) -> Result<()> {
+        if !self.store.wants_compaction() {
+            return Ok(());
+        }
+        let places: Vec<Place> = self.table.values().flatten().map(|e| e.at).collect();
+        let renamed = self.store.compact(&places)?;
+        for (e, at) in self.table.values_mut().flatten().zip(renamed) {
+            e.at = at;
+        }
+        Ok(())
+    }
+
     /// Marks `key` changed now (for the next delta and the TTL).
     fn touch(&mut self, key: &[u8], now: i64) {
-        if !self.dirty.contains(key) {
-            self.dirty.insert(key.into());
-        }
+        self.dirty.get_or_insert_with(key, |k| k.into());
         if let Some(c) = &mut self.clock {
             c.touch(&Box::from(key), now);
         }
     }
 
-    /// Adds row `row` (bytes) with `weight` under `key`; `merge`: an identical kept row
-    /// takes the weight (an updating input), else it is kept as a row of its own.
-    #[allow(clippy::too_many_arguments)]
-    pub fn insert(
-        &mut self,
-        key: &[u8],
-        row: &[u8],
-        weight: i64,
-        matches: i64,
-        merge: bool,
-        now: i64,
-        expires: i64,
-    ) {
-        self.touch(key, now);
-        if let Some(t) = self.time.as_mut().filter(|_| expires != NEVER) {
-            t.queue.push(Reverse((expires, key.into())));
-        }
-        let list = match self.table.get_mut(key) {
-            Some(l) => l,
-            None => {
-                self.count_key(key, 1);
-                self.table.entry(key.into()).or_default()
+    /// Keeps the delta's rows that can match (`matches`: each row's match count);
+    /// `merge`: a kept row equal to a delta row takes its weight (an updating input),
+    /// else each row is kept as a row of its own.
+    pub fn keep(&mut self, delta: Delta, matches: &[i64], merge: bool, now: i64) -> Result<()> {
+        let id = self.store.add(delta.batch.clone());
+        for r in 0..delta.batch.num_rows() {
+            if delta.unmatchable[r] {
+                continue; // it can never match: nothing to keep
             }
-        };
-        if merge {
-            if let Some(at) = list.iter().position(|e| e.row.as_ref() == row) {
-                list[at].weight += weight;
-                if list[at].weight == 0 {
-                    let e = list.remove(at);
-                    self.entries -= 1;
-                    self.bytes = self.bytes.saturating_sub(e.bytes());
-                    if list.is_empty() {
-                        self.table.remove(key);
-                        self.count_key(key, -1);
-                    }
+            let key = delta.keys.row(r);
+            let key = key.as_ref();
+            let (w, expires) = (delta.weights[r], delta.expires[r]);
+            let print = delta.values.as_ref().map_or(0, |(_, p)| p[r]);
+            self.touch(key, now);
+            if merge && self.merge(key, &delta, r, print)? {
+                continue;
+            }
+            if let Some(t) = self.time.as_mut().filter(|_| expires != NEVER) {
+                t.queue.push(Reverse((expires, key.into())));
+            }
+            let e = Stored {
+                at: self.store.keep(id, r),
+                weight: w,
+                matches: matches[r],
+                expires,
+                print,
+            };
+            match self.table.get_mut(key) {
+                Some(list) => list.push(e),
+                None => {
+                    self.count_key(key, 1);
+                    self.table.insert(key.into(), vec![e]);
                 }
-                return;
             }
         }
-        let e = Stored {
-            row: row.into(),
-            weight,
-            matches,
-            expires,
+        self.store.release_unused(id);
+        self.compact_if_sparse()
+    }
+
+    /// Adds delta row `r`'s weight to a kept row of `key` equal to it, if there is one
+    /// (dropping it at weight 0); returns whether there was.
+    fn merge(&mut self, key: &[u8], delta: &Delta, r: usize, print: u64) -> Result<bool> {
+        let Some((values, _)) = &delta.values else {
+            return Ok(false);
         };
-        self.entries += 1;
-        self.bytes += e.bytes();
-        list.push(e);
+        let Some(list) = self.table.get(key) else {
+            return Ok(false);
+        };
+        let mut found = None;
+        for (at, e) in list.iter().enumerate().filter(|(_, e)| e.print == print) {
+            let Some(kept) = self.store.row(e.at) else { continue };
+            if self.rows.convert_columns(kept.columns())?.row(0) == values.row(r) {
+                found = Some(at);
+                break;
+            }
+        }
+        let Some(at) = found else { return Ok(false) };
+        let Some(list) = self.table.get_mut(key) else {
+            return Ok(false);
+        };
+        list[at].weight += delta.weights[r];
+        if list[at].weight == 0 {
+            let e = list.remove(at);
+            self.store.release(e.at);
+            if list.is_empty() {
+                self.table.remove(key);
+                self.count_key(key, -1);
+            }
+        }
+        Ok(true)
     }
 
     /// Adds `by` to the match count of entry `at` of `key`'s list; returns the entry's
@@ -353,9 +407,7 @@ impl Side {
             if let Some(list) = self.table.remove(&key) {
                 self.count_key(&key, -1);
                 dropped += list.len() as u64;
-                self.entries -= list.len();
-                let bytes: usize = list.iter().map(Stored::bytes).sum();
-                self.bytes = self.bytes.saturating_sub(bytes);
+                list.iter().for_each(|e| self.store.release(e.at));
                 self.dirty.insert(key);
             }
         }
@@ -369,20 +421,21 @@ impl Side {
 
     /// Rows kept.
     pub fn entries(&self) -> usize {
-        self.entries
+        self.store.live_rows()
     }
 
     /// Bytes held, roughly.
     pub fn bytes(&self) -> usize {
         let clock = self.clock.as_ref().map_or(0, |c| c.size(16));
         let queue = self.time.as_ref().map_or(0, |t| t.queue.len() * 40);
-        self.bytes + self.table.len() * 48 + clock + queue
+        let entries = self.entries() * ENTRY_BYTES;
+        self.store.bytes() + entries + self.table.len() * 48 + clock + queue
     }
 
     /// Its figures for progress and explain.
     pub fn figures(&self) -> crate::metrics::SideFigures {
         crate::metrics::SideFigures {
-            rows: self.entries,
+            rows: self.entries(),
             bytes: self.bytes(),
             keys: self.table.len(),
             key_groups: self.group_keys.iter().filter(|n| **n > 0).count(),
@@ -424,11 +477,28 @@ impl Side {
                 keys.into_iter().collect()
             }
         };
+        // The rows' bytes, converted from their columns in one go.
+        let places: Vec<Place> = keys
+            .iter()
+            .filter_map(|k| self.table.get(k))
+            .flatten()
+            .map(|e| e.at)
+            .collect();
+        let cols = self.store.gather(&places)?;
+        let bytes = self.rows.convert_columns(&cols)?;
+        let mut bytes = bytes.iter();
         let mut out = StateRows::default();
         for k in &keys {
             let t = self.clock.as_ref().and_then(|c| c.last(k));
             match self.table.get(k).filter(|l| !l.is_empty()) {
-                Some(list) => list.iter().for_each(|e| out.push(side, k, Some(e), t)),
+                Some(list) => {
+                    for e in list {
+                        let row = bytes.next().ok_or_else(|| {
+                            DataFusionError::Internal("a join row went missing".into())
+                        })?;
+                        out.push(side, k, Some((row.as_ref(), e)), t);
+                    }
+                }
                 None => out.push(side, k, None, None),
             }
         }
@@ -437,7 +507,10 @@ impl Side {
 
     /// Restores checkpointed rows of this side: `files` in order (a full snapshot,
     /// then deltas); in each, a key's rows replace what an earlier file held for it.
-    pub fn restore(&mut self, side: i8, files: &[&[RecordBatch]], restored_at: i64) {
+    pub fn restore(&mut self, side: i8, files: &[&[RecordBatch]], restored_at: i64) -> Result<()> {
+        // Per key, its rows: (row bytes, weight, matches, expires).
+        type Restored<'a> = Vec<(&'a [u8], i64, i64, i64)>;
+        let mut by_key: hashbrown::HashMap<Box<[u8]>, Restored<'_>> = Default::default();
         for file in files {
             let mut cleared = hashbrown::HashSet::new();
             for b in file.iter() {
@@ -451,7 +524,7 @@ impl Side {
                 for i in (0..b.num_rows()).filter(|i| sides.value(*i) == side) {
                     let key: Box<[u8]> = keys.value(i).into();
                     if cleared.insert(key.clone()) {
-                        self.table.insert(key.clone(), Vec::new());
+                        by_key.insert(key.clone(), Vec::new());
                     }
                     if let Some(c) = &mut self.clock {
                         match (touched.is_valid(i), rows.is_valid(i)) {
@@ -465,17 +538,34 @@ impl Side {
                             true => expires.value(i),
                             false => NEVER,
                         };
-                        self.table.entry(key).or_default().push(Stored {
-                            row: rows.value(i).into(),
-                            weight: weights.value(i),
-                            matches: matches.value(i),
-                            expires,
-                        });
+                        let row = (rows.value(i), weights.value(i), matches.value(i), expires);
+                        by_key.entry(key).or_default().push(row);
                     }
                 }
             }
         }
-        self.table.retain(|_, l| !l.is_empty());
+        by_key.retain(|_, l| !l.is_empty());
+        self.table.clear();
+        self.store = Store::new(Arc::clone(self.store.schema()));
+        let parser = self.rows.parser();
+        let all: Vec<(&Box<[u8]>, &(&[u8], i64, i64, i64))> =
+            by_key.iter().flat_map(|(k, l)| l.iter().map(move |r| (k, r))).collect();
+        for chunk in all.chunks(super::store::COMPACT_ROWS) {
+            let cols = self.rows.convert_rows(chunk.iter().map(|(_, r)| parser.parse(r.0)))?;
+            let id = self.store.add(RecordBatch::try_new(Arc::clone(self.store.schema()), cols)?);
+            for (i, (key, (row, weight, matches, expires))) in chunk.iter().enumerate() {
+                // (Only an updating side reads it.)
+                let print = super::super::bytes_hash(row);
+                let e = Stored {
+                    at: self.store.keep(id, i),
+                    weight: *weight,
+                    matches: *matches,
+                    expires: *expires,
+                    print,
+                };
+                self.table.entry((*key).clone()).or_default().push(e);
+            }
+        }
         if let Some(t) = self.time.as_mut() {
             t.queue = self
                 .table
@@ -486,13 +576,12 @@ impl Side {
                 .collect();
         }
         self.clock = self.clock.as_ref().map(|c| c.renamed(|k| Some(k.clone())));
-        self.entries = self.table.values().map(Vec::len).sum();
-        self.bytes = self.table.values().flatten().map(Stored::bytes).sum();
         self.group_keys.iter_mut().for_each(|n| *n = 0);
         for k in self.table.keys() {
             count_in_group(&mut self.group_keys, k, 1);
         }
         self.dirty.clear();
+        Ok(())
     }
 }
 
@@ -517,10 +606,11 @@ struct StateRows {
 }
 
 impl StateRows {
-    fn push(&mut self, side: i8, key: &[u8], e: Option<&Stored>, touched: Option<i64>) {
+    fn push(&mut self, side: i8, key: &[u8], e: Option<(&[u8], &Stored)>, touched: Option<i64>) {
         self.sides.push(side);
         self.keys.push(key.to_vec());
-        self.rows.push(e.map(|e| e.row.to_vec()));
+        self.rows.push(e.map(|(row, _)| row.to_vec()));
+        let e = e.map(|(_, e)| e);
         self.weights.push(e.map(|e| e.weight));
         self.matches.push(e.map(|e| e.matches));
         self.touched.push(touched);
