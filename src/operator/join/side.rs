@@ -508,9 +508,8 @@ impl Side {
     /// Restores checkpointed rows of this side: `files` in order (a full snapshot,
     /// then deltas); in each, a key's rows replace what an earlier file held for it.
     pub fn restore(&mut self, side: i8, files: &[&[RecordBatch]], restored_at: i64) -> Result<()> {
-        // Per key, its rows: (row bytes, weight, matches, expires).
-        type Restored<'a> = Vec<(&'a [u8], i64, i64, i64)>;
-        let mut by_key: hashbrown::HashMap<Box<[u8]>, Restored<'_>> = Default::default();
+        // Per key, its rows.
+        let mut by_key: hashbrown::HashMap<Box<[u8]>, Vec<Restored<'_>>> = Default::default();
         for file in files {
             let mut cleared = hashbrown::HashSet::new();
             for b in file.iter() {
@@ -538,8 +537,12 @@ impl Side {
                             true => expires.value(i),
                             false => NEVER,
                         };
-                        let row = (rows.value(i), weights.value(i), matches.value(i), expires);
-                        by_key.entry(key).or_default().push(row);
+                        by_key.entry(key).or_default().push(Restored {
+                            row: rows.value(i),
+                            weight: weights.value(i),
+                            matches: matches.value(i),
+                            expires,
+                        });
                     }
                 }
             }
@@ -548,22 +551,27 @@ impl Side {
         self.table.clear();
         self.store = Store::new(Arc::clone(self.store.schema()));
         let parser = self.rows.parser();
-        let all: Vec<(&Box<[u8]>, &(&[u8], i64, i64, i64))> =
-            by_key.iter().flat_map(|(k, l)| l.iter().map(move |r| (k, r))).collect();
+        let all: Vec<(&[u8], &Restored<'_>)> = by_key
+            .iter()
+            .flat_map(|(k, l)| l.iter().map(move |r| (k.as_ref(), r)))
+            .collect();
         for chunk in all.chunks(super::store::COMPACT_ROWS) {
-            let cols = self.rows.convert_rows(chunk.iter().map(|(_, r)| parser.parse(r.0)))?;
+            let cols = self.rows.convert_rows(chunk.iter().map(|(_, r)| parser.parse(r.row)))?;
             let id = self.store.add(RecordBatch::try_new(Arc::clone(self.store.schema()), cols)?);
-            for (i, (key, (row, weight, matches, expires))) in chunk.iter().enumerate() {
-                // (Only an updating side reads it.)
-                let print = super::super::bytes_hash(row);
+            for (i, (key, r)) in chunk.iter().enumerate() {
                 let e = Stored {
                     at: self.store.keep(id, i),
-                    weight: *weight,
-                    matches: *matches,
-                    expires: *expires,
-                    print,
+                    weight: r.weight,
+                    matches: r.matches,
+                    expires: r.expires,
+                    print: super::super::bytes_hash(r.row), // (only an updating side reads it)
                 };
-                self.table.entry((*key).clone()).or_default().push(e);
+                match self.table.get_mut(*key) {
+                    Some(list) => list.push(e),
+                    None => {
+                        self.table.insert((*key).into(), vec![e]);
+                    }
+                }
             }
         }
         if let Some(t) = self.time.as_mut() {
@@ -583,6 +591,14 @@ impl Side {
         self.dirty.clear();
         Ok(())
     }
+}
+
+/// A checkpointed row being restored.
+struct Restored<'a> {
+    row: &'a [u8],
+    weight: i64,
+    matches: i64,
+    expires: i64,
 }
 
 /// Adds `by` to the count of `key`'s key group in `counts`.
