@@ -41,17 +41,18 @@ impl<T: Keyed> Sharded<T> {
         })
     }
 
-    /// `batches` split by shard, by the key group `groups` gives each row.
+    /// `batches` split by shard, by the key group `groups` gives each row: per shard,
+    /// each batch with the rows it owns (`None`: all of them), still to be taken.
     fn route(
         &self,
         batches: &[RecordBatch],
         groups: impl Fn(&T, &RecordBatch) -> Result<Vec<u64>>,
-    ) -> Result<Vec<Vec<RecordBatch>>> {
+    ) -> Result<Vec<Vec<Routed>>> {
         let n = self.shards.len();
-        let mut out: Vec<Vec<RecordBatch>> = (0..n).map(|_| Vec::new()).collect();
+        let mut out: Vec<Vec<Routed>> = (0..n).map(|_| Vec::new()).collect();
         for b in batches.iter().filter(|b| b.num_rows() > 0) {
             if n == 1 {
-                out[0].push(b.clone());
+                out[0].push((b.clone(), None));
                 continue;
             }
             let mut rows: Vec<Vec<u32>> = (0..n).map(|_| Vec::new()).collect();
@@ -60,18 +61,42 @@ impl<T: Keyed> Sharded<T> {
             }
             for (s, rows) in rows.into_iter().enumerate() {
                 if !rows.is_empty() {
-                    out[s].push(take_record_batch(b, &UInt32Array::from(rows))?);
+                    out[s].push((b.clone(), Some(rows)));
                 }
             }
         }
         Ok(out)
     }
+
+    /// [`Sharded::route`], with each shard's rows taken.
+    fn route_taken(
+        &self,
+        batches: &[RecordBatch],
+        groups: impl Fn(&T, &RecordBatch) -> Result<Vec<u64>>,
+    ) -> Result<Vec<Vec<RecordBatch>>> {
+        self.route(batches, groups)?
+            .into_iter()
+            .map(|shard| shard.into_iter().map(taken).collect())
+            .collect()
+    }
+}
+
+/// A batch and the rows of it a shard owns (`None`: all).
+type Routed = (RecordBatch, Option<Vec<u32>>);
+
+/// A shard's rows of a routed batch, as a batch of their own.
+fn taken((b, rows): Routed) -> Result<RecordBatch> {
+    match rows {
+        None => Ok(b),
+        Some(rows) => Ok(take_record_batch(&b, &UInt32Array::from(rows))?),
+    }
 }
 
 impl<T: Keyed> Operator for Sharded<T> {
     fn process(&mut self, inputs: Inputs, ctx: &mut BatchContext) -> Result<Vec<RecordBatch>> {
-        // Per shard, its rows of each input.
-        let mut routed: Vec<Inputs> = (0..self.shards.len()).map(|_| Vec::new()).collect();
+        // Per shard, its rows of each input (taken on the shard's thread).
+        let mut routed: Vec<Vec<Vec<Routed>>> =
+            (0..self.shards.len()).map(|_| Vec::new()).collect();
         for (i, input) in inputs.iter().enumerate() {
             let split = self.route(input, |s, b| s.input_groups(i, b))?;
             for (shard, rows) in routed.iter_mut().zip(split) {
@@ -80,7 +105,11 @@ impl<T: Keyed> Operator for Sharded<T> {
         }
         let (close_all, now_ms) = (ctx.close_all, ctx.now_ms);
         let watermarks = &ctx.watermarks;
-        let run = |shard: &mut T, batches: Inputs| {
+        let run = |shard: &mut T, routed: Vec<Vec<Routed>>| {
+            let batches = routed
+                .into_iter()
+                .map(|input| input.into_iter().map(taken).collect::<Result<Vec<_>>>())
+                .collect::<Result<Inputs>>()?;
             let mut progress = BatchProgress::default();
             let mut c = BatchContext::new(close_all, &mut progress, now_ms, watermarks.clone());
             let out = shard.process(batches, &mut c);
@@ -142,10 +171,10 @@ impl<T: Keyed> Operator for Sharded<T> {
         commit: &Commit,
     ) -> Result<()> {
         let groups = |s: &T, b: &RecordBatch| s.state_groups(b);
-        let full = self.route(full, groups)?;
+        let full = self.route_taken(full, groups)?;
         let deltas = deltas
             .iter()
-            .map(|d| self.route(d, groups))
+            .map(|d| self.route_taken(d, groups))
             .collect::<Result<Vec<_>>>()?;
         for (i, (shard, full)) in self.shards.iter_mut().zip(full).enumerate() {
             let own: Vec<Vec<RecordBatch>> = deltas.iter().map(|d| d[i].clone()).collect();

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use arrow::array::{
     new_null_array, Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array,
 };
-use arrow::compute::{concat_batches, take, take_record_batch};
+use arrow::compute::{take, take_record_batch};
 use arrow::datatypes::SchemaRef;
 use datafusion::common::{JoinSide, JoinType, NullEquality};
 use datafusion::error::{DataFusionError, Result};
@@ -241,8 +241,11 @@ impl JoinOp {
         }
         self.matched += kept.len() as u64;
         if let Some(pairs) = pairs.filter(|_| self.spec.filters().is_none()) {
-            out.batches
-                .push(take_record_batch(&pairs, &UInt32Array::from(kept))?);
+            let pairs = match kept.len() == pairs.num_rows() {
+                true => pairs, // every candidate passed
+                false => take_record_batch(&pairs, &UInt32Array::from(kept))?,
+            };
+            out.batches.push(pairs);
             out.weights.extend(pair_weights);
         }
         self.padded_others(o, unpadded, out)?;
@@ -356,25 +359,43 @@ impl JoinOp {
     }
 
     /// What the batch emits: the joined rows projected, each repeated by its weight's
-    /// size, with their kind (`+I` / `-D`) when the join emits changes.
+    /// size, with their kind (`+I` / `-D`) when the join emits changes. Batch by
+    /// batch: an inner join's pairs (all of weight 1) go out without a copy.
     fn finish(&self, out: Emitted) -> Result<Vec<RecordBatch>> {
-        if out.weights.is_empty() {
-            return Ok(Vec::new());
-        }
-        let all = concat_batches(&self.joined, &out.batches)?;
-        let mut picked = Vec::with_capacity(out.weights.len());
-        let mut kinds = Vec::with_capacity(out.weights.len());
-        for (i, w) in out.weights.iter().enumerate() {
-            let k = if *w > 0 { kind::INSERT } else { kind::DELETE };
-            for _ in 0..w.unsigned_abs() {
-                picked.push(i as u32);
-                kinds.push(k);
+        let mut emitted = Vec::with_capacity(out.batches.len());
+        let mut weights = out.weights.as_slice();
+        for b in out.batches {
+            let (these, rest) = weights.split_at(b.num_rows().min(weights.len()));
+            weights = rest;
+            if let Some(rows) = self.finish_batch(b, these)? {
+                emitted.push(rows);
             }
         }
-        if picked.is_empty() {
-            return Ok(Vec::new());
+        Ok(emitted)
+    }
+
+    /// One batch of joined rows with their weights, as [`JoinOp::finish`] emits it.
+    fn finish_batch(&self, all: RecordBatch, weights: &[i64]) -> Result<Option<RecordBatch>> {
+        let mut all = all;
+        let kinds = match weights.iter().all(|w| *w == 1) {
+            true => vec![kind::INSERT; weights.len()],
+            false => {
+                let mut picked = Vec::with_capacity(weights.len());
+                let mut kinds = Vec::with_capacity(weights.len());
+                for (i, w) in weights.iter().enumerate() {
+                    let k = if *w > 0 { kind::INSERT } else { kind::DELETE };
+                    for _ in 0..w.unsigned_abs() {
+                        picked.push(i as u32);
+                        kinds.push(k);
+                    }
+                }
+                all = take_record_batch(&all, &UInt32Array::from(picked))?;
+                kinds
+            }
+        };
+        if kinds.is_empty() {
+            return Ok(None);
         }
-        let mut all = take_record_batch(&all, &UInt32Array::from(picked))?;
         if let Some((s, _)) = self.spec.filters() {
             // A semi or anti join outputs one side's columns.
             let left_width = self.spec.schemas[0].fields().len();
@@ -390,11 +411,11 @@ impl JoinOp {
         };
         let rows = RecordBatch::try_new(Arc::clone(&self.spec.output_schema), cols)?;
         match self.emit {
-            Emit::Changes => Ok(vec![super::with_kinds(&rows, kinds, &self.out_schema)?]),
+            Emit::Changes => Ok(Some(super::with_kinds(&rows, kinds, &self.out_schema)?)),
             _ if kinds.iter().any(|k| *k != kind::INSERT) => Err(DataFusionError::Internal(
                 "an append-only join emitted a retraction".into(),
             )),
-            _ => Ok(vec![rows]),
+            _ => Ok(Some(rows)),
         }
     }
 }
