@@ -54,11 +54,13 @@ def run(args, work):
            "--progress-json", str(progress), "--status", "plain", "--num-rows", "1"]
     print("$", " ".join(cmd), flush=True)
     started = time.time()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Its per-batch lines go to a file: an unread pipe would fill and stall it.
+    err = open(work / "stderr.txt", "w")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True)
     deadline = started + args.seconds
     while time.time() < deadline:
         if proc.poll() is not None:
-            sys.exit(f"sluice stopped early:\n{proc.stderr.read()}")
+            sys.exit(f"sluice stopped early:\n{(work / 'stderr.txt').read_text()[-4000:]}")
         time.sleep(min(5, max(0, deadline - time.time())))
     proc.send_signal(signal.SIGINT)
     try:
