@@ -127,7 +127,7 @@ def summary(rows, args):
         f"(mean {mean:,.0f}; range {100 * (max(state) - min(state)) / mean:.1f} % of the mean)",
         f"  left (crashes) {min(r['left'] for r in steady):,}..{max(r['left'] for r in steady):,}; "
         f"right (logins) {min(r['right'] for r in steady):,}..{max(r['right'] for r in steady):,}",
-        f"rows removed by the watermark over the run: {rows[-1]['pruned']:,}",
+        f"rows removed by the watermark over the run: {sum(r['pruned'] for r in rows):,}",
         f"process RSS after {FILL_SECONDS} s: {min(rss) / 1e6:.0f}..{max(rss) / 1e6:.0f} MB; "
         f"slope over the second half: {slope_mb_per_min([(r['t'], r['rss']) for r in half if r['rss']]):+.2f} MB/min",
         f"batch time after {FILL_SECONDS} s: p50 {sorted(r['batch_s'] for r in steady)[len(steady) // 2]:.3f} s, "
