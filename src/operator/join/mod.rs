@@ -315,12 +315,7 @@ impl JoinOp {
 
     /// The null-padded rows of kept rows of side `s` whose first match arrived (weight
     /// < 0) or whose last match left (> 0).
-    fn padded_others(
-        &self,
-        s: usize,
-        rows: Vec<(Place, i64)>,
-        out: &mut Emitted,
-    ) -> Result<()> {
+    fn padded_others(&self, s: usize, rows: Vec<(Place, i64)>, out: &mut Emitted) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }

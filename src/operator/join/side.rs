@@ -194,7 +194,10 @@ impl Side {
         let values = match updating {
             true => {
                 let rows = self.rows.convert_columns(batch.columns())?;
-                let prints = rows.iter().map(|r| super::super::bytes_hash(r.as_ref())).collect();
+                let prints = rows
+                    .iter()
+                    .map(|r| super::super::bytes_hash(r.as_ref()))
+                    .collect();
                 Some((rows, prints))
             }
             false => None,
@@ -363,7 +366,9 @@ impl Side {
         };
         let mut found = None;
         for (at, e) in list.iter().enumerate().filter(|(_, e)| e.print == print) {
-            let Some(kept) = self.store.row(e.at) else { continue };
+            let Some(kept) = self.store.row(e.at) else {
+                continue;
+            };
             if self.rows.convert_columns(kept.columns())?.row(0) == values.row(r) {
                 found = Some(at);
                 break;
@@ -556,8 +561,12 @@ impl Side {
             .flat_map(|(k, l)| l.iter().map(move |r| (k.as_ref(), r)))
             .collect();
         for chunk in all.chunks(super::store::COMPACT_ROWS) {
-            let cols = self.rows.convert_rows(chunk.iter().map(|(_, r)| parser.parse(r.row)))?;
-            let id = self.store.add(RecordBatch::try_new(Arc::clone(self.store.schema()), cols)?);
+            let cols = self
+                .rows
+                .convert_rows(chunk.iter().map(|(_, r)| parser.parse(r.row)))?;
+            let id = self
+                .store
+                .add(RecordBatch::try_new(Arc::clone(self.store.schema()), cols)?);
             for (i, (key, r)) in chunk.iter().enumerate() {
                 let e = Stored {
                     at: self.store.keep(id, i),

@@ -214,7 +214,10 @@ mod tests {
         let a = s.add(batch(&[1, 2, 3]));
         let b = s.add(batch(&[10, 20]));
         let (a0, a2, b1) = (s.keep(a, 0), s.keep(a, 2), s.keep(b, 1));
-        assert_eq!(values(&s.gather(&[b1, a0, a2, a0]).unwrap()), vec![20, 1, 3, 1]);
+        assert_eq!(
+            values(&s.gather(&[b1, a0, a2, a0]).unwrap()),
+            vec![20, 1, 3, 1]
+        );
         s.release(b1);
         assert_eq!(s.live_rows(), 2);
         assert!(s.row(b1).is_none(), "the batch went with its last kept row");
