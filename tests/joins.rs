@@ -554,3 +554,80 @@ fn an_anti_join_takes_a_row_back_when_its_first_match_arrives() {
     let kinds = check_join("join-anti", query, "changelog", (3_000, 400, 2));
     assert_retracted(&kinds);
 }
+
+/// Late rows of a join go to `--late-data`: records appended far behind the watermark
+/// to one topic are dropped by that side (nothing of them joins), counted, and each is
+/// written to the late-data file once, naming the join and its side, with its columns.
+#[test]
+fn a_joins_late_rows_go_to_the_late_data_file_named_by_side() {
+    let broker = broker();
+    let (a, b) = (unique_topic("ij-late-a"), unique_topic("ij-late-b"));
+    for (topic, seed) in [(&a, 53), (&b, 54)] {
+        sluice::kafka::ensure_topic(&broker, topic, 2).unwrap();
+        append_timed(&broker, topic, 6_000, seed, (T0, 500));
+    }
+    let dir = temp_dir("join-late");
+    let out = dir.join("out");
+    let q = join_query_with(&dir, &broker, (&a, &b), &out, WITHIN_SECONDS, EVENT_TIME);
+    let (ckpt, late) = (dir.join("ckpt"), dir.join("late.jsonl"));
+    let args = [
+        "run",
+        q.to_str().unwrap(),
+        "--available-now",
+        "--max-records-per-batch",
+        "600",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--late-data",
+        late.to_str().unwrap(),
+    ];
+    sluice_ok(&args);
+    let before = oracle(&broker, (&a, &b), WITHIN_SECONDS);
+    assert_eq!(fold(&out).0, before, "first run");
+    // 12 s of event time read: the watermark is about T0 + 7 s. Records at T0 .. T0 + 1.4 s
+    // for b are all behind it.
+    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+    for c in consume_all(&broker, &b) {
+        *ends.entry(c.partition).or_insert(0) += 1;
+    }
+    append_timed(&broker, &b, 200, 55, (T0, 500));
+    let (_, stderr) = run_ok(&args);
+    assert_eq!(fold(&out).0, before, "late rows joined: {stderr}");
+    let appended: Vec<(String, i64)> = consume_all(&broker, &b)
+        .iter()
+        .filter(|c| c.offset >= ends.get(&c.partition).copied().unwrap_or(0))
+        .map(|c| {
+            let r = parse_record(&c.payload).unwrap();
+            (r.user_id, r.timestamp)
+        })
+        .collect();
+    assert_eq!(appended.len(), 200);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&late)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for l in &lines {
+        assert_eq!(
+            (l["operator"].as_str(), l["side"].as_str()),
+            (Some("join"), Some("right")),
+            "{l}"
+        );
+        assert!(l["batch_id"].as_u64().is_some(), "{l}");
+    }
+    let written: Vec<(String, i64)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["user_id"].as_str().unwrap().to_string(),
+                l["timestamp"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sorted(written),
+        sorted(appended),
+        "the late-data file: {stderr}"
+    );
+    assert!(!stderr.contains("warning"), "{stderr}");
+}

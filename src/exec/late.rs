@@ -25,6 +25,7 @@ use datafusion::sql::sqlparser::ast::SetExpr;
 use std::path::PathBuf;
 
 use super::plan::StreamPlan;
+use super::stateful::OperatorLateRows;
 use super::watermark::NO_WATERMARK;
 use crate::sink::aside::LateSink;
 use crate::sql::{QueryFile, TableDef};
@@ -123,25 +124,34 @@ impl LateFinder {
 }
 
 /// Where late rows go: found with their origin, appended to the late-data file.
+///
+/// A query over one table without a join finds the records behind the rows its
+/// watermark step dropped ([`LateFinder`]). A join drops late rows on each side before
+/// they reach its state; it keeps them, and they are written as its side saw them
+/// (after the side's filter and projection), named by operator and side: a side's row
+/// may come from any fragment, so it is not traced back to one record.
 pub struct LateOutput {
-    /// Finds a batch's late rows with their origin.
-    pub finder: LateFinder,
+    /// Finds a batch's late rows with their origin (queries over one table, no join).
+    pub finder: Option<LateFinder>,
     sink: LateSink,
     /// The Kafka topic, named in each late row.
     topic: Option<String>,
 }
 
 impl LateOutput {
-    /// The finder and the file for `file`'s query (over one source table).
+    /// The finder and the file for `file`'s query.
     pub fn open(path: &PathBuf, file: &QueryFile, plan: &StreamPlan) -> anyhow::Result<Self> {
+        let sink = LateSink::open(path)?;
         if plan.flow.stages.iter().any(|s| s.operator.name() == "join") {
-            anyhow::bail!(
-                "--late-data does not take a join's late rows yet (they are counted per side in the progress JSON); drop --late-data"
-            );
+            return Ok(Self {
+                finder: None,
+                sink,
+                topic: None,
+            });
         }
         let [input] = plan.inputs.as_slice() else {
             anyhow::bail!(
-                "--late-data works for a query over one source table yet; this one reads {}",
+                "--late-data traces late rows to their records for a query over one source table (or a join's sides); this one reads {} tables without a join",
                 plan.inputs.len()
             );
         };
@@ -149,30 +159,53 @@ impl LateOutput {
         let finder = LateFinder::new(file, def, &input.schema)
             .map_err(|e| anyhow::anyhow!("{}", e.strip_backtrace()))?;
         Ok(Self {
-            finder,
-            sink: LateSink::open(path)?,
+            finder: Some(finder),
+            sink,
             topic: (def.connector() == "kafka")
                 .then(|| def.options.get("topic").cloned())
                 .flatten(),
         })
     }
 
-    /// Finds the `expected` late rows of a batch that ran at `watermark` and writes them;
-    /// returns a warning if the rows found differ from the rows the watermark step counted.
+    /// Writes a batch's late rows: those operators kept (`dropped`), and the rest of
+    /// the `expected` ones found among the batch's records (`with_origin`, the rows at
+    /// or behind `watermark`); returns a warning if the rows written differ from the
+    /// rows counted.
     pub async fn write(
         &mut self,
         batch_id: u64,
+        dropped: Vec<OperatorLateRows>,
         with_origin: Vec<RecordBatch>,
         watermark: i64,
         expected: u64,
     ) -> anyhow::Result<Option<String>> {
-        let rows = self.finder.find(with_origin, watermark).await?;
-        self.sink.write(batch_id, self.topic.as_deref(), &rows)?;
-        let found: u64 = rows.iter().map(|b| b.num_rows() as u64).sum();
+        let mut found = 0u64;
+        for d in &dropped {
+            let side = match d.operator {
+                "join" => ["left", "right"]
+                    .get(d.input)
+                    .copied()
+                    .unwrap_or("?")
+                    .to_string(),
+                _ => d.input.to_string(),
+            };
+            let origin = format!(
+                "\"operator\":\"{}\",\"stage\":{},\"side\":\"{side}\"",
+                d.operator,
+                d.stage + 1
+            );
+            self.sink.write_dropped(batch_id, &origin, &d.rows)?;
+            found += d.rows.num_rows() as u64;
+        }
+        if let Some(finder) = &self.finder {
+            let rows = finder.find(with_origin, watermark).await?;
+            self.sink.write(batch_id, self.topic.as_deref(), &rows)?;
+            found += rows.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        }
         Ok((found != expected).then(|| {
             format!(
-                "[sluice] warning: batch {batch_id}: the watermark dropped {expected} late row(s) \
-                 but {found} were found for the late-data file"
+                "[sluice] warning: batch {batch_id}: {expected} late row(s) were dropped \
+                 but {found} were written to the late-data file"
             )
         }))
     }

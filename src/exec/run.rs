@@ -376,8 +376,9 @@ impl<'a> Job<'a> {
             .await?;
         if let Some(l) = self.late.as_mut().filter(|_| p.late_rows > 0) {
             let batch_id = self.batch_id;
+            let dropped = self.state.take_late_rows();
             if let Some(w) = l
-                .write(batch_id, with_origin, watermark, p.late_rows)
+                .write(batch_id, dropped, with_origin, watermark, p.late_rows)
                 .await?
             {
                 self.status.say(progress, &w);
@@ -472,7 +473,7 @@ impl<'a> Job<'a> {
                 description: src.describe(),
                 ..Default::default()
             };
-            let late = self.late.as_ref().map(|l| &l.finder);
+            let late = self.late.as_ref().and_then(|l| l.finder.as_ref());
             let Gathered {
                 input,
                 malformed,

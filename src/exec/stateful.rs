@@ -60,6 +60,20 @@ pub struct StreamState {
     /// Per stage and input: the stages whose output the input reads, and whether it
     /// reads a source (whose watermark it then gets).
     feeds: Vec<Vec<(Vec<usize>, bool)>>,
+    /// The late rows operators dropped in the last batch (joins keep them).
+    late_rows: Vec<OperatorLateRows>,
+}
+
+/// Late rows an operator dropped from one of its inputs.
+pub struct OperatorLateRows {
+    /// The stage of the plan's flow (0-based) and what its operator is.
+    pub stage: usize,
+    /// See [`OperatorLateRows::stage`].
+    pub operator: &'static str,
+    /// Which of its inputs (a join's 0: left, 1: right).
+    pub input: usize,
+    /// The rows, as that input gave them.
+    pub rows: RecordBatch,
 }
 
 impl StreamState {
@@ -89,6 +103,7 @@ impl StreamState {
             });
         }
         Ok(Self {
+            late_rows: Vec::new(),
             feeds: feeds(plan),
             operators,
             names,
@@ -97,6 +112,11 @@ impl StreamState {
                 emitted: 0,
             }),
         })
+    }
+
+    /// The late rows operators dropped and kept in the last batch (joins' sides).
+    pub fn take_late_rows(&mut self) -> Vec<OperatorLateRows> {
+        std::mem::take(&mut self.late_rows)
     }
 
     /// Number of stateful operators.
@@ -132,6 +152,7 @@ impl StreamState {
         (close_all, watermark): (bool, i64),
         p: &mut BatchProgress,
     ) -> anyhow::Result<Vec<RecordBatch>> {
+        self.late_rows.clear();
         plan.begin_batch(input);
         let out = self.run_flow(plan, (close_all, watermark), p).await;
         plan.end_batch();
@@ -176,8 +197,16 @@ impl StreamState {
             let watermarks = input_watermarks(&self.feeds[i], watermark, &kept);
             let mut ctx = BatchContext::new(close_all, p, now_ms, watermarks);
             let emitted = op.process(rows, &mut ctx)?;
-            let (expired, pruned, late) = ctx.counts();
+            let ((expired, pruned, late), late_rows) = ctx.tally();
             p.late_rows += late;
+            let operator = self.names[i];
+            self.late_rows
+                .extend(late_rows.into_iter().map(|(input, rows)| OperatorLateRows {
+                    stage: i,
+                    operator,
+                    input,
+                    rows,
+                }));
             let time = started.elapsed();
             operators += time;
             let rows_out = emitted.iter().map(|b| b.num_rows() as u64).sum();

@@ -99,6 +99,9 @@ pub struct BatchContext<'a> {
     pub pruned: u64,
     /// Rows dropped as late in this batch (the operator counts them).
     pub late: u64,
+    /// The late rows themselves, by input, where the operator keeps them (a join's
+    /// sides), for the late-data file.
+    pub late_rows: Vec<(usize, RecordBatch)>,
 }
 
 impl<'a> BatchContext<'a> {
@@ -117,6 +120,7 @@ impl<'a> BatchContext<'a> {
             watermarks,
             pruned: 0,
             late: 0,
+            late_rows: Vec::new(),
         }
     }
 
@@ -125,18 +129,28 @@ impl<'a> BatchContext<'a> {
         self.watermarks.get(i).copied().unwrap_or(NO_WATERMARK)
     }
 
-    /// Adds the counts of another context (a shard's).
-    pub fn add_counts(&mut self, other: (u64, u64, u64)) {
-        self.expired += other.0;
-        self.pruned += other.1;
-        self.late += other.2;
+    /// Adds the counts and late rows of another context (a shard's).
+    pub fn add(&mut self, other: Tally) {
+        let (counts, late_rows) = other;
+        self.expired += counts.0;
+        self.pruned += counts.1;
+        self.late += counts.2;
+        self.late_rows.extend(late_rows);
     }
 
     /// Its counts: (expired, pruned, late).
     pub fn counts(&self) -> (u64, u64, u64) {
         (self.expired, self.pruned, self.late)
     }
+
+    /// Its counts and late rows, taken out (a shard's, for [`BatchContext::add`]).
+    pub fn tally(&mut self) -> Tally {
+        (self.counts(), std::mem::take(&mut self.late_rows))
+    }
 }
+
+/// A context's counts (expired, pruned, late) and late rows by input.
+pub type Tally = ((u64, u64, u64), Vec<(usize, RecordBatch)>);
 
 /// What a checkpoint takes from an operator.
 pub struct Snapshot {

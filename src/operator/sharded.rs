@@ -113,9 +113,9 @@ impl<T: Keyed> Operator for Sharded<T> {
             let mut progress = BatchProgress::default();
             let mut c = BatchContext::new(close_all, &mut progress, now_ms, watermarks.clone());
             let out = shard.process(batches, &mut c);
-            out.map(|o| (o, c.counts()))
+            out.map(|o| (o, c.tally()))
         };
-        type Counted = (Vec<RecordBatch>, (u64, u64, u64));
+        type Counted = (Vec<RecordBatch>, super::Tally);
         let results: Vec<Result<Counted>> = match self.shards.as_mut_slice() {
             [one] => vec![run(one, routed.into_iter().next().unwrap_or_default())],
             shards => std::thread::scope(|scope| {
@@ -138,9 +138,9 @@ impl<T: Keyed> Operator for Sharded<T> {
         };
         let mut out = Vec::new();
         for r in results {
-            let (rows, counts) = r?;
+            let (rows, tally) = r?;
             out.extend(rows);
-            ctx.add_counts(counts);
+            ctx.add(tally);
         }
         Ok(out)
     }

@@ -12,7 +12,8 @@ use crate::error::{Error, Result};
 use crate::exec::late::{OFFSET, PARTITION};
 
 /// Late rows, appended as JSON lines with where they came from: the batch id that
-/// dropped them, topic, partition and offset, then the row's columns.
+/// dropped them, topic, partition and offset (or, for a join's rows, the operator and
+/// side), then the row's columns.
 pub struct LateSink {
     path: PathBuf,
     out: std::io::BufWriter<std::fs::File>,
@@ -39,9 +40,6 @@ impl LateSink {
         topic: Option<&str>,
         rows: &[RecordBatch],
     ) -> Result<()> {
-        let path = self.path.clone();
-        let io = |e: std::io::Error| Error::io("cannot write", &path, e);
-        let bad = |e: arrow::error::ArrowError| Error::option("late-data sink", e.to_string());
         let topic = match topic {
             Some(t) => format!(",\"topic\":{}", serde_json::Value::from(t)),
             None => String::new(),
@@ -53,22 +51,49 @@ impl LateSink {
             let partitions = b.column(p).as_primitive::<Int32Type>();
             let offsets = b.column(o).as_primitive::<Int64Type>();
             let keep: Vec<usize> = (0..b.num_columns()).filter(|&i| i != p && i != o).collect();
-            let text = super::json_lines(&[&b.project(&keep).map_err(bad)?]).map_err(bad)?;
-            for (row, line) in super::json_rows(&text).enumerate() {
-                let row_json = std::str::from_utf8(line).unwrap_or("{}");
-                let body = row_json.strip_prefix('{').unwrap_or(row_json);
-                let sep = if body == "}" { "" } else { "," };
-                writeln!(
-                    self.out,
-                    "{{\"batch_id\":{batch_id}{topic},\"partition\":{},\"offset\":{}{sep}{body}",
+            self.lines(&b.project(&keep).map_err(bad)?, |row| {
+                format!(
+                    "\"batch_id\":{batch_id}{topic},\"partition\":{},\"offset\":{}",
                     partitions.value(row),
                     offsets.value(row)
                 )
-                .map_err(io)?;
-            }
+            })?;
         }
-        self.out.flush().map_err(io)
+        self.out
+            .flush()
+            .map_err(|e| Error::io("cannot write", &self.path, e))
     }
+
+    /// Writes the late `rows` an operator dropped from one input in batch `batch_id`
+    /// (a join's side): the rows as that input gave them, after `origin` (JSON members
+    /// naming the operator and input).
+    pub fn write_dropped(&mut self, batch_id: u64, origin: &str, rows: &RecordBatch) -> Result<()> {
+        self.lines(rows, |_| format!("\"batch_id\":{batch_id},{origin}"))?;
+        self.out
+            .flush()
+            .map_err(|e| Error::io("cannot write", &self.path, e))
+    }
+
+    /// One JSON line per row of `b`: `{<head(row)>, <the row's columns>}`.
+    fn lines(&mut self, b: &RecordBatch, head: impl Fn(usize) -> String) -> Result<()> {
+        if b.num_rows() == 0 {
+            return Ok(());
+        }
+        let text = super::json_lines(&[b]).map_err(bad)?;
+        for (row, line) in super::json_rows(&text).enumerate() {
+            let row_json = std::str::from_utf8(line).unwrap_or("{}");
+            let body = row_json.strip_prefix('{').unwrap_or(row_json);
+            let sep = if body == "}" { "" } else { "," };
+            writeln!(self.out, "{{{}{sep}{body}", head(row))
+                .map_err(|e| Error::io("cannot write", &self.path, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// An arrow error while writing kept-aside rows.
+fn bad(e: arrow::error::ArrowError) -> Error {
+    Error::option("late-data sink", e.to_string())
 }
 
 /// Records that did not decode, appended as JSON lines with where they came from.

@@ -461,6 +461,10 @@ impl Operator for JoinOp {
             self.apply(1, b, ctx.now_ms, &mut out)?;
         }
         ctx.late += self.sides.iter().map(|s| s.late).sum::<u64>() - late_before;
+        for (i, s) in self.sides.iter_mut().enumerate() {
+            ctx.late_rows
+                .extend(s.dropped.drain(..).map(|rows| (i, rows)));
+        }
         self.finish(out)
     }
 

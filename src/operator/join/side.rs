@@ -76,6 +76,8 @@ pub struct Side {
     time: Option<SideTime>,
     /// Rows dropped as late (at or behind the watermark), over the run.
     pub late: u64,
+    /// The rows dropped as late since they were last taken (for the late-data file).
+    pub dropped: Vec<RecordBatch>,
     /// Keys kept per key group.
     group_keys: Vec<u32>,
 }
@@ -147,6 +149,7 @@ impl Side {
             null_equality,
             time,
             late: 0,
+            dropped: Vec::new(),
             group_keys: vec![0; crate::state::KEY_GROUPS as usize],
         })
     }
@@ -172,7 +175,7 @@ impl Side {
     /// column). In an interval join, rows at or behind `watermark` are dropped as late
     /// and counted.
     pub fn delta(&mut self, b: &RecordBatch, updating: bool, watermark: i64) -> Result<Delta> {
-        let (b, times) = self.without_late(b, watermark)?;
+        let (b, times) = self.without_late(b, watermark, updating)?;
         let (batch, weights) = match updating {
             true => (
                 b.project(&(0..b.num_columns() - 1).collect::<Vec<_>>())?,
@@ -224,11 +227,13 @@ impl Side {
 
     /// `b` without the rows an interval join takes as late (event time at or behind the
     /// watermark: rows to come are all newer, so the other side pruned on that basis),
-    /// and the kept rows' event times (interval joins only).
+    /// and the kept rows' event times (interval joins only). The late rows go to
+    /// [`Side::dropped`] (without the change column of an `updating` input).
     fn without_late(
         &mut self,
         b: &RecordBatch,
         watermark: i64,
+        updating: bool,
     ) -> Result<(RecordBatch, Option<TimestampMillisecondArray>)> {
         let Some(t) = self.time.as_ref() else {
             return Ok((b.clone(), None));
@@ -246,6 +251,11 @@ impl Side {
             return Ok((b.clone(), Some(times)));
         }
         self.late += late as u64;
+        let dropped = filter_record_batch(b, &arrow::compute::not(&on_time)?)?;
+        self.dropped.push(match updating {
+            true => dropped.project(&(0..dropped.num_columns() - 1).collect::<Vec<_>>())?,
+            false => dropped,
+        });
         let kept = filter(&times, &on_time)?
             .as_primitive::<TimestampMillisecondType>()
             .clone();
