@@ -259,6 +259,11 @@ pub fn with_kinds(batch: &RecordBatch, kinds: Vec<i8>, schema: &SchemaRef) -> Re
     Ok(RecordBatch::try_new(Arc::clone(schema), cols)?)
 }
 
+/// A batch with a change column, without it (its rows' columns only).
+pub fn without_change(batch: &RecordBatch) -> Result<RecordBatch> {
+    Ok(batch.project(&(0..batch.num_columns().saturating_sub(1)).collect::<Vec<_>>())?)
+}
+
 /// The weight of each row of a batch with a change column.
 pub fn weights(batch: &RecordBatch) -> Result<Vec<i64>> {
     let col = batch.column_by_name(CHANGE).ok_or_else(|| {

@@ -178,7 +178,7 @@ impl RankOp {
             return self.insert(b, None);
         }
         let weights = super::weights(b)?;
-        let rows = b.project(&(0..b.num_columns() - 1).collect::<Vec<_>>())?;
+        let rows = super::without_change(b)?;
         self.insert(&rows, Some(&weights))
     }
 

@@ -178,7 +178,7 @@ impl Side {
         let (b, times) = self.without_late(b, watermark, updating)?;
         let (batch, weights) = match updating {
             true => (
-                b.project(&(0..b.num_columns() - 1).collect::<Vec<_>>())?,
+                super::super::without_change(&b)?,
                 super::super::weights(&b)?,
             ),
             false => (b.clone(), vec![1; b.num_rows()]),
@@ -253,7 +253,7 @@ impl Side {
         self.late += late as u64;
         let dropped = filter_record_batch(b, &arrow::compute::not(&on_time)?)?;
         self.dropped.push(match updating {
-            true => dropped.project(&(0..dropped.num_columns() - 1).collect::<Vec<_>>())?,
+            true => super::super::without_change(&dropped)?,
             false => dropped,
         });
         let kept = filter(&times, &on_time)?
