@@ -97,6 +97,28 @@ pub fn ensure_topic(brokers: &str, topic: &str, partitions: usize) -> Result<usi
     }
 }
 
+/// The context of Sluice's partition consumers: as librdkafka's default, except that
+/// an end-of-partition event is not an error. Bounded reads ask for those events
+/// (`enable.partition.eof`) and take them from `poll`; the ones still queued when a
+/// consumer closes reach the context instead, which by default logged each as
+/// `ERROR … Global error: PartitionEOF` at the end of every `--available-now` run.
+pub struct ReaderContext;
+
+impl rdkafka::ClientContext for ReaderContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        use rdkafka::error::KafkaError;
+        let eof = matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        );
+        if !eof {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReaderContext {}
+
 /// Consumer settings for reading assigned partitions fast with little memory: a shallow
 /// local queue that is refilled at once (`fetch.queue.backoff.ms` = 1; librdkafka's
 /// default waits 1 s before fetching again once the queue is full, which is what made

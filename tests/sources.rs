@@ -185,6 +185,9 @@ fn an_aggregate_over_two_topics_reads_each_once_per_batch_and_reports_each() {
         stderr.contains("reading a: Kafka topic") && stderr.contains("; b: Kafka topic"),
         "{stderr}"
     );
+    // Regression: the end-of-partition events a bounded read asks for were logged as
+    // `ERROR … Global error: PartitionEOF` when the consumers closed.
+    assert!(!stderr.contains("PartitionEOF"), "{stderr}");
 
     // Each batch reports every table it read, with its own offsets; over the run each
     // table's partitions were read from 0 to the end exactly once.

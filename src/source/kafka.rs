@@ -151,11 +151,11 @@ impl Source for KafkaSource {
     fn readers(&mut self) -> Result<Vec<Box<dyn PartitionReader>>> {
         (0..self.partitions)
             .map(|p| {
-                let consumer: BaseConsumer = with_overrides(
+                let consumer = with_overrides(
                     kafka::consumer_config(&self.brokers),
                     &self.client_overrides,
                 )
-                .create()
+                .create_with_context(kafka::ReaderContext)
                 .map_err(|e| Error::kafka("creating a partition consumer", e))?;
                 Ok(Box::new(KafkaPartitionReader {
                     consumer,
@@ -180,7 +180,7 @@ fn with_overrides(
 
 /// One partition's client. `position` is the next offset the client will deliver.
 struct KafkaPartitionReader {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<kafka::ReaderContext>,
     topic: String,
     partition: i32,
     position: Option<i64>,
