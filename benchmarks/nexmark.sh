@@ -6,20 +6,23 @@
 # over bid ⋈ auction), and the windowed joins q5 (hot items), q7 (highest bid) and q8
 # (new users: person ⋈ auction per window) over the topics (each nexmark table's WITH clause swapped for its
 # topic, results into a blackhole sink; updating results in changelog mode). Prints
-# records/s for each and the ratio to the ceiling and to q0, and peak RSS.
+# records/s for each (by the process's wall time, start-up included, and by its job
+# time: the batches' own time, summed from its progress records) and the ratio to the
+# ceiling and to q0, and peak RSS.
 #
-#   benchmarks/nexmark.sh [--events N] [--partitions N] [--runs N]
+#   benchmarks/nexmark.sh [--events N] [--partitions N] [--runs N] [--queries "q0 q3 …"]
 # Needs the local broker (scripts/kafka-local.sh start) and a release build with the
 # kafka_bare example (cargo build --release --all-targets).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
-events=10000000 partitions=2 runs=2
+events=10000000 partitions=2 runs=2 queries="q0 q1 q2 q13 q18 q19 q3 q20 q4 q9 q5 q7 q8"
 while [ $# -gt 0 ]; do
   case "$1" in
     --events) events="$2"; shift 2 ;;
     --partitions) partitions="$2"; shift 2 ;;
     --runs) runs="$2"; shift 2 ;;
+    --queries) queries="$2"; shift 2 ;;
     *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
   esac
 done
@@ -34,7 +37,7 @@ prefix="bench-nexmark-$$"
 bids=$(python3 -c "n=$events; print(n // 50 * 46 + max(n % 50 - 4, 0))")
 people=$(python3 -c "n=$events; print(n // 50 + min(n % 50, 1))")
 auctions=$((events - bids - people))
-queries="q0 q1 q2 q13 q18 q19 q3 q20 q4 q9 q5 q7 q8"
+queries="q0 $(printf '%s\n' $queries | grep -vx q0 | tr '\n' ' ')" # q0 first: the ratios' base
 for q in $queries; do
   python3 - "$repo/queries/nexmark/$q.sql" "$dir/$q.sql" "$prefix" "$broker" "$repo" <<'PY'
 import re, sys
@@ -54,14 +57,14 @@ head, body = sql[:cut] + "\n", sql[cut:].strip()
 open(dst, "w").write(head + "CREATE TABLE sink WITH (connector = 'blackhole');\nINSERT INTO sink " + body)
 PY
 done
-printf '%-6s %-4s %-14s %-12s %-10s %s\n' "what" "run" "records/s" "vs ceiling" "vs q0" "peak RSS MB"
+printf '%-6s %-4s %-12s %-12s %-10s %-12s %-10s %s\n' "what" "run" "records/s" "vs ceiling" "vs q0" "job rec/s" "job vs q0" "peak RSS MB"
 for r in $(seq 1 "$runs"); do
   # The ceiling by the same measure as Sluice: records / wall time of the process.
   /usr/bin/time -f "%e" -o "$dir/bare-time" "$target/examples/kafka_bare" consume \
     --broker "$broker" --topic "$prefix-bid" >/dev/null
   ceiling=$(python3 -c "print($bids / $(cat "$dir/bare-time"))")
-  printf '%-6s %-4s %-14.0f %-12s %-10s %s\n' "bare" "$r" "$ceiling" "1.00" "" ""
-  q0=""
+  printf '%-6s %-4s %-12.0f %-12s %-10s %-12s %-10s %s\n' "bare" "$r" "$ceiling" "1.00" "" "" "" ""
+  q0="" q0job=""
   for q in $queries; do
     # Dedup, top-N and aggregates over joins are updating results: their changes go to
     # the sink. Joins read two topics: their rate counts the records of both.
@@ -69,13 +72,18 @@ for r in $(seq 1 "$runs"); do
     case "$q" in q18|q19|q4|q9) mode=changelog ;; esac
     read_records=$bids
     case "$q" in q3|q8) read_records=$((people + auctions)) ;; q20|q4|q9) read_records=$((bids + auctions)) ;; esac
+    rm -f "$dir/progress.jsonl"
     /usr/bin/time -f "%e %M" -o "$dir/time" "$target/sluice" run "$dir/$q.sql" --available-now \
-      --output-mode "$mode" --status plain 2>"$dir/err" >/dev/null || { cat "$dir/err"; exit 1; }
+      --output-mode "$mode" --status plain --progress-json "$dir/progress.jsonl" 2>"$dir/err" >/dev/null \
+      || { cat "$dir/err"; exit 1; }
     read -r wall rss <"$dir/time"
+    job=$(python3 -c "import json,sys; print(sum(json.loads(l)['durationMs']['triggerExecution'] for l in open(sys.argv[1])) / 1000)" "$dir/progress.jsonl")
     rate=$(python3 -c "print($read_records / $wall)")
-    [ "$q" = q0 ] && q0="$rate"
-    printf '%-6s %-4s %-14.0f %-12.2f %-10.2f %s\n' "$q" "$r" "$rate" \
-      "$(python3 -c "print($rate / $ceiling)")" "$(python3 -c "print($rate / $q0)")" "$((rss / 1024))"
+    jobrate=$(python3 -c "print($read_records / max($job, 0.001))")
+    [ "$q" = q0 ] && q0="$rate" q0job="$jobrate"
+    printf '%-6s %-4s %-12.0f %-12.2f %-10.2f %-12.0f %-10.2f %s\n' "$q" "$r" "$rate" \
+      "$(python3 -c "print($rate / $ceiling)")" "$(python3 -c "print($rate / $q0)")" \
+      "$jobrate" "$(python3 -c "print($jobrate / $q0job)")" "$((rss / 1024))"
   done
 done
-echo "($bids bids, $auctions auctions, $people people of $events Nexmark events, topics $prefix-*, $partitions partitions; records/s = records read (bids; for q3 and q8 people + auctions; for q20, q4, q9 bids + auctions) / wall time of the process, start-up included, for the bare consumer over the bid topic too)"
+echo "($bids bids, $auctions auctions, $people people of $events Nexmark events, topics $prefix-*, $partitions partitions; records/s = records read (bids; for q3 and q8 people + auctions; for q20, q4, q9 bids + auctions) / wall time of the process, start-up included, for the bare consumer over the bid topic too; job rec/s: / the batches' time, start-up and shut-down excluded)"
