@@ -35,7 +35,8 @@ pub struct KafkaSource {
     topic: String,
     partitions: usize,
     starting: StartingOffsets,
-    meta: BaseConsumer,
+    /// Offsets and partition counts (`None` only once dropped: see `Drop`).
+    meta: Option<BaseConsumer>,
     /// librdkafka settings from `kafka.*` table options, applied to every client.
     client_overrides: Vec<(String, String)>,
 }
@@ -103,21 +104,37 @@ impl KafkaSource {
             topic,
             partitions,
             starting,
-            meta,
+            meta: Some(meta),
             client_overrides,
         })
     }
 
     fn watermarks(&self) -> Result<Vec<(i64, i64)>> {
+        let meta = self
+            .meta
+            .as_ref()
+            .ok_or_else(|| Error::option("source", "the Kafka source was closed"))?;
         (0..self.partitions)
             .map(|p| {
-                self.meta
-                    .fetch_watermarks(&self.topic, p as i32, kafka::METADATA_TIMEOUT)
+                meta.fetch_watermarks(&self.topic, p as i32, kafka::METADATA_TIMEOUT)
                     .map_err(|e| {
                         Error::kafka(format!("reading the end offsets of {}/{p}", self.topic), e)
                     })
             })
             .collect()
+    }
+}
+
+impl Drop for KafkaSource {
+    /// The metadata client closes on a thread of its own, as the partition clients do
+    /// (see `Fetcher`'s drop): closing waits for librdkafka's threads, and a run with
+    /// several tables closed them one after another at the end.
+    fn drop(&mut self) {
+        if let Some(meta) = self.meta.take() {
+            let _ = std::thread::Builder::new()
+                .name("sluice-kafka-close".into())
+                .spawn(move || drop(meta));
+        }
     }
 }
 
