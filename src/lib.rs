@@ -4,6 +4,7 @@
 //!
 //! The binary (`main.rs`) only parses arguments and calls into these modules.
 
+pub mod alloc;
 pub mod checkpoint;
 pub mod error;
 pub mod gen;

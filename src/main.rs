@@ -32,6 +32,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    sluice::alloc::limit_arenas();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
