@@ -66,9 +66,9 @@ pub struct StreamState {
 
 /// Late rows an operator dropped from one of its inputs.
 pub struct OperatorLateRows {
-    /// The stage of the plan's flow (0-based) and what its operator is.
+    /// The stage of the plan's flow (0-based).
     pub stage: usize,
-    /// See [`OperatorLateRows::stage`].
+    /// What the stage's operator is (`join`, as explain names it).
     pub operator: &'static str,
     /// Which of its inputs (a join's 0: left, 1: right).
     pub input: usize,
