@@ -394,3 +394,20 @@ fn q5_finds_the_hottest_auctions_of_each_sliding_window() {
     let close = ["--close-windows-at-end"];
     check_with_oracle("q5", &[], "append", (8000, &close), Some(Q5_ORACLE));
 }
+
+/// q11's batch answer without Sluice's session(): per bidder, a bid 10 s or more after
+/// the previous one starts a new session (running sum over LAG), as Flink defines them.
+const Q11_ORACLE: &str = "WITH g AS (\
+      SELECT bidder, date_time, CASE WHEN lag(date_time) OVER (PARTITION BY bidder ORDER BY date_time) IS NULL \
+        OR date_time - lag(date_time) OVER (PARTITION BY bidder ORDER BY date_time) >= INTERVAL '10' SECOND \
+        THEN 1 ELSE 0 END AS new_session FROM bid), \
+    s AS (SELECT bidder, date_time, sum(new_session) OVER (PARTITION BY bidder ORDER BY date_time \
+        ROWS UNBOUNDED PRECEDING) AS sid FROM g) \
+    SELECT bidder, count(*) AS bid_count, min(date_time) AS starttime, \
+           max(date_time) + INTERVAL '10' SECOND AS endtime FROM s GROUP BY bidder, sid";
+
+#[test]
+fn q11_counts_each_bidders_sessions() {
+    let close = ["--close-windows-at-end"];
+    check_with_oracle("q11", &[], "append", (8000, &close), Some(Q11_ORACLE));
+}

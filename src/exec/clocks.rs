@@ -56,6 +56,9 @@ impl SourceClocks {
             return Ok(None);
         }
         let ctx = SessionContext::new();
+        for udf in super::window::udfs() {
+            ctx.register_udf(udf); // proctime()
+        }
         let mut clocks = Vec::with_capacity(plan.inputs.len());
         for input in &plan.inputs {
             let def = &input.def;

@@ -657,6 +657,9 @@ impl Cutter<'_> {
         let mode = self.mode;
         let (node, agg) = (parts.node, as_aggregate(parts.partial)?);
         let tracker = match (&window, self.event_time.delay_ms) {
+            (Some(_), Some(_)) if self.event_time.processing => {
+                Some(Arc::new(WatermarkTracker::processing_time()))
+            }
             (Some(_), Some(d)) => Some(Arc::new(WatermarkTracker::new(d))),
             _ => None,
         };

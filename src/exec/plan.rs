@@ -77,20 +77,32 @@ pub struct Windowing {
 pub struct EventTime {
     /// `event_time = 'expr'`: a virtual column `event_time` computed from `expr`.
     pub expr: Option<String>,
-    /// `watermark_delay = '30 seconds'`.
+    /// `watermark_delay = '30 seconds'`; 0 for processing time.
     pub delay_ms: Option<i64>,
+    /// `event_time = 'proctime()'`: each row's time is the wall clock when its batch is
+    /// processed, and the watermark follows the clock ([`WatermarkTracker`]).
+    ///
+    /// [`WatermarkTracker`]: super::watermark::WatermarkTracker
+    pub processing: bool,
 }
 
 impl EventTime {
     /// Reads the event-time options of `def`.
     pub fn of(def: &TableDef) -> std::result::Result<Self, String> {
+        let expr = def.options.get("event_time").cloned();
+        let processing = expr.as_deref().is_some_and(super::window::is_proctime);
         let delay_ms = match def.options.get("watermark_delay") {
+            Some(_) if processing => {
+                return Err("does not apply to event_time = 'proctime()': processing time is never late; remove it".into())
+            }
             Some(d) => Some(super::parse_duration(d)?.as_millis() as i64),
+            None if processing => Some(0),
             None => None,
         };
         Ok(Self {
-            expr: def.options.get("event_time").cloned(),
+            expr,
             delay_ms,
+            processing,
         })
     }
 }

@@ -50,6 +50,9 @@ pub struct WatermarkTracker {
     from_sources: std::sync::Mutex<Option<i64>>,
     /// How far the watermark trails the largest event time.
     pub delay_ms: i64,
+    /// Processing time (`event_time = 'proctime()'`): the watermark is the wall clock
+    /// (less 1 ms, so rows stamped in the same millisecond as the advance are on time).
+    processing: bool,
 }
 
 impl WatermarkTracker {
@@ -61,6 +64,17 @@ impl WatermarkTracker {
             late: AtomicU64::new(0),
             from_sources: std::sync::Mutex::new(None),
             delay_ms,
+            processing: false,
+        }
+    }
+
+    /// A processing-time tracker: after each batch the watermark moves to the wall
+    /// clock, so a window closes at the first batch after the clock passes its end. Rows
+    /// are stamped when their batch runs, after the previous advance: none is ever late.
+    pub fn processing_time() -> Self {
+        Self {
+            processing: true,
+            ..Self::new(0)
         }
     }
 
@@ -78,6 +92,11 @@ impl WatermarkTracker {
     /// With several sources, the candidate their clocks set wins (never decreasing
     /// either).
     pub fn advance(&self) -> i64 {
+        if self.processing {
+            let now = super::window::now_ms().saturating_sub(1);
+            self.watermark.fetch_max(now, Ordering::SeqCst);
+            return self.watermark();
+        }
         if let Some(candidate) = self.from_sources.lock().ok().and_then(|c| *c) {
             self.watermark.fetch_max(candidate, Ordering::SeqCst);
             return self.watermark();

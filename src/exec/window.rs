@@ -209,9 +209,9 @@ pub fn event_time_ms(ts: &ArrayRef) -> Result<TimestampMillisecondArray> {
     Ok(ms.as_primitive::<TimestampMillisecondType>().clone())
 }
 
-/// The window functions, to register with a session.
+/// The window functions and `proctime()`, to register with a session.
 pub fn udfs() -> Vec<ScalarUDF> {
-    [("tumble", 2), ("hop", 3), ("session", 2)]
+    let mut udfs: Vec<ScalarUDF> = [("tumble", 2), ("hop", 3), ("session", 2)]
         .into_iter()
         .map(|(name, n)| {
             ScalarUDF::new_from_impl(WindowUdf {
@@ -219,7 +219,52 @@ pub fn udfs() -> Vec<ScalarUDF> {
                 signature: Signature::any(n, Volatility::Immutable),
             })
         })
-        .collect()
+        .collect();
+    udfs.push(ScalarUDF::new_from_impl(ProcTime {
+        signature: Signature::nullary(Volatility::Volatile),
+    }));
+    udfs
+}
+
+/// Whether an `event_time` option names processing time: `proctime()`, any case.
+pub fn is_proctime(expr: &str) -> bool {
+    expr.trim().eq_ignore_ascii_case("proctime()")
+}
+
+/// The wall clock in epoch milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// `proctime()`: the wall clock when the expression is evaluated, a TIMESTAMP(ms).
+/// Volatile, so DataFusion neither folds it at planning (as it does `now()`) nor caches
+/// it across batches: the rows of one batch share the instant their batch ran.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ProcTime {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for ProcTime {
+    fn name(&self) -> &str {
+        "proctime"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Timestamp(TimeUnit::Millisecond, None))
+    }
+
+    fn invoke_with_args(&self, _: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Ok(ColumnarValue::Scalar(ScalarValue::TimestampMillisecond(
+            Some(now_ms()),
+            None,
+        )))
+    }
 }
 
 #[cfg(test)]
