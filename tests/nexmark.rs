@@ -411,3 +411,63 @@ fn q11_counts_each_bidders_sessions() {
     let close = ["--close-windows-at-end"];
     check_with_oracle("q11", &[], "append", (8000, &close), Some(Q11_ORACLE));
 }
+
+/// q12 windows by processing time, so which window holds a bid depends on the run; what
+/// is fixed: each bidder's counts over all its windows add up to its bids, every window
+/// is 10 s and epoch-aligned, and no (bidder, window) is emitted twice (across kills).
+#[test]
+fn q12_counts_every_bid_once_in_processing_time_windows() {
+    let dir = temp_dir("nexmark-q12");
+    write_events(&dir);
+    let out = dir.join("out");
+    let q = bounded_query("q12", &dir, &out);
+    let ckpt = dir.join("ckpt");
+    let args = [
+        "run",
+        q.to_str().unwrap(),
+        "--available-now",
+        "--max-records-per-batch",
+        "8000",
+        "--trigger",
+        "80ms",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--close-windows-at-end",
+    ];
+    let killed = kill_and_restart(&args, &delays(4, 3, 300, 1200));
+    assert!(killed >= 1, "q12: no run was killed mid-stream");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let oracle = "SELECT bidder, count(*) AS bid_count FROM bid GROUP BY bidder";
+    let expected: BTreeMap<i64, i64> = rt
+        .block_on(batch_rows(&q, &dir, Some(oracle)))
+        .iter()
+        .map(|r| {
+            (
+                r["bidder"].as_i64().unwrap(),
+                r["bid_count"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let mut totals: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for r in sink_rows(&out) {
+        let bidder = r["bidder"].as_i64().unwrap();
+        let (start, end) = (r["starttime"].to_string(), r["endtime"].to_string());
+        assert!(
+            seen.insert((bidder, start.clone())),
+            "q12: window emitted twice: {r}"
+        );
+        let ms = |s: &str| {
+            chrono::NaiveDateTime::parse_from_str(s.trim_matches('"'), "%Y-%m-%dT%H:%M:%S")
+                .or_else(|_| {
+                    chrono::NaiveDateTime::parse_from_str(s.trim_matches('"'), "%Y-%m-%d %H:%M:%S")
+                })
+                .map(|t| t.and_utc().timestamp_millis())
+                .unwrap_or_else(|e| panic!("q12: {s}: {e}"))
+        };
+        assert_eq!(ms(&end) - ms(&start), 10_000, "q12: {r}");
+        assert_eq!(ms(&start) % 10_000, 0, "q12: not epoch-aligned: {r}");
+        *totals.entry(bidder).or_default() += r["bid_count"].as_i64().unwrap();
+    }
+    assert_eq!(totals, expected, "q12 after {killed} kills");
+}
