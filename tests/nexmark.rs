@@ -162,15 +162,15 @@ fn check_batched(name: &str, keys: &[&str], mode: &str, per_batch: usize, extra:
     check_with_oracle(name, keys, mode, (per_batch, extra), None);
 }
 
-/// [`check_batched`] against `oracle` (SQL over the same tables) when given, instead of
-/// the query's own text.
-fn check_with_oracle(
+/// Runs `queries/nexmark/NAME.sql` over `EVENTS` events in output `mode`, in batches of
+/// at most `per_batch` records, SIGKILLed and restarted from its checkpoint; returns the
+/// work dir, the bounded query file, the sink's dir and how many runs were killed.
+fn run_with_kills(
     name: &str,
-    keys: &[&str],
     mode: &str,
-    (per_batch, extra): (usize, &[&str]),
-    oracle: Option<&str>,
-) {
+    per_batch: usize,
+    extra: &[&str],
+) -> (PathBuf, PathBuf, PathBuf, usize) {
     let per_batch = per_batch.to_string();
     let dir = temp_dir(&format!("nexmark-{name}"));
     write_events(&dir);
@@ -194,6 +194,19 @@ fn check_with_oracle(
     // 1.2 s) is always cut short, so each query restores from its checkpoint.
     let killed = kill_and_restart(&args, &delays(4, 3, 300, 1200));
     assert!(killed >= 1, "{name}: no run was killed mid-stream");
+    (dir, q, out, killed)
+}
+
+/// [`check_batched`] against `oracle` (SQL over the same tables) when given, instead of
+/// the query's own text.
+fn check_with_oracle(
+    name: &str,
+    keys: &[&str],
+    mode: &str,
+    (per_batch, extra): (usize, &[&str]),
+    oracle: Option<&str>,
+) {
+    let (dir, q, out, killed) = run_with_kills(name, mode, per_batch, extra);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let expected = rt.block_on(batch_rows(&q, &dir, oracle));
     assert!(
@@ -417,25 +430,8 @@ fn q11_counts_each_bidders_sessions() {
 /// is 10 s and epoch-aligned, and no (bidder, window) is emitted twice (across kills).
 #[test]
 fn q12_counts_every_bid_once_in_processing_time_windows() {
-    let dir = temp_dir("nexmark-q12");
-    write_events(&dir);
-    let out = dir.join("out");
-    let q = bounded_query("q12", &dir, &out);
-    let ckpt = dir.join("ckpt");
-    let args = [
-        "run",
-        q.to_str().unwrap(),
-        "--available-now",
-        "--max-records-per-batch",
-        "8000",
-        "--trigger",
-        "80ms",
-        "--checkpoint",
-        ckpt.to_str().unwrap(),
-        "--close-windows-at-end",
-    ];
-    let killed = kill_and_restart(&args, &delays(4, 3, 300, 1200));
-    assert!(killed >= 1, "q12: no run was killed mid-stream");
+    let close = ["--close-windows-at-end"];
+    let (dir, q, out, killed) = run_with_kills("q12", "append", 8000, &close);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let oracle = "SELECT bidder, count(*) AS bid_count FROM bid GROUP BY bidder";
     let expected: BTreeMap<i64, i64> = rt

@@ -216,7 +216,6 @@ def main():
         env.execute_sql(ddl)
     select = QUERIES[args.query]
     columns = env.sql_query(select).get_schema()
-    names = columns.get_field_names()
     types = columns.get_field_data_types()
     cols = ", ".join(f"`c{i}` {t}" for i, t in enumerate(types))
     if args.count_into:
@@ -224,7 +223,6 @@ def main():
                         f"'path' = 'file://{os.path.abspath(args.count_into)}', 'format' = 'json')")
     else:
         env.execute_sql(f"CREATE TABLE sink ({cols}) WITH ('connector' = 'blackhole')")
-    del names
     started = time.monotonic()
     result = env.execute_sql(f"INSERT INTO sink {select}")
     result.wait()

@@ -93,7 +93,7 @@ impl WatermarkTracker {
     /// either).
     pub fn advance(&self) -> i64 {
         if self.processing {
-            let now = super::window::now_ms().saturating_sub(1);
+            let now = crate::gen::wall_ms().saturating_sub(1);
             self.watermark.fetch_max(now, Ordering::SeqCst);
             return self.watermark();
         }

@@ -231,13 +231,6 @@ pub fn is_proctime(expr: &str) -> bool {
     expr.trim().eq_ignore_ascii_case("proctime()")
 }
 
-/// The wall clock in epoch milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// `proctime()`: the wall clock when the expression is evaluated, a TIMESTAMP(ms).
 /// Volatile, so DataFusion neither folds it at planning (as it does `now()`) nor caches
 /// it across batches: the rows of one batch share the instant their batch ran.
@@ -261,7 +254,7 @@ impl ScalarUDFImpl for ProcTime {
 
     fn invoke_with_args(&self, _: ScalarFunctionArgs) -> Result<ColumnarValue> {
         Ok(ColumnarValue::Scalar(ScalarValue::TimestampMillisecond(
-            Some(now_ms()),
+            Some(crate::gen::wall_ms()),
             None,
         )))
     }
