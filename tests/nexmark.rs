@@ -1,13 +1,16 @@
-//! The shipped Nexmark queries (queries/nexmark), each run by Sluice over 200,000
-//! generated events in many batches, SIGKILLed and restarted from its checkpoint, and
-//! compared with the same SQL run as one batch DataFusion query over the same events
-//! (made here with the `nexmark` crate, independently of Sluice's source). And
-//! `sluice gen --nexmark` into Kafka, read back: counts and field types.
+//! The Nexmark correctness harness: `sluice gen --nexmark` loads `EVENTS` events into
+//! three Kafka topics of 2 partitions (once per test process), and each shipped query
+//! (queries/nexmark) runs over those topics in many small batches, is SIGKILLed and
+//! restarted from its checkpoint, and is compared with the same SQL run as one batch
+//! DataFusion query over the same events (made here with the `nexmark` crate,
+//! independently of Sluice's generator). And `sluice gen --nexmark` read back: counts
+//! and field types.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use common::*;
 use datafusion::prelude::{CsvReadOptions, JsonReadOptions, SessionContext};
@@ -17,6 +20,42 @@ use nexmark::EventGenerator;
 use sluice::source::nexmark::{schema, write_json, DEFAULT_BASE_TIME};
 
 const EVENTS: u64 = 200_000;
+
+/// The Kafka topics' name prefix (`PREFIX-person`, `-auction`, `-bid`): filled with the
+/// first `EVENTS` events by `sluice gen --nexmark` the first time a test asks.
+fn topics() -> &'static str {
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    PREFIX.get_or_init(|| {
+        let prefix = unique_topic("nxq");
+        let events = EVENTS.to_string();
+        sluice_ok(&[
+            "gen",
+            "--nexmark",
+            "--nexmark-prefix",
+            &prefix,
+            "--broker",
+            &broker(),
+            "--partitions",
+            "2",
+            "--target-rps",
+            "0",
+            "--max-records",
+            &events,
+            "--quiet",
+        ]);
+        prefix
+    })
+}
+
+/// The oracle's copy of the same events, one JSON-lines file per stream, written once.
+fn events_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = temp_dir("nexmark-events");
+        write_events(&dir);
+        dir
+    })
+}
 
 /// The first `EVENTS` events, one JSON-lines file per stream, in `dir`.
 fn write_events(dir: &Path) {
@@ -87,18 +126,35 @@ async fn batch_rows(
         .collect()
 }
 
-/// `queries/nexmark/NAME.sql` bounded to `EVENTS` events in 4 partitions, writing JSON
+/// `queries/nexmark/NAME.sql` over the Kafka topics of [`topics`] (each nexmark table's
+/// connector swapped for its topic, its columns, event time and delay kept), writing JSON
 /// lines into `out` (`INSERT INTO` a jsonl table, replacing the query's own sink).
 fn bounded_query(name: &str, dir: &Path, out: &Path) -> PathBuf {
     let text = std::fs::read_to_string(repo().join(format!("queries/nexmark/{name}.sql"))).unwrap();
     let mut file = sluice::sql::QueryFile::parse(name, &text).unwrap();
+    let (prefix, broker) = (topics(), broker());
     let mut sql = String::new();
     for t in &file.tables {
         if t.connector() == "nexmark" {
+            let columns: Vec<String> = t
+                .schema
+                .fields()
+                .iter()
+                .map(|f| format!("{} {}", f.name(), sql_type(f.data_type())))
+                .collect();
+            let mut with = format!(
+                "connector = 'kafka', topic = '{prefix}-{}', bootstrap_servers = '{broker}'",
+                t.options["event_type"]
+            );
+            for key in ["event_time", "watermark_delay"] {
+                if let Some(v) = t.options.get(key) {
+                    with.push_str(&format!(", {key} = '{v}'"));
+                }
+            }
             sql.push_str(&format!(
-                "CREATE TABLE {} WITH (connector = 'nexmark', event_type = '{}', max_events = '{EVENTS}', partitions = '4', \
-                 event_time = 'date_time', watermark_delay = '4 seconds');\n",
-                t.name, t.options["event_type"]
+                "CREATE TABLE {} ({}) WITH ({with});\n",
+                t.name,
+                columns.join(", ")
             ));
         } else if t.connector() == "filesystem" {
             let path = repo().join(&t.options["path"]);
@@ -118,6 +174,17 @@ fn bounded_query(name: &str, dir: &Path, out: &Path) -> PathBuf {
     let path = dir.join(format!("{name}.sql"));
     std::fs::write(&path, sql).unwrap();
     path
+}
+
+/// The SQL name of a Nexmark column's type.
+fn sql_type(t: &arrow::datatypes::DataType) -> &'static str {
+    use arrow::datatypes::DataType::*;
+    match t {
+        Int64 => "BIGINT",
+        Utf8 => "VARCHAR",
+        Timestamp(..) => "TIMESTAMP",
+        other => panic!("no SQL type for {other}"),
+    }
 }
 
 /// Every row the JSON-lines sink wrote, file by file in batch order.
@@ -162,18 +229,17 @@ fn check_batched(name: &str, keys: &[&str], mode: &str, per_batch: usize, extra:
     check_with_oracle(name, keys, mode, (per_batch, extra), None);
 }
 
-/// Runs `queries/nexmark/NAME.sql` over `EVENTS` events in output `mode`, in batches of
-/// at most `per_batch` records, SIGKILLed and restarted from its checkpoint; returns the
-/// work dir, the bounded query file, the sink's dir and how many runs were killed.
+/// Runs `queries/nexmark/NAME.sql` over the topics' `EVENTS` events in output `mode`, in
+/// batches of at most `per_batch` records, SIGKILLed and restarted from its checkpoint;
+/// returns the query file, the sink's dir and how many runs were killed.
 fn run_with_kills(
     name: &str,
     mode: &str,
     per_batch: usize,
     extra: &[&str],
-) -> (PathBuf, PathBuf, PathBuf, usize) {
+) -> (PathBuf, PathBuf, usize) {
     let per_batch = per_batch.to_string();
     let dir = temp_dir(&format!("nexmark-{name}"));
-    write_events(&dir);
     let out = dir.join("out");
     let q = bounded_query(name, &dir, &out);
     let ckpt = dir.join("ckpt");
@@ -194,7 +260,7 @@ fn run_with_kills(
     // 1.2 s) is always cut short, so each query restores from its checkpoint.
     let killed = kill_and_restart(&args, &delays(4, 3, 300, 1200));
     assert!(killed >= 1, "{name}: no run was killed mid-stream");
-    (dir, q, out, killed)
+    (q, out, killed)
 }
 
 /// [`check_batched`] against `oracle` (SQL over the same tables) when given, instead of
@@ -206,9 +272,9 @@ fn check_with_oracle(
     (per_batch, extra): (usize, &[&str]),
     oracle: Option<&str>,
 ) {
-    let (dir, q, out, killed) = run_with_kills(name, mode, per_batch, extra);
+    let (q, out, killed) = run_with_kills(name, mode, per_batch, extra);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let expected = rt.block_on(batch_rows(&q, &dir, oracle));
+    let expected = rt.block_on(batch_rows(&q, events_dir(), oracle));
     assert!(
         !expected.is_empty(),
         "{name}: the batch query finds no rows"
@@ -337,27 +403,18 @@ fn q22_splits_urls() {
     check("q22", &[]);
 }
 
+/// The topics every query reads hold exactly the oracle's events, over both partitions.
 #[test]
-fn gen_nexmark_fills_three_topics() {
-    let broker = broker();
-    let prefix = unique_topic("nx");
-    sluice_ok(&[
-        "gen",
-        "--nexmark",
-        "--nexmark-prefix",
-        &prefix,
-        "--broker",
-        &broker,
-        "--target-rps",
-        "0",
-        "--max-records",
-        "50000",
-        "--quiet",
-    ]);
+fn gen_nexmark_fills_three_topics_with_the_oracles_events() {
+    let (prefix, broker) = (topics(), broker());
     // Per 50 events: 1 person, 3 auctions, 46 bids.
-    for (stream, n) in [("person", 1000), ("auction", 3000), ("bid", 46000)] {
+    let n = EVENTS / 50;
+    for (stream, count) in [("person", n), ("auction", 3 * n), ("bid", 46 * n)] {
         let records = consume_all(&broker, &format!("{prefix}-{stream}"));
-        assert_eq!(records.len(), n, "{stream}");
+        assert_eq!(records.len() as u64, count, "{stream}");
+        let partitions: std::collections::BTreeSet<i32> =
+            records.iter().map(|r| r.partition).collect();
+        assert_eq!(partitions.len(), 2, "{stream}: partitions {partitions:?}");
         for r in records.iter().take(200) {
             let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
             assert!(v["date_time"].is_u64(), "{stream}: {v}");
@@ -371,6 +428,24 @@ fn gen_nexmark_fills_three_topics() {
                 _ => assert!(v["id"].is_u64() && v["email_address"].is_string()),
             }
         }
+        let got = sorted(
+            records
+                .iter()
+                .map(|r| String::from_utf8(r.payload.clone()).unwrap())
+                .collect(),
+        );
+        let file = events_dir().join(format!("{stream}.json"));
+        let want = sorted(
+            std::fs::read_to_string(file)
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect(),
+        );
+        assert!(
+            got == want,
+            "{stream}: the topic's records differ from the oracle's events"
+        );
     }
 }
 
@@ -431,11 +506,11 @@ fn q11_counts_each_bidders_sessions() {
 #[test]
 fn q12_counts_every_bid_once_in_processing_time_windows() {
     let close = ["--close-windows-at-end"];
-    let (dir, q, out, killed) = run_with_kills("q12", "append", 8000, &close);
+    let (q, out, killed) = run_with_kills("q12", "append", 8000, &close);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let oracle = "SELECT bidder, count(*) AS bid_count FROM bid GROUP BY bidder";
     let expected: BTreeMap<i64, i64> = rt
-        .block_on(batch_rows(&q, &dir, Some(oracle)))
+        .block_on(batch_rows(&q, events_dir(), Some(oracle)))
         .iter()
         .map(|r| {
             (
