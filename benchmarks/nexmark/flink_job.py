@@ -22,74 +22,74 @@ import time
 # (q14, a UDF in Flink's suite) is the difference of two CHAR_LENGTHs; q10 writes to the
 # blackhole like the rest; q13's side input is the repository's CSV file.
 QUERIES = {
-    "q0": "SELECT auction, bidder, price, dateTime, extra FROM bid",
-    "q1": "SELECT auction, bidder, 0.908 * price AS price, dateTime, extra FROM bid",
+    "q0": "SELECT auction, bidder, price, `dateTime`, extra FROM bid",
+    "q1": "SELECT auction, bidder, 0.908 * price AS price, `dateTime`, extra FROM bid",
     "q2": "SELECT auction, price FROM bid WHERE MOD(auction, 123) = 0",
     "q3": """SELECT P.name, P.city, P.state, A.id
              FROM auction AS A INNER JOIN person AS P ON A.seller = P.id
              WHERE A.category = 10 AND (P.state = 'or' OR P.state = 'id' OR P.state = 'ca')""",
     "q4": """SELECT Q.category, AVG(Q.final)
              FROM (SELECT MAX(B.price) AS final, A.category FROM auction A, bid B
-                   WHERE A.id = B.auction AND B.dateTime BETWEEN A.dateTime AND A.expires
+                   WHERE A.id = B.auction AND B.`dateTime` BETWEEN A.`dateTime` AND A.expires
                    GROUP BY A.id, A.category) Q
              GROUP BY Q.category""",
     "q5": """SELECT AuctionBids.auction, AuctionBids.num
              FROM (SELECT auction, count(*) AS num, window_start AS starttime, window_end AS endtime
-                   FROM TABLE(HOP(TABLE bid, DESCRIPTOR(dateTime), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
+                   FROM TABLE(HOP(TABLE bid, DESCRIPTOR(`dateTime`), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
                    GROUP BY auction, window_start, window_end) AS AuctionBids
              JOIN (SELECT max(CountBids.num) AS maxn, CountBids.starttime, CountBids.endtime
                    FROM (SELECT count(*) AS num, window_start AS starttime, window_end AS endtime
-                         FROM TABLE(HOP(TABLE bid, DESCRIPTOR(dateTime), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
+                         FROM TABLE(HOP(TABLE bid, DESCRIPTOR(`dateTime`), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
                          GROUP BY auction, window_start, window_end) AS CountBids
                    GROUP BY CountBids.starttime, CountBids.endtime) AS MaxBids
              ON AuctionBids.starttime = MaxBids.starttime AND AuctionBids.endtime = MaxBids.endtime
                 AND AuctionBids.num >= MaxBids.maxn""",
-    "q7": """SELECT B.auction, B.price, B.bidder, B.dateTime, B.extra
+    "q7": """SELECT B.auction, B.price, B.bidder, B.`dateTime`, B.extra
              FROM bid B
-             JOIN (SELECT MAX(price) AS maxprice, window_end AS dateTime
-                   FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(dateTime), INTERVAL '10' SECOND))
+             JOIN (SELECT MAX(price) AS maxprice, window_end AS `dateTime`
+                   FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(`dateTime`), INTERVAL '10' SECOND))
                    GROUP BY window_start, window_end) B1
              ON B.price = B1.maxprice
-             WHERE B.dateTime BETWEEN B1.dateTime - INTERVAL '10' SECOND AND B1.dateTime""",
+             WHERE B.`dateTime` BETWEEN B1.`dateTime` - INTERVAL '10' SECOND AND B1.`dateTime`""",
     "q8": """SELECT P.id, P.name, P.starttime
              FROM (SELECT id, name, window_start AS starttime, window_end AS endtime
-                   FROM TABLE(TUMBLE(TABLE person, DESCRIPTOR(dateTime), INTERVAL '10' SECOND))
+                   FROM TABLE(TUMBLE(TABLE person, DESCRIPTOR(`dateTime`), INTERVAL '10' SECOND))
                    GROUP BY id, name, window_start, window_end) P
              JOIN (SELECT seller, window_start AS starttime, window_end AS endtime
-                   FROM TABLE(TUMBLE(TABLE auction, DESCRIPTOR(dateTime), INTERVAL '10' SECOND))
+                   FROM TABLE(TUMBLE(TABLE auction, DESCRIPTOR(`dateTime`), INTERVAL '10' SECOND))
                    GROUP BY seller, window_start, window_end) A
              ON P.id = A.seller AND P.starttime = A.starttime AND P.endtime = A.endtime""",
-    "q9": """SELECT id, itemName, description, initialBid, reserve, dateTime, expires, seller,
+    "q9": """SELECT id, itemName, description, initialBid, reserve, `dateTime`, expires, seller,
                     category, extra, auction, bidder, price, bid_dateTime, bid_extra
-             FROM (SELECT A.*, B.auction, B.bidder, B.price, B.dateTime AS bid_dateTime,
+             FROM (SELECT A.*, B.auction, B.bidder, B.price, B.`dateTime` AS bid_dateTime,
                           B.extra AS bid_extra,
-                          ROW_NUMBER() OVER (PARTITION BY A.id ORDER BY B.price DESC, B.dateTime ASC) AS rownum
+                          ROW_NUMBER() OVER (PARTITION BY A.id ORDER BY B.price DESC, B.`dateTime` ASC) AS rownum
                    FROM auction A, bid B
-                   WHERE A.id = B.auction AND B.dateTime BETWEEN A.dateTime AND A.expires)
+                   WHERE A.id = B.auction AND B.`dateTime` BETWEEN A.`dateTime` AND A.expires)
              WHERE rownum <= 1""",
-    "q10": """SELECT auction, bidder, price, dateTime, extra,
-                     DATE_FORMAT(dateTime, 'yyyy-MM-dd'), DATE_FORMAT(dateTime, 'HH:mm')
+    "q10": """SELECT auction, bidder, price, `dateTime`, extra,
+                     DATE_FORMAT(`dateTime`, 'yyyy-MM-dd'), DATE_FORMAT(`dateTime`, 'HH:mm')
               FROM bid""",
     "q11": """SELECT B.bidder, count(*) AS bid_count,
-                     SESSION_START(B.dateTime, INTERVAL '10' SECOND) AS starttime,
-                     SESSION_END(B.dateTime, INTERVAL '10' SECOND) AS endtime
-              FROM bid B GROUP BY B.bidder, SESSION(B.dateTime, INTERVAL '10' SECOND)""",
+                     SESSION_START(B.`dateTime`, INTERVAL '10' SECOND) AS starttime,
+                     SESSION_END(B.`dateTime`, INTERVAL '10' SECOND) AS endtime
+              FROM bid B GROUP BY B.bidder, SESSION(B.`dateTime`, INTERVAL '10' SECOND)""",
     "q12": """SELECT bidder, count(*) AS bid_count, window_start AS starttime, window_end AS endtime
               FROM TABLE(TUMBLE(TABLE bid_proctime, DESCRIPTOR(p_time), INTERVAL '10' SECOND))
               GROUP BY bidder, window_start, window_end""",
-    "q13": """SELECT B.auction, B.bidder, B.price, B.dateTime, S.`value`
+    "q13": """SELECT B.auction, B.bidder, B.price, B.`dateTime`, S.`value`
               FROM (SELECT *, PROCTIME() AS p_time FROM bid) B
               JOIN side_input FOR SYSTEM_TIME AS OF B.p_time AS S
               ON MOD(B.auction, 10000) = S.key""",
     "q14": """SELECT auction, bidder, 0.908 * price AS price,
-                     CASE WHEN HOUR(dateTime) >= 8 AND HOUR(dateTime) <= 18 THEN 'dayTime'
-                          WHEN HOUR(dateTime) <= 6 OR HOUR(dateTime) >= 20 THEN 'nightTime'
+                     CASE WHEN HOUR(`dateTime`) >= 8 AND HOUR(`dateTime`) <= 18 THEN 'dayTime'
+                          WHEN HOUR(`dateTime`) <= 6 OR HOUR(`dateTime`) >= 20 THEN 'nightTime'
                           ELSE 'otherTime' END AS bidTimeType,
-                     dateTime, extra,
+                     `dateTime`, extra,
                      CHAR_LENGTH(extra) - CHAR_LENGTH(REPLACE(extra, 'c', '')) AS c_counts
               FROM bid
               WHERE 0.908 * price > 1000000 AND 0.908 * price < 50000000""",
-    "q15": """SELECT DATE_FORMAT(dateTime, 'yyyy-MM-dd') AS `day`,
+    "q15": """SELECT DATE_FORMAT(`dateTime`, 'yyyy-MM-dd') AS `day`,
                      count(*) AS total_bids,
                      count(*) FILTER (WHERE price < 10000) AS rank1_bids,
                      count(*) FILTER (WHERE price >= 10000 AND price < 1000000) AS rank2_bids,
@@ -102,9 +102,9 @@ QUERIES = {
                      count(DISTINCT auction) FILTER (WHERE price < 10000) AS rank1_auctions,
                      count(DISTINCT auction) FILTER (WHERE price >= 10000 AND price < 1000000) AS rank2_auctions,
                      count(DISTINCT auction) FILTER (WHERE price >= 1000000) AS rank3_auctions
-              FROM bid GROUP BY DATE_FORMAT(dateTime, 'yyyy-MM-dd')""",
-    "q16": """SELECT channel, DATE_FORMAT(dateTime, 'yyyy-MM-dd') AS `day`,
-                     max(DATE_FORMAT(dateTime, 'HH:mm')) AS `minute`,
+              FROM bid GROUP BY DATE_FORMAT(`dateTime`, 'yyyy-MM-dd')""",
+    "q16": """SELECT channel, DATE_FORMAT(`dateTime`, 'yyyy-MM-dd') AS `day`,
+                     max(DATE_FORMAT(`dateTime`, 'HH:mm')) AS `minute`,
                      count(*) AS total_bids,
                      count(*) FILTER (WHERE price < 10000) AS rank1_bids,
                      count(*) FILTER (WHERE price >= 10000 AND price < 1000000) AS rank2_bids,
@@ -117,25 +117,25 @@ QUERIES = {
                      count(DISTINCT auction) FILTER (WHERE price < 10000) AS rank1_auctions,
                      count(DISTINCT auction) FILTER (WHERE price >= 10000 AND price < 1000000) AS rank2_auctions,
                      count(DISTINCT auction) FILTER (WHERE price >= 1000000) AS rank3_auctions
-              FROM bid GROUP BY channel, DATE_FORMAT(dateTime, 'yyyy-MM-dd')""",
-    "q17": """SELECT auction, DATE_FORMAT(dateTime, 'yyyy-MM-dd') AS `day`,
+              FROM bid GROUP BY channel, DATE_FORMAT(`dateTime`, 'yyyy-MM-dd')""",
+    "q17": """SELECT auction, DATE_FORMAT(`dateTime`, 'yyyy-MM-dd') AS `day`,
                      count(*) AS total_bids,
                      count(*) FILTER (WHERE price < 10000) AS rank1_bids,
                      count(*) FILTER (WHERE price >= 10000 AND price < 1000000) AS rank2_bids,
                      count(*) FILTER (WHERE price >= 1000000) AS rank3_bids,
                      min(price) AS min_price, max(price) AS max_price,
                      avg(price) AS avg_price, sum(price) AS sum_price
-              FROM bid GROUP BY auction, DATE_FORMAT(dateTime, 'yyyy-MM-dd')""",
-    "q18": """SELECT auction, bidder, price, channel, url, dateTime, extra
-              FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY bidder, auction ORDER BY dateTime DESC) AS rank_number
+              FROM bid GROUP BY auction, DATE_FORMAT(`dateTime`, 'yyyy-MM-dd')""",
+    "q18": """SELECT auction, bidder, price, channel, url, `dateTime`, extra
+              FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY bidder, auction ORDER BY `dateTime` DESC) AS rank_number
                     FROM bid)
               WHERE rank_number <= 1""",
     "q19": """SELECT * FROM
                 (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC) AS rank_number
                  FROM bid)
               WHERE rank_number <= 10""",
-    "q20": """SELECT auction, bidder, price, channel, url, B.dateTime, B.extra,
-                     itemName, description, initialBid, reserve, A.dateTime, expires, seller,
+    "q20": """SELECT auction, bidder, price, channel, url, B.`dateTime`, B.extra,
+                     itemName, description, initialBid, reserve, A.`dateTime`, expires, seller,
                      category, A.extra
               FROM bid AS B INNER JOIN auction AS A ON B.auction = A.id
               WHERE A.category = 10""",
@@ -169,23 +169,23 @@ def ms(col):
 
 
 def tables(prefix, broker, side_input):
-    wm = "WATERMARK FOR dateTime AS dateTime - INTERVAL '4' SECOND"
+    wm = "WATERMARK FOR `dateTime` AS `dateTime` - INTERVAL '4' SECOND"
     return [
         f"""CREATE TABLE person_raw (id BIGINT, name STRING, email_address STRING, credit_card STRING,
               city STRING, state STRING, date_time BIGINT, extra STRING,
-              dateTime AS {ms('date_time')}, {wm}) WITH ({kafka(prefix + '-person', broker)})""",
+              `dateTime` AS {ms('date_time')}, {wm}) WITH ({kafka(prefix + '-person', broker)})""",
         """CREATE VIEW person AS SELECT id, name, email_address AS emailAddress,
-              credit_card AS creditCard, city, state, dateTime, extra FROM person_raw""",
+              credit_card AS creditCard, city, state, `dateTime`, extra FROM person_raw""",
         f"""CREATE TABLE auction_raw (id BIGINT, item_name STRING, description STRING,
               initial_bid BIGINT, reserve BIGINT, date_time BIGINT, expires BIGINT, seller BIGINT,
               category BIGINT, extra STRING,
-              dateTime AS {ms('date_time')}, {wm}) WITH ({kafka(prefix + '-auction', broker)})""",
+              `dateTime` AS {ms('date_time')}, {wm}) WITH ({kafka(prefix + '-auction', broker)})""",
         f"""CREATE VIEW auction AS SELECT id, item_name AS itemName, description,
-              initial_bid AS initialBid, reserve, dateTime, {ms('expires')} AS expires, seller,
+              initial_bid AS initialBid, reserve, `dateTime`, {ms('expires')} AS expires, seller,
               category, extra FROM auction_raw""",
         f"""CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING,
               date_time BIGINT, extra STRING,
-              dateTime AS {ms('date_time')}, {wm}) WITH ({kafka(prefix + '-bid', broker)})""",
+              `dateTime` AS {ms('date_time')}, {wm}) WITH ({kafka(prefix + '-bid', broker)})""",
         "CREATE VIEW bid_proctime AS SELECT *, PROCTIME() AS p_time FROM bid",
         f"""CREATE TABLE side_input (`key` BIGINT, `value` STRING)
               WITH ('connector' = 'filesystem', 'path' = '{side_input}', 'format' = 'csv')""",
