@@ -129,13 +129,39 @@ fn query2_equals_batch_computation_for_any_parallelism_and_batch_size() {
         };
         assert_eq!(emitted(&stdout), expected(true), "tp {tp} batch {batch}");
         assert!(stderr.contains(" 0 late rows dropped"), "{stderr}");
-        // A bounded replay closes them all at the end.
+        // A bounded replay closes them all at the end; the closing batch is reported
+        // like any other, in the progress records too.
+        let progress = dir.join(format!("progress-{tp}.jsonl"));
         let mut closing = args.to_vec();
-        closing.push("--close-windows-at-end");
+        closing.extend([
+            "--close-windows-at-end",
+            "--progress-json",
+            progress.to_str().unwrap(),
+        ]);
         let o = sluice_ok(&closing);
         assert_eq!(
             emitted(&String::from_utf8(o.stdout).unwrap()),
             expected(false),
+            "tp {tp} batch {batch}"
+        );
+        let records: Vec<serde_json::Value> = std::fs::read_to_string(&progress)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let stderr = String::from_utf8(o.stderr).unwrap();
+        let batch_lines = stderr
+            .lines()
+            .filter(|l| l.starts_with("[sluice] batch "))
+            .count();
+        assert_eq!(records.len(), batch_lines, "{stderr}");
+        let rows: u64 = records
+            .iter()
+            .map(|r| r["numOutputRows"].as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            rows as usize,
+            expected(false).len(),
             "tp {tp} batch {batch}"
         );
     }

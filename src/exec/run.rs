@@ -563,10 +563,7 @@ impl<'a> Job<'a> {
         let output = self.state.execute(&self.plan, empty, at, &mut p).await?;
         self.finish(&output, &mut p).await?;
         p.duration = started.elapsed();
-        self.status.batch(progress, &p);
-        if let Some(a) = analysis {
-            a.observe(&p, &self.plan);
-        }
+        self.report(progress, &mut p, started, analysis)?;
         self.batch_id += 1;
         Ok(())
     }
