@@ -4,7 +4,6 @@
 //!
 //! The binary (`main.rs`) only parses arguments and calls into these modules.
 
-pub mod alloc;
 pub mod checkpoint;
 pub mod error;
 pub mod gen;
@@ -14,6 +13,7 @@ pub mod kafka;
 pub use error::{Error, Result};
 pub mod decode;
 pub mod exec;
+pub mod functions;
 pub mod metrics;
 pub mod operator;
 pub mod sink;

@@ -209,7 +209,7 @@ pub fn event_time_ms(ts: &ArrayRef) -> Result<TimestampMillisecondArray> {
     Ok(ms.as_primitive::<TimestampMillisecondType>().clone())
 }
 
-/// The window functions and `proctime()`, to register with a session.
+/// The window functions, `proctime()` and the faster `to_char`, to register with a session.
 pub fn udfs() -> Vec<ScalarUDF> {
     let mut udfs: Vec<ScalarUDF> = [("tumble", 2), ("hop", 3), ("session", 2)]
         .into_iter()
@@ -223,6 +223,7 @@ pub fn udfs() -> Vec<ScalarUDF> {
     udfs.push(ScalarUDF::new_from_impl(ProcTime {
         signature: Signature::nullary(Volatility::Volatile),
     }));
+    udfs.push(crate::functions::to_char());
     udfs
 }
 
