@@ -34,8 +34,9 @@ enum Command {
 /// mimalloc rather than glibc's malloc: Sluice's threads hand batches to each other (a
 /// batch decoded on a fetch thread is kept as join or top-N state by an operator shard
 /// and freed there), which glibc serves from per-thread arenas that fill with holes and
-/// lock each other out. Measured on Nexmark over Kafka (5 M events, 2 cores): q7 +25 %,
-/// q18 and q20 +13 %, q0 +5 % events/s; peak RSS +15–25 % on q0 and q20, −5 % on q18.
+/// lock each other out. Measured on Nexmark over Kafka (5 M events, 2 cores, runs
+/// alternated): q7 +25 %, q18 +10 %, q0 +5 % events/s, q20 within the noise; peak RSS
+/// +25 % on q0 (~80 MB), +5 % on q7, −5 % on q18.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
