@@ -81,6 +81,7 @@ def sluice_sql(q, prefix, broker, dst):
 def sluice(q, qfile, work):
     mode = "changelog" if q in CHANGELOG else "update" if q in UPDATE else "append"
     progress = work / f"{q}.progress.jsonl"
+    progress.unlink(missing_ok=True)  # Sluice appends to it: one run's records only
     cmd = [str(SLUICE), "run", str(qfile), "--available-now", "--output-mode", mode,
            "--status", "plain", "--progress-json", str(progress)]
     if q in WINDOWED:
