@@ -381,11 +381,7 @@ fn progress_reports_each_operator_rows_in_out_and_state() {
         .iter()
         .map(|c| parse_record(&c.payload).unwrap().user_id)
         .collect();
-    let records: Vec<serde_json::Value> = std::fs::read_to_string(&json)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let records = progress_records(&json);
     assert!(records.len() >= 6);
     for r in &records {
         let ops = r["operators"].as_array().unwrap();

@@ -538,11 +538,7 @@ fn progress_json_agrees_with_the_progress_lines() {
         "--progress-json",
         json.to_str().unwrap(),
     ]);
-    let records: Vec<serde_json::Value> = std::fs::read_to_string(&json)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let records = progress_records(&json);
     let lines = parse_offsets(&stderr);
     assert_eq!(records.len(), lines.len());
     assert_eq!(records.len(), 3);

@@ -383,15 +383,6 @@ fn append_timed(broker: &str, topic: &str, n: u64, seed: u64, (start_ms, rate): 
 /// 2026-01-01T00:00:00Z, where the timed records start.
 const T0: i64 = 1_767_225_600_000;
 
-/// Each batch's progress record, from a `--progress-json` file.
-fn progress_records(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 const WITHIN_SECONDS: &str =
     "SELECT a.user_id, a.timestamp AS at, b.timestamp AS bt, b.severity FROM a JOIN b \
      ON a.user_id = b.user_id AND b.timestamp BETWEEN a.timestamp - 1000 AND a.timestamp + 2000";

@@ -191,11 +191,7 @@ fn an_aggregate_over_two_topics_reads_each_once_per_batch_and_reports_each() {
 
     // Each batch reports every table it read, with its own offsets; over the run each
     // table's partitions were read from 0 to the end exactly once.
-    let records: Vec<serde_json::Value> = std::fs::read_to_string(&progress)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let records = progress_records(&progress);
     assert!(records.len() >= 4, "{} batches", records.len());
     let mut read: BTreeMap<(String, String), i64> = BTreeMap::new();
     for r in &records {

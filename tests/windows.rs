@@ -144,11 +144,7 @@ fn query2_equals_batch_computation_for_any_parallelism_and_batch_size() {
             expected(false),
             "tp {tp} batch {batch}"
         );
-        let records: Vec<serde_json::Value> = std::fs::read_to_string(&progress)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let records = progress_records(&progress);
         let stderr = String::from_utf8(o.stderr).unwrap();
         let batch_lines = stderr
             .lines()

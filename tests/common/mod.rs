@@ -300,6 +300,15 @@ pub fn query_file(dir: &std::path::Path, broker: &str, topic: &str, query: &str)
     path
 }
 
+/// Each batch's progress record, from a `--progress-json` file.
+pub fn progress_records(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// A fresh temporary directory.
 pub fn temp_dir(prefix: &str) -> PathBuf {
     let d = std::env::temp_dir().join(unique_topic(prefix));
