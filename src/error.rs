@@ -73,3 +73,98 @@ impl Error {
         }
     }
 }
+
+/// The error and its causes on one line, skipping a cause its parent already quotes:
+/// the one message the binary prints. A huge token the message quotes (a megabyte
+/// literal the parser stopped at) is cut to its start and its length.
+pub fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    shorten_long_words(&shorten_long_quotes(&out, 120), 200)
+}
+
+/// `text` with every `'…'` span of more than `max` characters cut to its first 60 and
+/// a note of its length.
+fn shorten_long_quotes(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(4096));
+    let mut rest = text;
+    while let Some(open) = rest.find('\'') {
+        let Some(len) = rest[open + 1..].find('\'') else {
+            break;
+        };
+        let quoted = &rest[open + 1..open + 1 + len];
+        out.push_str(&rest[..=open]);
+        let n = quoted.chars().count();
+        if n > max {
+            out.extend(quoted.chars().take(60));
+            out.push_str(&format!("…' ({n} characters)"));
+        } else {
+            out.push_str(quoted);
+            out.push('\'');
+        }
+        rest = &rest[open + len + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `text` with every run of more than `max` non-blank characters cut to its first 80
+/// and a note of its length.
+fn shorten_long_words(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(4096));
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        let n = word.chars().count();
+        if n > max {
+            out.extend(word.chars().take(80));
+            out.push_str(&format!("… ({n} characters)"));
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in text.chars() {
+        if c.is_whitespace() {
+            flush(&mut word, &mut out);
+            out.push(c);
+        } else {
+            word.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_huge_quoted_token_is_cut_in_the_message() {
+        let e = anyhow::anyhow!("found: '{}' at Line: 9", "x".repeat(5000));
+        let m = super::report(&e);
+        assert!(
+            m.starts_with("found: 'xxx") && m.ends_with("…' (5000 characters) at Line: 9"),
+            "{m}"
+        );
+        assert!(m.len() < 150);
+        let e = anyhow::anyhow!("delay '{}' is bad: 'ok'", "1 + ".repeat(900));
+        let m = super::report(&e);
+        assert!(
+            m.ends_with("…' (3600 characters) is bad: 'ok'") && m.len() < 150,
+            "{m}"
+        );
+        let e = anyhow::anyhow!("unquoted {} here", "y".repeat(900));
+        assert!(super::report(&e).ends_with("… (900 characters) here"));
+        assert_eq!(
+            super::report(&anyhow::anyhow!("short words stay")),
+            "short words stay"
+        );
+    }
+}

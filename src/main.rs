@@ -52,7 +52,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", report(&e));
+            eprintln!("error: {}", sluice::error::report(&e));
             ExitCode::FAILURE
         }
     }
@@ -107,19 +107,4 @@ fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
             .context("installing a signal handler")?;
     }
     Ok(flag)
-}
-
-/// The error and its causes on one line, skipping a cause its parent already quotes.
-fn report(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            if !out.is_empty() {
-                out.push_str(": ");
-            }
-            out.push_str(&text);
-        }
-    }
-    out
 }

@@ -7,8 +7,9 @@
 //! null), with the other fields skipped after a strict check of their syntax. Anything
 //! else — an escape in a wanted string, a nested value, a duplicate wanted key, a string
 //! where a number is expected, a syntax error — makes it give the whole chunk back, and
-//! arrow-json (the exact path, with per-record error isolation) decodes it. So on every
-//! chunk it accepts, it yields what arrow-json would.
+//! the exact path (serde's typed reading checked, then arrow-json, with per-record error
+//! isolation) decodes it. So on every chunk it accepts, it yields what the exact path
+//! would.
 
 use std::sync::Arc;
 
@@ -94,6 +95,16 @@ enum Value<'a> {
     Str(&'a str),
 }
 
+impl Value<'_> {
+    /// The value, unless it is an infinite or NaN float.
+    fn filter_finite(self) -> Option<Self> {
+        match self {
+            Value::Float(f) if !f.is_finite() => None,
+            v => Some(v),
+        }
+    }
+}
+
 /// The fast decoder for one (projected) schema.
 #[derive(Debug, Clone)]
 pub struct FlatDecoder {
@@ -171,10 +182,10 @@ impl FlatDecoder {
                     return None;
                 }
                 let key_end = at + 1 + memchr::memchr2(b'"', b'\\', &b[at + 1..])?;
-                if b[key_end] != b'"' {
-                    return None; // an escaped key: leave it to arrow-json
-                }
                 let key = &b[at + 1..key_end];
+                if b[key_end] != b'"' || has_control(key) {
+                    return None; // an escaped key or a raw control character: not ours
+                }
                 at = ws(b, key_end + 1);
                 if b.get(at) != Some(&b':') {
                     return None;
@@ -245,7 +256,9 @@ fn scalar(text: &str, at: usize) -> Option<(Value<'_>, usize)> {
                 return Some((Value::Int(i), end));
             }
             let end = number_end(b, at)?;
-            Some((Value::Float(text[at..end].parse().ok()?), end))
+            let f: f64 = text[at..end].parse().ok()?;
+            // Out of f64's range: serde refuses it, so the exact path says why.
+            Some((Value::Float(f).filter_finite()?, end))
         }
         _ => None,
     }
@@ -288,7 +301,10 @@ fn integer(b: &[u8], at: usize) -> Option<(i64, usize)> {
     }
     let digits = i - first;
     let leading_zero = digits > 1 && b[first] == b'0';
-    if digits == 0 || leading_zero || matches!(b.get(i), Some(b'.' | b'e' | b'E')) {
+    // serde reads `-0` as the float -0.0 (so an integer column refuses it): not ours.
+    let negative_zero = negative && v == 0;
+    if digits == 0 || leading_zero || negative_zero || matches!(b.get(i), Some(b'.' | b'e' | b'E'))
+    {
         return None;
     }
     Some((v, i))
@@ -348,7 +364,12 @@ fn skip(b: &[u8], at: usize) -> Option<usize> {
         b't' if b[at..].starts_with(b"true") => Some(at + 4),
         b'f' if b[at..].starts_with(b"false") => Some(at + 5),
         b'n' if b[at..].starts_with(b"null") => Some(at + 4),
-        b'-' | b'0'..=b'9' => number_end(b, at),
+        b'-' | b'0'..=b'9' => {
+            // A number that may overflow f64 (serde refuses those): the exact path's call.
+            let end = number_end(b, at)?;
+            let may_overflow = end - at > 300 || b[at..end].iter().any(|&c| c | 0x20 == b'e');
+            (!may_overflow).then_some(end)
+        }
         _ => None,
     }
 }

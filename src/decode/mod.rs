@@ -7,7 +7,11 @@
 //! (with its partition and offset) and the rest of the chunk decodes normally.
 //!
 //! ```text
-//!  payloads ──► fast path: one decoder, each payload must add exactly one row
+//!  payloads ──► fast path (`flat`): one pass, only what it is sure of
+//!               │ anything else: the whole chunk
+//!               ▼
+//!               exact path: each payload read by serde_json and checked against the
+//!               schema (`conform`), then arrow-json; each must add exactly one row
 //!               │ any anomaly (error, 0 or 2 rows, partial record, bad types at flush)
 //!               ▼
 //!               bisect the chunk until every bad payload stands alone
@@ -15,6 +19,7 @@
 //! The fast path costs nothing extra for clean input; a bad payload costs
 //! O(log chunk) extra decodes of halves of its chunk.
 
+pub mod conform;
 pub mod flat;
 pub mod fold;
 pub mod prefilter;
@@ -137,8 +142,10 @@ impl JsonDecoder {
         for i in range {
             let before = d.len();
             let payload = p.get(i);
-            let used = d.decode(payload).map_err(|e| e.to_string())?;
-            if used != payload.len() || d.has_partial_record() {
+            conform::check(payload, &self.schema)?;
+            let fixed = conform::without_surrogate_escapes(payload);
+            let used = d.decode(&fixed).map_err(|e| e.to_string())?;
+            if used != fixed.len() || d.has_partial_record() {
                 return Err("not a complete JSON object".into());
             }
             match d.len() - before {

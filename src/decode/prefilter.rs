@@ -117,8 +117,9 @@ fn looks_like_object(p: &[u8]) -> bool {
     t.first() == Some(&b'{') && t.last() == Some(&b'}')
 }
 
-/// The filter's input is the source leaf itself (maybe behind batch coalescing), so its
-/// column indices are source columns and not computed values.
+/// The filter's input is the source leaf itself (maybe behind batch coalescing or the
+/// cooperative-scheduling wrapper DataFusion puts over leaves of plans without an
+/// exchange), so its column indices are source columns and not computed values.
 fn reads_source_directly(
     plan: &Arc<dyn ExecutionPlan>,
     is_leaf: &dyn Fn(&Arc<dyn ExecutionPlan>) -> bool,
@@ -126,7 +127,7 @@ fn reads_source_directly(
     if is_leaf(plan) {
         return true;
     }
-    plan.name() == "CoalesceBatchesExec"
+    matches!(plan.name(), "CoalesceBatchesExec" | "CooperativeExec")
         && plan
             .children()
             .first()

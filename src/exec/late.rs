@@ -161,9 +161,7 @@ impl LateOutput {
         Ok(Self {
             finder: Some(finder),
             sink,
-            topic: (def.connector() == "kafka")
-                .then(|| def.options.get("topic").cloned())
-                .flatten(),
+            topic: def.kafka_topic().map(str::to_string),
         })
     }
 

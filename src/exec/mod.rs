@@ -181,7 +181,7 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
             ))
         }
     };
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("'{s}' is too long a duration"))
 }
 
 /// The source tables of the query file (every table whose connector is a source and
@@ -426,6 +426,19 @@ mod tests {
         let r = plan_ranges(&[0], &[5], 40);
         assert_eq!(r[0].1, u64::MAX);
         assert!(plan_ranges(&[5], &[5], u64::MAX).is_empty());
+    }
+
+    /// Regression (found by tests/fuzz_sql.rs): a huge duration panicked in
+    /// `Duration::from_secs_f64`.
+    #[test]
+    fn durations_parse_and_a_huge_one_is_an_error() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(
+            parse_duration("2 minutes").unwrap(),
+            Duration::from_secs(120)
+        );
+        let e = parse_duration(&format!("{}h", "9".repeat(400))).unwrap_err();
+        assert!(e.contains("too long"), "{e}");
     }
 
     #[test]

@@ -495,7 +495,7 @@ impl<'a> Job<'a> {
                 self.status.say(progress, &msg);
             }
             if let Some(dl) = self.dead_letter.as_mut() {
-                dl.write(&malformed)?;
+                dl.write(&src.def.name, src.def.kafka_topic(), &malformed)?;
             }
             p.sources.push(sp);
             inputs.push(input);

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Int32Type, Int64Type};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 
 use crate::decode::Malformed;
 use crate::error::{Error, Result};
@@ -96,13 +98,17 @@ fn bad(e: arrow::error::ArrowError) -> Error {
     Error::option("late-data sink", e.to_string())
 }
 
-/// Records that did not decode, appended as JSON lines with where they came from.
+/// Records that did not decode, appended as JSON lines with where they came from:
+/// `{"table", "topic" (Kafka tables), "partition", "offset", "error", "payload"}`. A
+/// payload that is not valid UTF-8 is written as `"payload_base64"` instead, so the
+/// exact bytes can be replayed.
 pub struct DeadLetter {
     path: PathBuf,
     out: std::io::BufWriter<std::fs::File>,
 }
 
 impl DeadLetter {
+    /// Appends to `path` (created if missing).
     pub fn open(path: &PathBuf) -> Result<Self> {
         let f = std::fs::OpenOptions::new()
             .create(true)
@@ -115,18 +121,24 @@ impl DeadLetter {
         })
     }
 
-    pub fn write(&mut self, records: &[Malformed]) -> Result<()> {
+    /// Writes the malformed `records` of `table` (read from Kafka `topic`, if any).
+    pub fn write(&mut self, table: &str, topic: Option<&str>, records: &[Malformed]) -> Result<()> {
         for m in records {
-            let line = serde_json::json!({
-                "partition": m.partition,
-                "offset": m.offset,
-                "error": m.error,
-                "payload": String::from_utf8_lossy(&m.payload),
-            })
-            .to_string()
-                + "\n";
+            let mut line = serde_json::Map::new();
+            line.insert("table".into(), table.into());
+            if let Some(t) = topic {
+                line.insert("topic".into(), t.into());
+            }
+            line.insert("partition".into(), m.partition.into());
+            line.insert("offset".into(), m.offset.into());
+            line.insert("error".into(), m.error.as_str().into());
+            match std::str::from_utf8(&m.payload) {
+                Ok(text) => line.insert("payload".into(), text.into()),
+                Err(_) => line.insert("payload_base64".into(), BASE64.encode(&m.payload).into()),
+            };
+            let text = serde_json::Value::Object(line).to_string() + "\n";
             self.out
-                .write_all(line.as_bytes())
+                .write_all(text.as_bytes())
                 .map_err(|e| Error::io("cannot write", &self.path, e))?;
         }
         self.out

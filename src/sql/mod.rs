@@ -51,6 +51,14 @@ impl TableDef {
             .map(String::as_str)
             .unwrap_or("")
     }
+
+    /// The topic of a Kafka table (named in late rows and dead letters).
+    pub fn kafka_topic(&self) -> Option<&str> {
+        match self.connector() {
+            "kafka" => self.options.get("topic").map(String::as_str),
+            _ => None,
+        }
+    }
 }
 
 /// A view declared with `CREATE VIEW name AS SELECT …`: a named query over the file's
@@ -87,7 +95,7 @@ impl QueryFile {
         let statements =
             Parser::parse_sql(&GenericDialect {}, &sql).map_err(|e| SqlError::Parse {
                 file: file.to_string(),
-                message: e.to_string(),
+                message: parse_message(&e, &sql),
             })?;
         let mut tables = Vec::new();
         let mut views = Vec::new();
@@ -180,8 +188,10 @@ fn flink_types(sql: &str) -> String {
     let word_before = |i: usize| -> (&str, &str) {
         let before = sql[..i].trim_end();
         let start = before
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .map_or(0, |p| p + 1);
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(0, |(p, c)| p + c.len_utf8());
         let word = &before[start..];
         (word, sql[..start].trim_end())
     };
@@ -254,6 +264,63 @@ fn flink_types(sql: &str) -> String {
     }
     out.push_str(&sql[at..]);
     out
+}
+
+/// The parser's message, with a position where sqlparser gives none: its recursion
+/// limit (50 nested expressions) is placed at the parenthesis that goes past it.
+fn parse_message(e: &datafusion::sql::sqlparser::parser::ParserError, sql: &str) -> String {
+    use datafusion::sql::sqlparser::parser::ParserError;
+    match e {
+        ParserError::RecursionLimitExceeded => {
+            let at = too_deep(sql, 50)
+                .map(|(line, col)| format!(" at Line: {line}, Column: {col}"))
+                .unwrap_or_default();
+            format!("sql parser error: expressions nested more than 50 deep{at}; flatten the expression (e.g. fewer parentheses or a CASE instead of nested calls)")
+        }
+        e => {
+            let m = e.to_string();
+            // sqlparser's end-of-input token has no position: the end of the file has one.
+            if m.ends_with("found: EOF") && !m.contains("Line: ") {
+                let line = sql.lines().count().max(1);
+                let col = sql.lines().last().map_or(0, |l| l.chars().count()) + 1;
+                return format!("{m} (the end of the file) at Line: {line}, Column: {col}");
+            }
+            m
+        }
+    }
+}
+
+/// Line and column (from 1) of the first `(` nested deeper than `limit`, outside
+/// quotes and comments.
+fn too_deep(sql: &str, limit: usize) -> Option<(usize, usize)> {
+    let (mut line, mut col, mut depth) = (1, 0, 0usize);
+    let mut quote: Option<char> = None;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        col += 1;
+        match (quote, c) {
+            (_, '\n') => {
+                line += 1;
+                col = 0;
+                if quote == Some('-') {
+                    quote = None;
+                }
+            }
+            (Some(q), c) if c == q && q != '-' => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"' | '`') => quote = Some(c),
+            (None, '-') if chars.peek() == Some(&'-') => quote = Some('-'),
+            (None, '(') => {
+                depth += 1;
+                if depth > limit {
+                    return Some((line, col));
+                }
+            }
+            (None, ')') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 fn first_words(s: &str) -> String {
@@ -391,6 +458,30 @@ fn scalar_type(t: &SqlType) -> Result<DataType, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nesting_past_the_parser_limit_gets_a_position() {
+        let sql = format!("SELECT {}1{} FROM t", "(".repeat(60), ")".repeat(60));
+        let e = QueryFile::parse("f.sql", &format!("-- (((\n{sql}"))
+            .unwrap_err()
+            .to_string();
+        // `SELECT ` is 7 characters: the 51st parenthesis is column 58 of line 2.
+        assert!(
+            e.contains("nested more than 50 deep at Line: 2, Column: 58"),
+            "{e}"
+        );
+        // Regression (found by tests/fuzz_sql.rs): a non-ASCII letter before `<` or `ROW(`
+        // made the type rewrite slice inside a character and panic.
+        let e = QueryFile::parse("f.sql", "SELECT contenté<1, é ROW(1) FROM t").unwrap_err();
+        assert!(e.to_string().contains("f.sql"));
+        let e = QueryFile::parse("f.sql", "SELECT a FROM t WHERE\n  a =")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("found: EOF (the end of the file) at Line: 2, Column: 6"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn parses_sources_sink_and_insert() {

@@ -309,6 +309,18 @@ pub fn progress_records(path: &std::path::Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// A dead letter's payload bytes: `payload` (UTF-8) or `payload_base64` (anything else).
+pub fn dead_letter_payload(line: &serde_json::Value) -> Vec<u8> {
+    use base64::Engine;
+    match (line["payload"].as_str(), line["payload_base64"].as_str()) {
+        (Some(text), None) => text.as_bytes().to_vec(),
+        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap(),
+        _ => panic!("a dead letter needs exactly one of payload, payload_base64: {line}"),
+    }
+}
+
 /// A fresh temporary directory.
 pub fn temp_dir(prefix: &str) -> PathBuf {
     let d = std::env::temp_dir().join(unique_topic(prefix));
