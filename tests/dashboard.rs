@@ -14,18 +14,72 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn get(port: u16, path: &str) -> String {
+    let (status, body) = request(port, path, None);
+    assert_eq!(status, 200, "{path}: {body}");
+    body
+}
+
+/// `GET path` (with `Authorization: Bearer TOKEN` when given): status and body.
+fn request(port: u16, path: &str, bearer: Option<&str>) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.1 200"), "{path}: {resp}");
-    resp.split_once("\r\n\r\n")
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("{path}: not an HTTP response: {resp}"));
+    let body = resp
+        .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The headless Chromium on this machine and the flags the tests run it with.
+fn chromium() -> (&'static str, [&'static str; 9]) {
+    let chromium = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("headless Chromium is needed: apt-get install chromium (.ci/run installs it)");
+    let flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--virtual-time-budget=3000",
+    ];
+    (chromium, flags)
+}
+
+/// The page at `url` after its scripts ran, as Chromium's DOM dump.
+fn dump_dom(url: &str) -> String {
+    let (chromium, flags) = chromium();
+    let profile = temp_dir("chromium-profile");
+    let dom = Command::new(chromium)
+        .args(flags)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--dump-dom", url])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&dom.stdout).into_owned()
 }
 
 fn metric(text: &str, name: &str) -> f64 {
@@ -172,35 +226,8 @@ fn metrics_progress_and_dashboard_show_the_running_stream() {
     assert!(matched, "metrics and progress never lined up");
 
     // The dashboard in a real browser.
-    let chromium = ["chromium", "chromium-browser"]
-        .into_iter()
-        .find(|c| {
-            Command::new(c)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .expect("headless Chromium is needed: apt-get install chromium (.ci/run installs it)");
-    let profile = temp_dir("chromium-profile");
-    let flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--virtual-time-budget=3000",
-    ];
     let url = format!("http://127.0.0.1:{port}/");
-    let dom = Command::new(chromium)
-        .args(flags)
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(["--dump-dom", &url])
-        .output()
-        .unwrap();
-    let dom = String::from_utf8_lossy(&dom.stdout);
+    let dom = dump_dom(&url);
     let points = data_points(&dom, "rate-chart");
     assert!(points > 1, "the rate chart has {points} point(s)");
     assert!(dom.contains("<polyline"), "no line drawn");
@@ -224,6 +251,8 @@ fn metrics_progress_and_dashboard_show_the_running_stream() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| repo().join("target"));
     let shot = target.join("dashboard.png");
+    let (chromium, flags) = chromium();
+    let profile = temp_dir("chromium-profile");
     let _ = Command::new(chromium)
         .args(flags)
         .arg(format!("--user-data-dir={}", profile.display()))
@@ -233,4 +262,104 @@ fn metrics_progress_and_dashboard_show_the_running_stream() {
             &url,
         ])
         .output();
+}
+
+/// `--http` beyond loopback refuses to start without a token; with one (from
+/// SLUICE_HTTP_TOKEN) every route answers 401 without it or with a wrong one, 200 with
+/// it as a bearer header or `?token=`, and the dashboard opened as `/?token=` draws
+/// its charts (its own requests carry the token on).
+#[test]
+fn http_beyond_loopback_needs_a_token_and_every_route_honours_it() {
+    let dir = temp_dir("http-token");
+    let q = dir.join("q.sql");
+    std::fs::write(
+        &q,
+        "CREATE TABLE logs (timestamp BIGINT, severity VARCHAR, source_ip VARCHAR, content VARCHAR) \
+         WITH (connector = 'generator', rate = '100000');\n\
+         SELECT source_ip, count(*) AS count FROM logs GROUP BY source_ip;",
+    )
+    .unwrap();
+    let port = closed_port();
+    let addr = format!("0.0.0.0:{port}");
+    let args = [
+        "run",
+        q.to_str().unwrap(),
+        "--trigger",
+        "200ms",
+        "--num-rows",
+        "1",
+        "--http",
+        &addr,
+    ];
+    let refused = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .env_remove("SLUICE_HTTP_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("needs a token") && stderr.contains("SLUICE_HTTP_TOKEN"),
+        "{stderr}"
+    );
+
+    let token = "t0ken-for-the-test/+=";
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .env("SLUICE_HTTP_TOKEN", token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = Killed(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the endpoint did not open within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let encoded = "t0ken-for-the-test%2F%2B%3D";
+    for path in ["/", "/metrics", "/progress", "/plan"] {
+        assert_eq!(request(port, path, None).0, 401, "{path} without the token");
+        assert_eq!(
+            request(port, path, Some("wrong")).0,
+            401,
+            "{path} with a wrong token"
+        );
+        assert_eq!(
+            request(port, &format!("{path}?token=wrong"), None).0,
+            401,
+            "{path}?token=wrong"
+        );
+        assert_eq!(
+            request(port, path, Some(token)).0,
+            200,
+            "{path} with the bearer token"
+        );
+        assert_eq!(
+            request(port, &format!("{path}?token={encoded}"), None).0,
+            200,
+            "{path}?token="
+        );
+    }
+    // Wait until batches are published, then the page must draw them.
+    while serde_json::from_str::<Vec<serde_json::Value>>(&request(port, "/progress", Some(token)).1)
+        .map_or(0, |v| v.len())
+        < 3
+    {
+        assert!(Instant::now() < deadline, "no progress within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let dom = dump_dom(&format!("http://127.0.0.1:{port}/?token={encoded}"));
+    assert!(
+        data_points(&dom, "rate-chart") > 1,
+        "the page's requests did not carry the token"
+    );
+    let denied = dump_dom(&format!("http://127.0.0.1:{port}/"));
+    assert!(
+        !denied.contains("rate-chart"),
+        "the page was served without the token"
+    );
 }

@@ -115,6 +115,11 @@ pub struct RunOptions {
     /// address: PORT (loopback) or HOST:PORT.
     #[arg(long)]
     pub http: Option<String>,
+    /// Require this token on every `--http` request (`Authorization: Bearer TOKEN`, or
+    /// `?token=TOKEN` for the dashboard page). Needed when `--http` listens beyond
+    /// loopback; prefer the environment variable, which `ps` does not show.
+    #[arg(long, env = "SLUICE_HTTP_TOKEN", hide_env_values = true)]
+    pub http_token: Option<String>,
     /// Progress on stderr: `line` rewrites one live status line after each batch,
     /// `plain` prints one line per batch, `auto` picks `line` on a terminal.
     #[arg(long, value_enum, default_value_t = StatusMode::Auto)]

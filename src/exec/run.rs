@@ -301,7 +301,8 @@ impl<'a> Job<'a> {
             );
             let board = Arc::new(Published::new(plan));
             let address = crate::metrics::http::address(spec)?;
-            let bound = crate::metrics::http::serve(address, Arc::clone(&board)).await?;
+            let token = self.opts.http_token.as_deref().filter(|t| !t.is_empty());
+            let bound = crate::metrics::http::serve(address, Arc::clone(&board), token).await?;
             let line =
                 format!("[sluice] dashboard on http://{bound}/ (also /metrics, /progress, /plan)");
             self.say(progress, &line);

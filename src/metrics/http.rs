@@ -9,12 +9,19 @@
 //!  GET /progress  the last progress records (JSON array, newest last)
 //!  GET /plan      the plan text (`sluice explain`)
 //! ```
+//!
+//! With a token (`--http-token` / `SLUICE_HTTP_TOKEN`) every route answers 401 unless
+//! the request carries it (`Authorization: Bearer TOKEN` or `?token=TOKEN`); an
+//! address beyond loopback refuses to start without one, since the plan and figures
+//! describe the user's data.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use axum::http::header;
-use axum::response::{Html, IntoResponse};
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use prometheus_client::encoding::text::encode;
@@ -232,11 +239,23 @@ pub fn address(spec: &str) -> Result<std::net::SocketAddr> {
     })
 }
 
-/// Binds `addr` and serves in the background; returns the bound address.
+/// Binds `addr` and serves in the background, every route behind `token` when there
+/// is one; returns the bound address. Refuses an address beyond loopback without one.
 pub async fn serve(
     addr: std::net::SocketAddr,
     published: Arc<Published>,
+    token: Option<&str>,
 ) -> Result<std::net::SocketAddr> {
+    if !addr.ip().is_loopback() && token.is_none() {
+        return Err(Error::option(
+            "--http",
+            format!(
+                "{addr} can be reached from other machines, so it needs a token: set \
+                 SLUICE_HTTP_TOKEN (or --http-token) and send it as `Authorization: Bearer TOKEN` \
+                 (the dashboard: /?token=TOKEN), or listen on loopback (--http 127.0.0.1:PORT)"
+            ),
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::io("cannot listen on", addr.to_string(), e))?;
@@ -274,10 +293,56 @@ pub async fn serve(
             }),
         )
         .route("/plan", get(move || async move { p.2.plan.clone() }));
+    let app = match token {
+        None => app,
+        Some(t) => {
+            let token: Arc<str> = Arc::from(t);
+            app.layer(axum::middleware::from_fn(
+                move |req: Request, next: Next| {
+                    let token = Arc::clone(&token);
+                    async move { guard(&token, req, next).await }
+                },
+            ))
+        }
+    };
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
     Ok(bound)
+}
+
+/// Passes `req` on when it carries `token`, else answers 401.
+async fn guard(token: &str, req: Request, next: Next) -> Response {
+    let from_query = req.uri().query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes()).find_map(|(k, v)| (k == "token").then_some(v))
+    });
+    let given = bearer(req.headers())
+        .map(std::borrow::Cow::Borrowed)
+        .or(from_query);
+    match given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
+        true => next.run(req).await,
+        false => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "this Sluice endpoint needs its token: send `Authorization: Bearer TOKEN` or add ?token=TOKEN\n",
+        )
+            .into_response(),
+    }
+}
+
+/// The token of an `Authorization: Bearer …` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// Byte equality in time independent of where the inputs differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The dashboard page: plain HTML, SVG and a little JavaScript, polling /progress.
