@@ -75,8 +75,9 @@ impl Error {
 }
 
 /// The error and its causes on one line, skipping a cause its parent already quotes:
-/// the one message the binary prints. A huge token the message quotes (a megabyte
-/// literal the parser stopped at) is cut to its start and its length.
+/// the one message the binary prints. Secrets are redacted (`secrets`); a huge token
+/// the message quotes (a megabyte literal the parser stopped at) is cut to its start
+/// and its length.
 pub fn report(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
@@ -88,6 +89,7 @@ pub fn report(e: &anyhow::Error) -> String {
             out.push_str(&text);
         }
     }
+    let out = crate::secrets::redact(&out);
     shorten_long_words(&shorten_long_quotes(&out, 120), 200)
 }
 

@@ -16,6 +16,7 @@ pub mod exec;
 pub mod functions;
 pub mod metrics;
 pub mod operator;
+pub mod secrets;
 pub mod sink;
 pub mod source;
 pub mod sql;

@@ -88,14 +88,15 @@ pub async fn explain(
         run.progress_json = None;
         let mut analysis = Analysis::new(opts.batches);
         super::run::run_with(&run, &mut std::io::stderr(), stop, Some(&mut analysis)).await?;
-        return Ok(analysis.text);
+        return Ok(crate::secrets::redact(&analysis.text).into_owned());
     }
     let opts = &opts.run;
     let file_name = opts.file.display().to_string();
     let text = std::fs::read_to_string(&opts.file)?;
     let file = QueryFile::parse(&file_name, &text)?;
     let plan = super::plan_query(&file, &file_name, opts).await?;
-    Ok(describe(&file_name, &file, &plan, opts.no_prefilter, None))
+    let text = describe(&file_name, &file, &plan, opts.no_prefilter, None);
+    Ok(crate::secrets::redact(&text).into_owned())
 }
 
 /// The stages of an already planned query (`sluice run --http` shows them too); with

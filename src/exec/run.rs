@@ -299,9 +299,10 @@ impl<'a> Job<'a> {
                 self.opts.no_prefilter,
                 None,
             );
-            let board = Arc::new(Published::new(plan));
+            let board = Arc::new(Published::new(crate::secrets::redact(&plan).into_owned()));
             let address = crate::metrics::http::address(spec)?;
             let token = self.opts.http_token.as_deref().filter(|t| !t.is_empty());
+            token.inspect(|t| crate::secrets::register(t));
             let bound = crate::metrics::http::serve(address, Arc::clone(&board), token).await?;
             let line =
                 format!("[sluice] dashboard on http://{bound}/ (also /metrics, /progress, /plan)");
@@ -524,7 +525,7 @@ impl<'a> Job<'a> {
             self.status.say(progress, &line);
         }
         if r.json_file.is_some() || r.json_to_progress || r.published.is_some() {
-            let json = p.json(&self.file_name);
+            let json = crate::secrets::redact(&p.json(&self.file_name)).into_owned();
             if let Some(out) = r.json_file.as_mut() {
                 writeln!(out, "{json}")?;
             }

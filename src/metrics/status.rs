@@ -58,6 +58,7 @@ impl Status {
 
     /// A message that stays: printed on its own line, above the live line.
     pub fn say(&mut self, out: &mut dyn Write, message: &str) {
+        let message = crate::secrets::redact(message);
         if let Some(line) = &self.shown {
             let _ = write!(out, "{CLEAR_LINE}{message}\n{line}");
         } else {
@@ -69,10 +70,10 @@ impl Status {
     /// A finished batch: its progress line, or the live line rewritten.
     pub fn batch(&mut self, out: &mut dyn Write, p: &BatchProgress) {
         if !self.live {
-            let _ = writeln!(out, "{}", p.line());
+            let _ = writeln!(out, "{}", crate::secrets::redact(&p.line()));
             return;
         }
-        let line = fit(&live_line(p), self.width);
+        let line = fit(&crate::secrets::redact(&live_line(p)), self.width);
         let _ = write!(out, "{CLEAR_LINE}{line}");
         let _ = out.flush();
         self.shown = Some(line);

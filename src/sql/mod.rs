@@ -92,11 +92,16 @@ impl QueryFile {
             message,
         };
         let sql = flink_types(sql);
-        let statements =
-            Parser::parse_sql(&GenericDialect {}, &sql).map_err(|e| SqlError::Parse {
-                file: file.to_string(),
-                message: parse_message(&e, &sql),
-            })?;
+        // sqlparser's debug log echoes the text, secrets and all, before they are known
+        // (`secrets`): parse with this thread's logging off.
+        let parsed =
+            tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+                Parser::parse_sql(&GenericDialect {}, &sql)
+            });
+        let statements = parsed.map_err(|e| SqlError::Parse {
+            file: file.to_string(),
+            message: parse_message(&e, &sql),
+        })?;
         let mut tables = Vec::new();
         let mut views = Vec::new();
         let mut query: Option<(Box<Query>, Option<String>)> = None;
@@ -327,6 +332,8 @@ fn first_words(s: &str) -> String {
     s.split_whitespace().take(4).collect::<Vec<_>>().join(" ")
 }
 
+/// The `WITH (…)` options as a map: keys lower-cased with dots as underscores, values
+/// with `${NAME}` taken from the environment; secret values registered (`secrets`).
 fn options_map(opts: &[SqlOption]) -> Result<BTreeMap<String, String>, String> {
     let mut map = BTreeMap::new();
     for o in opts {
@@ -351,7 +358,13 @@ fn options_map(opts: &[SqlOption]) -> Result<BTreeMap<String, String>, String> {
             }
         };
         // 'bootstrap.servers' and bootstrap_servers mean the same.
-        map.insert(key.value.to_lowercase().replace('.', "_"), v);
+        let key = key.value.to_lowercase().replace('.', "_");
+        let (v, from_env) =
+            crate::secrets::substitute_env(&v).map_err(|e| format!("option {key}: {e}"))?;
+        if from_env || crate::secrets::is_secret_option(&key) {
+            crate::secrets::register(&v);
+        }
+        map.insert(key, v);
     }
     Ok(map)
 }
