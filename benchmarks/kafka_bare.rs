@@ -94,7 +94,7 @@ fn produce(
 }
 
 fn consume(broker: &str, topic: &str) -> anyhow::Result<()> {
-    let parts = sluice::kafka::topic_partitions(broker, topic)?
+    let parts = sluice::kafka::topic_partitions(broker, &[], topic)?
         .ok_or_else(|| anyhow::anyhow!("topic {topic} missing"))?;
     let start = Instant::now();
     let handles: Vec<_> = (0..parts as i32)

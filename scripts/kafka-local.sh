@@ -11,11 +11,17 @@
 # Environment: KAFKA_PORT (default 9092; the controller listens on KAFKA_PORT+1),
 # SLUICE_KAFKA_HOME (default ~/.cache/sluice-kafka: jars and per-port run dirs),
 # KAFKA_HEAP (default 1g).
+#
+# Besides PLAINTEXT on KAFKA_PORT the broker has a SASL_SSL listener on KAFKA_PORT+2:
+# TLS with a self-signed certificate for 127.0.0.1 (CA file: RUN_DIR/tls/ca.pem, printed
+# by `status`) and SCRAM-SHA-256 with the user `sluice`, password in
+# RUN_DIR/tls/scram-password (made at each start), for the security tests.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 port="${KAFKA_PORT:-9092}"
 ctl_port=$((port + 1))
+sasl_port=$((port + 2))
 home="${SLUICE_KAFKA_HOME:-$HOME/.cache/sluice-kafka}"
 jars="$home/jars"
 run="$home/run-$port"
@@ -58,11 +64,17 @@ write_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$ctl_port
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$ctl_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$ctl_port,SASL_SSL://127.0.0.1:$sasl_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_SSL://127.0.0.1:$sasl_port
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-256
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$run/tls/broker.p12
+ssl.keystore.password=$(cat "$run/tls/store-password")
+ssl.key.password=$(cat "$run/tls/store-password")
 log.dirs=$run/data
 num.partitions=2
 offsets.topic.replication.factor=1
@@ -95,6 +107,25 @@ EOF
 
 java_cp() { java -cp "$jars/*" "$@"; }
 
+# A fresh self-signed certificate for 127.0.0.1 (and localhost), its PEM for clients,
+# and fresh random passwords for the keystore and the SCRAM user.
+make_tls() {
+  local tls="$run/tls"
+  command -v keytool >/dev/null || die "keytool not found: it comes with the JDK/JRE (Debian: apt-get install openjdk-17-jre-headless)"
+  rm -rf "$tls"
+  mkdir -p "$tls"
+  head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$tls/store-password"
+  head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$tls/scram-password"
+  local pw
+  pw="$(cat "$tls/store-password")"
+  keytool -genkeypair -alias broker -keyalg RSA -keysize 2048 -validity 3650 \
+    -dname "CN=127.0.0.1" -ext "SAN=ip:127.0.0.1,dns:localhost" \
+    -storetype PKCS12 -keystore "$tls/broker.p12" -storepass "$pw" -keypass "$pw" >/dev/null 2>&1 \
+    || die "keytool could not make the broker's certificate"
+  keytool -exportcert -rfc -alias broker -keystore "$tls/broker.p12" -storepass "$pw" \
+    >"$tls/ca.pem" 2>/dev/null || die "keytool could not export the certificate"
+}
+
 start() {
   if pid="$(running_pid)"; then
     say "already running (pid $pid) on 127.0.0.1:$port"
@@ -104,13 +135,17 @@ start() {
     die "port $port is taken by another process: stop it or set KAFKA_PORT"
   fi
   fetch_jars
+  mkdir -p "$run"
+  make_tls
   write_config
   rm -rf "$run/data"
   : >"$logfile"
   local cluster
   cluster="$(java_cp kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)"
   java_cp -Dlog4j2.configurationFile="$run/log4j2.yaml" kafka.tools.StorageTool format \
-    -t "$cluster" -c "$run/server.properties" >"$run/format.log" 2>&1 \
+    -t "$cluster" -c "$run/server.properties" \
+    --add-scram "SCRAM-SHA-256=[name=sluice,password=$(cat "$run/tls/scram-password")]" \
+    >"$run/format.log" 2>&1 \
     || die "formatting the log dir failed: see $run/format.log"
   say "starting broker on 127.0.0.1:$port (log: $logfile)"
   nohup java -Xmx"$heap" -Xms"$heap" -XX:+UseG1GC \
@@ -156,7 +191,7 @@ stop() {
 
 status() {
   if pid="$(running_pid)" && port_open "$port"; then
-    echo "running pid=$pid bootstrap=127.0.0.1:$port"
+    echo "running pid=$pid bootstrap=127.0.0.1:$port sasl_ssl=127.0.0.1:$sasl_port ca=$run/tls/ca.pem user=sluice password_file=$run/tls/scram-password"
   else
     echo "not running (port $port)"
     return 1

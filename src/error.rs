@@ -17,6 +17,13 @@ pub enum Error {
     )]
     KafkaUnreachable { brokers: String, detail: String },
 
+    /// A broker answered but refused the connection: authentication or TLS failed.
+    #[error(
+        "the Kafka broker at {brokers} refused the connection: {reason}; check the table's \
+         'kafka.security.protocol', 'kafka.sasl.*' and 'kafka.ssl.*' options"
+    )]
+    KafkaRefused { brokers: String, reason: String },
+
     /// The topic does not exist and Sluice was not asked to create it.
     #[error("Kafka topic '{topic}' does not exist on {brokers}; create it (e.g. `sluice gen --partitions 2`) or fix the topic name")]
     TopicMissing { topic: String, brokers: String },

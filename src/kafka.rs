@@ -27,18 +27,89 @@ pub fn client_config(brokers: &str) -> ClientConfig {
     cfg
 }
 
+/// The librdkafka properties a table passes through as `'kafka.<property>' = 'value'`
+/// (security, fetch sizes, queue depth); the parser turned the dots of option names
+/// into underscores, so they are turned back. Applied to every client of the table.
+pub fn table_properties(def: &crate::sql::TableDef) -> Vec<(String, String)> {
+    def.options
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("kafka_")
+                .map(|p| (p.replace('_', "."), v.clone()))
+        })
+        .collect()
+}
+
+/// `cfg` with `properties` set on it.
+pub fn with_properties(mut cfg: ClientConfig, properties: &[(String, String)]) -> ClientConfig {
+    for (k, v) in properties {
+        cfg.set(k, v);
+    }
+    cfg
+}
+
+/// The client context of metadata lookups: keeps librdkafka's last error reason, so a
+/// failed lookup can say why (a refused SASL login or TLS handshake is only reported
+/// there; the lookup itself just times out with "transport failure").
+#[derive(Default)]
+struct LastError(std::sync::Mutex<Option<String>>);
+
+impl rdkafka::ClientContext for LastError {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *last = Some(format!("{error}: {reason}"));
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        if matches!(level, L::Emerg | L::Alert | L::Critical | L::Error) {
+            let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            last.get_or_insert_with(|| format!("{fac}: {message}"));
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for LastError {}
+
 /// Partition count of `topic`, `None` when the topic does not exist. Fails with
-/// [`Error::KafkaUnreachable`] when no broker answers within [`METADATA_TIMEOUT`].
-pub fn topic_partitions(brokers: &str, topic: &str) -> Result<Option<usize>> {
-    let consumer: BaseConsumer = client_config(brokers)
+/// [`Error::KafkaRefused`] when a broker refuses the login or the TLS handshake, and
+/// with [`Error::KafkaUnreachable`] when none answers within [`METADATA_TIMEOUT`].
+pub fn topic_partitions(
+    brokers: &str,
+    properties: &[(String, String)],
+    topic: &str,
+) -> Result<Option<usize>> {
+    let mut cfg = with_properties(client_config(brokers), properties);
+    let consumer: BaseConsumer<LastError> = cfg
         .set("allow.auto.create.topics", "false")
-        .create()
+        .create_with_context(LastError::default())
         .map_err(|e| Error::kafka("creating a metadata client", e))?;
     let md = consumer
         .fetch_metadata(Some(topic), METADATA_TIMEOUT)
-        .map_err(|e| Error::KafkaUnreachable {
-            brokers: brokers.to_string(),
-            detail: e.to_string(),
+        .map_err(|e| {
+            // The reason waits in the client's event queue: serve it.
+            for _ in 0..10 {
+                if consumer.context().0.lock().is_ok_and(|l| l.is_some()) {
+                    break;
+                }
+                let _ = consumer.poll(Duration::from_millis(50));
+            }
+            let last = consumer.context().0.lock().ok().and_then(|l| l.clone());
+            let refused = last.as_deref().is_some_and(|r| {
+                ["SASL", "SSL", "authentication", "certificate"]
+                    .iter()
+                    .any(|w| r.contains(w))
+            });
+            match (last, refused) {
+                (Some(reason), true) => Error::KafkaRefused {
+                    brokers: brokers.to_string(),
+                    reason,
+                },
+                _ => Error::KafkaUnreachable {
+                    brokers: brokers.to_string(),
+                    detail: e.to_string(),
+                },
+            }
         })?;
     let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
         return Ok(None);
@@ -58,7 +129,7 @@ pub fn topic_partitions(brokers: &str, topic: &str) -> Result<Option<usize>> {
 /// Creates `topic` with `partitions` partitions (replication factor 1) unless it exists;
 /// returns its partition count.
 pub fn ensure_topic(brokers: &str, topic: &str, partitions: usize) -> Result<usize> {
-    if let Some(n) = topic_partitions(brokers, topic)? {
+    if let Some(n) = topic_partitions(brokers, &[], topic)? {
         return Ok(n);
     }
     let admin: AdminClient<DefaultClientContext> = client_config(brokers)
@@ -84,7 +155,7 @@ pub fn ensure_topic(brokers: &str, topic: &str, partitions: usize) -> Result<usi
     // Metadata can lag creation briefly; wait (bounded) until the partitions are visible.
     let deadline = std::time::Instant::now() + METADATA_TIMEOUT;
     loop {
-        match topic_partitions(brokers, topic)? {
+        match topic_partitions(brokers, &[], topic)? {
             Some(n) if n > 0 => return Ok(n),
             _ if std::time::Instant::now() >= deadline => {
                 return Err(Error::TopicMissing {

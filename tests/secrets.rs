@@ -132,3 +132,99 @@ fn env_values_are_substituted_and_secrets_never_printed() {
         }
     }
 }
+
+/// The local broker's SASL_SSL listener (scripts/kafka-local.sh: TLS with its own CA,
+/// SCRAM-SHA-256 user `sluice`): its address, CA file and password.
+fn secured_listener() -> (String, String, String) {
+    let _ = broker(); // starts the local broker when it is not running
+    let port: u16 = std::env::var("KAFKA_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(9092);
+    let home = std::env::var("SLUICE_KAFKA_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/sluice-kafka")
+        });
+    let tls = home.join(format!("run-{port}/tls"));
+    let password = std::fs::read_to_string(tls.join("scram-password"))
+        .expect("the local broker's SCRAM password (scripts/kafka-local.sh start makes it)");
+    (
+        format!("127.0.0.1:{}", port + 2),
+        tls.join("ca.pem").display().to_string(),
+        password.trim().to_string(),
+    )
+}
+
+/// Reads a topic through the broker's SASL_SSL listener (SCRAM-SHA-256 over TLS, the
+/// CA given), the password from the environment: the same result as over PLAINTEXT,
+/// and the password nowhere in the output. A wrong password and a missing CA each give
+/// one clear error within seconds.
+#[test]
+fn kafka_over_sasl_scram_and_tls_reads_exactly_and_keeps_the_password_out() {
+    let (plain_broker, topic) = seeded_topic("sasl", 4_000, 2, "crash", 10);
+    let (secured, ca, password) = secured_listener();
+    let dir = temp_dir("sasl");
+    let query = "SELECT severity, count(*) AS n FROM logs GROUP BY severity;";
+    let write = |name: &str, broker: &str, security: &str| {
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "CREATE TABLE logs (timestamp BIGINT, severity VARCHAR, content VARCHAR) WITH (\n\
+                 connector = 'kafka', topic = '{topic}', bootstrap_servers = '{broker}'{security});\n{query}\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let security = |ca: &str| {
+        format!(
+            ",\n'kafka.security.protocol' = 'SASL_SSL', 'kafka.sasl.mechanism' = 'SCRAM-SHA-256',\n\
+             'kafka.sasl.username' = 'sluice', 'kafka.sasl.password' = '${{SLUICE_TEST_KAFKA_PASSWORD}}'{ca}"
+        )
+    };
+    let with_ca = format!(", 'kafka.ssl.ca.location' = '{ca}'");
+    let plain = write("plain.sql", &plain_broker, "");
+    let sasl = write("sasl.sql", &secured, &security(&with_ca));
+    let no_ca = write("no_ca.sql", &secured, &security(""));
+    let run = |q: &std::path::Path, pw: &str| {
+        sluice_env(
+            &[
+                "run",
+                q.to_str().unwrap(),
+                "--available-now",
+                "--num-rows",
+                "0",
+                "--status",
+                "plain",
+            ],
+            &[("SLUICE_TEST_KAFKA_PASSWORD", pw)],
+        )
+    };
+    let expected = run(&plain, "unused");
+    assert!(expected.status.success(), "{}", text(&expected));
+    let got = run(&sasl, &password);
+    assert!(got.status.success(), "{}", text(&got));
+    let rows = |o: &Output| sorted(printed_rows(&String::from_utf8_lossy(&o.stdout)));
+    assert!(!rows(&expected).is_empty());
+    assert_eq!(rows(&got), rows(&expected), "the same result over SASL_SSL");
+    assert!(!text(&got).contains(&password), "the password was printed");
+
+    for (q, pw, why) in [
+        (&sasl, "wrong-password", "authentication"),
+        (&no_ca, password.as_str(), "certificate"),
+    ] {
+        let t = std::time::Instant::now();
+        let failed = run(q, pw);
+        let out = text(&failed);
+        assert!(!failed.status.success(), "{why}: {out}");
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "{why}: took {:?}",
+            t.elapsed()
+        );
+        assert!(out.to_lowercase().contains(why), "{why}: {out}");
+        assert!(!out.contains(pw), "{why}: the password was printed: {out}");
+    }
+}

@@ -61,13 +61,14 @@ impl KafkaSink {
         let opt = |key: &str| format!("'{key}' of table {}", def.name);
         for key in def.options.keys() {
             let known = ["connector", "topic", "bootstrap_servers", "key", "format"];
-            if !known.contains(&key.as_str()) {
+            if !known.contains(&key.as_str()) && !key.starts_with("kafka_") {
                 return Err(Error::option(
                     opt(key),
-                    "unknown option for a Kafka sink; valid options: topic, bootstrap_servers, key, format",
+                    "unknown option for a Kafka sink; valid options: topic, bootstrap_servers, key, format, 'kafka.<librdkafka property>'",
                 ));
             }
         }
+        let properties = crate::kafka::table_properties(def);
         if let Some(f) = def.options.get("format").filter(|f| f.as_str() != "json") {
             return Err(Error::option(
                 opt("format"),
@@ -97,23 +98,25 @@ impl KafkaSink {
                 )
             })?),
         };
-        if crate::kafka::topic_partitions(&brokers, &topic)?.is_none() {
+        if crate::kafka::topic_partitions(&brokers, &properties, &topic)?.is_none() {
             return Err(Error::TopicMissing { topic, brokers });
         }
         let mut parts = identity.to_vec();
         parts.push(&topic);
         let id = format!("sluice-{topic}-{}", crate::checkpoint::fingerprint(&parts));
-        let producer = crate::kafka::client_config(&brokers)
-            .set("transactional.id", &id)
-            .set("linger.ms", "5")
-            .create()
-            .map_err(|e| Error::kafka("creating the sink's producer", e))?;
-        let group = crate::kafka::client_config(&brokers)
-            .set("group.id", &id)
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .create()
-            .map_err(|e| Error::kafka("creating the sink's group client", e))?;
+        let producer =
+            crate::kafka::with_properties(crate::kafka::client_config(&brokers), &properties)
+                .set("transactional.id", &id)
+                .set("linger.ms", "5")
+                .create()
+                .map_err(|e| Error::kafka("creating the sink's producer", e))?;
+        let group =
+            crate::kafka::with_properties(crate::kafka::client_config(&brokers), &properties)
+                .set("group.id", &id)
+                .set("enable.auto.commit", "false")
+                .set("isolation.level", "read_committed")
+                .create()
+                .map_err(|e| Error::kafka("creating the sink's group client", e))?;
         Ok(Self {
             topic,
             key,

@@ -45,16 +45,7 @@ impl KafkaSource {
     /// Opens the topic `def` names; fails within seconds when the broker is unreachable
     /// or the topic is missing.
     pub fn open(def: &TableDef, settings: &SourceSettings) -> Result<Self> {
-        // `'kafka.<property>' = 'value'` passes a librdkafka property through (security,
-        // fetch sizes, queue depth); the parser turned its dots into underscores.
-        let client_overrides: Vec<(String, String)> = def
-            .options
-            .iter()
-            .filter_map(|(k, v)| {
-                k.strip_prefix("kafka_")
-                    .map(|p| (p.replace('_', "."), v.clone()))
-            })
-            .collect();
+        let client_overrides = kafka::table_properties(def);
         let mut plain = def.clone();
         plain.options.retain(|k, _| !k.starts_with("kafka_"));
         check_options(
@@ -92,11 +83,13 @@ impl KafkaSource {
             }
         };
         let partitions =
-            kafka::topic_partitions(&brokers, &topic)?.ok_or_else(|| Error::TopicMissing {
-                topic: topic.clone(),
-                brokers: brokers.clone(),
+            kafka::topic_partitions(&brokers, &client_overrides, &topic)?.ok_or_else(|| {
+                Error::TopicMissing {
+                    topic: topic.clone(),
+                    brokers: brokers.clone(),
+                }
             })?;
-        let meta = with_overrides(kafka::consumer_config(&brokers), &client_overrides)
+        let meta = kafka::with_properties(kafka::consumer_config(&brokers), &client_overrides)
             .create()
             .map_err(|e| Error::kafka("creating a metadata consumer", e))?;
         Ok(Self {
@@ -168,7 +161,7 @@ impl Source for KafkaSource {
     fn readers(&mut self) -> Result<Vec<Box<dyn PartitionReader>>> {
         (0..self.partitions)
             .map(|p| {
-                let consumer = with_overrides(
+                let consumer = kafka::with_properties(
                     kafka::consumer_config(&self.brokers),
                     &self.client_overrides,
                 )
@@ -183,16 +176,6 @@ impl Source for KafkaSource {
             })
             .collect()
     }
-}
-
-fn with_overrides(
-    mut cfg: rdkafka::ClientConfig,
-    overrides: &[(String, String)],
-) -> rdkafka::ClientConfig {
-    for (k, v) in overrides {
-        cfg.set(k, v);
-    }
-    cfg
 }
 
 /// One partition's client. `position` is the next offset the client will deliver.

@@ -160,7 +160,7 @@ pub fn committed(broker: &str, topic: &str) -> Vec<Committed> {
         .set("isolation.level", "read_committed")
         .create()
         .unwrap();
-    let parts = sluice::kafka::topic_partitions(broker, topic)
+    let parts = sluice::kafka::topic_partitions(broker, &[], topic)
         .unwrap()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
