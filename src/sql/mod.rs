@@ -10,6 +10,8 @@
 //! SELECT severity, count(*) FROM logs GROUP BY severity;
 //! ```
 
+mod parse;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -18,8 +20,6 @@ use datafusion::sql::sqlparser::ast::{
     ArrayElemTypeDef, ColumnDef, CreateTableOptions, DataType as SqlType, ExactNumberInfo, Expr,
     Query, SqlOption, Statement, StructField, Value, ValueWithSpan,
 };
-use datafusion::sql::sqlparser::dialect::GenericDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 
 /// Errors in the query file itself.
 #[derive(Debug, thiserror::Error)]
@@ -96,11 +96,11 @@ impl QueryFile {
         // (`secrets`): parse with this thread's logging off.
         let parsed =
             tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
-                Parser::parse_sql(&GenericDialect {}, &sql)
+                parse::statements(&sql)
             });
-        let statements = parsed.map_err(|e| SqlError::Parse {
+        let statements = parsed.map_err(|message| SqlError::Parse {
             file: file.to_string(),
-            message: parse_message(&e, &sql),
+            message,
         })?;
         let mut tables = Vec::new();
         let mut views = Vec::new();
@@ -269,63 +269,6 @@ fn flink_types(sql: &str) -> String {
     }
     out.push_str(&sql[at..]);
     out
-}
-
-/// The parser's message, with a position where sqlparser gives none: its recursion
-/// limit (50 nested expressions) is placed at the parenthesis that goes past it.
-fn parse_message(e: &datafusion::sql::sqlparser::parser::ParserError, sql: &str) -> String {
-    use datafusion::sql::sqlparser::parser::ParserError;
-    match e {
-        ParserError::RecursionLimitExceeded => {
-            let at = too_deep(sql, 50)
-                .map(|(line, col)| format!(" at Line: {line}, Column: {col}"))
-                .unwrap_or_default();
-            format!("sql parser error: expressions nested more than 50 deep{at}; flatten the expression (e.g. fewer parentheses or a CASE instead of nested calls)")
-        }
-        e => {
-            let m = e.to_string();
-            // sqlparser's end-of-input token has no position: the end of the file has one.
-            if m.ends_with("found: EOF") && !m.contains("Line: ") {
-                let line = sql.lines().count().max(1);
-                let col = sql.lines().last().map_or(0, |l| l.chars().count()) + 1;
-                return format!("{m} (the end of the file) at Line: {line}, Column: {col}");
-            }
-            m
-        }
-    }
-}
-
-/// Line and column (from 1) of the first `(` nested deeper than `limit`, outside
-/// quotes and comments.
-fn too_deep(sql: &str, limit: usize) -> Option<(usize, usize)> {
-    let (mut line, mut col, mut depth) = (1, 0, 0usize);
-    let mut quote: Option<char> = None;
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        col += 1;
-        match (quote, c) {
-            (_, '\n') => {
-                line += 1;
-                col = 0;
-                if quote == Some('-') {
-                    quote = None;
-                }
-            }
-            (Some(q), c) if c == q && q != '-' => quote = None,
-            (Some(_), _) => {}
-            (None, '\'' | '"' | '`') => quote = Some(c),
-            (None, '-') if chars.peek() == Some(&'-') => quote = Some('-'),
-            (None, '(') => {
-                depth += 1;
-                if depth > limit {
-                    return Some((line, col));
-                }
-            }
-            (None, ')') => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    None
 }
 
 fn first_words(s: &str) -> String {
