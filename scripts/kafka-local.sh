@@ -4,6 +4,8 @@
 #
 #   scripts/kafka-local.sh start           fetch jars (first time), format a fresh log dir, start, wait until ready
 #   scripts/kafka-local.sh stop            stop the broker this script started (only that process)
+#   scripts/kafka-local.sh restart [--kill] stop it (SIGTERM, or SIGKILL with --kill) and start it
+#                                          again on the same log dir: topics, records and offsets stay
 #   scripts/kafka-local.sh status          exit 0 and print the address when running, exit 1 otherwise
 #   scripts/kafka-local.sh topic NAME [P]  create topic NAME with P partitions (default 2) if missing
 #   scripts/kafka-local.sh tool CLASS ARGS run a Kafka CLI class (e.g. org.apache.kafka.tools.TopicCommand)
@@ -147,6 +149,11 @@ start() {
     --add-scram "SCRAM-SHA-256=[name=sluice,password=$(cat "$run/tls/scram-password")]" \
     >"$run/format.log" 2>&1 \
     || die "formatting the log dir failed: see $run/format.log"
+  launch
+}
+
+# Starts the JVM on the configured, formatted log dir and waits until it serves.
+launch() {
   say "starting broker on 127.0.0.1:$port (log: $logfile)"
   nohup java -Xmx"$heap" -Xms"$heap" -XX:+UseG1GC \
     -Dlog4j2.configurationFile="$run/log4j2.yaml" \
@@ -170,13 +177,13 @@ start() {
 }
 
 stop() {
-  local pid
+  local pid signal="${1:-TERM}"
   if ! pid="$(running_pid)"; then
     say "not running on port $port"
     rm -f "$pidfile"
     return 0
   fi
-  kill "$pid"
+  kill -s "$signal" "$pid"
   for _ in $(seq 1 60); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.5
@@ -187,6 +194,23 @@ stop() {
   fi
   rm -f "$pidfile"
   say "stopped"
+}
+
+# The same broker again: same config, certificate, SCRAM user and log dir.
+restart() {
+  local signal=TERM
+  case "${1:-}" in
+    --kill) signal=KILL ;;
+    "") ;;
+    *) die "restart takes only --kill" ;;
+  esac
+  [ -f "$run/server.properties" ] && [ -d "$run/data" ] \
+    || die "no broker to restart on port $port: scripts/kafka-local.sh start"
+  stop "$signal"
+  # The JVM's port may linger a moment after it exits.
+  for _ in $(seq 1 40); do port_open "$port" || break; sleep 0.25; done
+  [ -f "$logfile" ] && mv "$logfile" "$logfile.prev"
+  launch
 }
 
 status() {
@@ -210,8 +234,9 @@ shift || true
 case "$cmd" in
   start) start ;;
   stop) stop ;;
+  restart) restart "$@" ;;
   status) status ;;
   topic) topic "$@" ;;
   tool) fetch_jars; java_cp "$@" ;;
-  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

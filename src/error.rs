@@ -97,16 +97,29 @@ pub fn report(e: &anyhow::Error) -> String {
         }
     }
     let out = crate::secrets::redact(&out);
-    shorten_long_words(&shorten_long_quotes(&out, 120), 200)
+    let out = shorten_long_words(&shorten_long_quotes(&out, 120), 200);
+    // Many short words can still add up (a message quoting a long expression): keep the
+    // start and the end (where a position is).
+    let n = out.chars().count();
+    if n <= MAX_REPORT {
+        return out;
+    }
+    let head: String = out.chars().take(MAX_REPORT * 3 / 4).collect();
+    let tail: String = out.chars().skip(n - MAX_REPORT / 4).collect();
+    format!("{head} … ({} characters left out) … {tail}", n - MAX_REPORT)
 }
 
-/// `text` with every `'…'` span of more than `max` characters cut to its first 60 and
-/// a note of its length.
+/// The most characters of a message [`report`] keeps (about).
+const MAX_REPORT: usize = 1000;
+
+/// `text` with every `'…'` or `"…"` span of more than `max` characters cut to its
+/// first 60 and a note of its length.
 fn shorten_long_quotes(text: &str, max: usize) -> String {
     let mut out = String::with_capacity(text.len().min(4096));
     let mut rest = text;
-    while let Some(open) = rest.find('\'') {
-        let Some(len) = rest[open + 1..].find('\'') else {
+    while let Some(open) = rest.find(['\'', '"']) {
+        let q = rest.as_bytes()[open] as char;
+        let Some(len) = rest[open + 1..].find(q) else {
             break;
         };
         let quoted = &rest[open + 1..open + 1 + len];
@@ -114,10 +127,10 @@ fn shorten_long_quotes(text: &str, max: usize) -> String {
         let n = quoted.chars().count();
         if n > max {
             out.extend(quoted.chars().take(60));
-            out.push_str(&format!("…' ({n} characters)"));
+            out.push_str(&format!("…{q} ({n} characters)"));
         } else {
             out.push_str(quoted);
-            out.push('\'');
+            out.push(q);
         }
         rest = &rest[open + len + 2..];
     }
@@ -154,6 +167,20 @@ fn shorten_long_words(text: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_long_message_keeps_its_start_and_end() {
+        let e = anyhow::anyhow!("bad: \"{}\" here at Line: 3", "1 + ".repeat(900));
+        let m = super::report(&e);
+        assert!(m.contains("(3600 characters)") && m.len() < 150, "{m}");
+        let e = anyhow::anyhow!("bad: {} at Line: 3", "a b ".repeat(900));
+        let m = super::report(&e);
+        assert!(
+            m.starts_with("bad: a b") && m.ends_with("a b  at Line: 3"),
+            "{m}"
+        );
+        assert!(m.chars().count() < 1100, "{m}");
+    }
+
     #[test]
     fn a_huge_quoted_token_is_cut_in_the_message() {
         let e = anyhow::anyhow!("found: '{}' at Line: 9", "x".repeat(5000));
