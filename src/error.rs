@@ -72,6 +72,22 @@ impl Error {
         }
     }
 
+    /// Whether this is a source's broker being out of reach for now (restarting, a
+    /// network drop): worth waiting for, not a reason to stop the stream.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Error::KafkaUnreachable { .. } => true,
+            Error::Kafka { source, .. } => crate::kafka::is_outage(source),
+            _ => false,
+        }
+    }
+
+    /// Whether this says the broker does not know the partition or topic (for a moment
+    /// after a restart, or for good once the topic is deleted).
+    pub fn is_unknown_partition(&self) -> bool {
+        matches!(self, Error::Kafka { source, .. } if crate::kafka::is_unknown_partition(source))
+    }
+
     /// An invalid option value.
     pub fn option(name: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::InvalidOption {

@@ -168,11 +168,46 @@ pub fn ensure_topic(brokers: &str, topic: &str, partitions: usize) -> Result<usi
     }
 }
 
+/// Whether `e` says a broker is out of reach for now (down, restarting, its partitions
+/// between leaders) rather than that a request is wrong: the source waits these out.
+pub fn is_outage(e: &rdkafka::error::KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::OperationTimedOut
+                | C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::NetworkException
+                | C::BrokerNotAvailable
+                | C::LeaderNotAvailable
+                | C::NotLeaderForPartition
+                | C::RequestTimedOut
+                | C::Resolve
+                | C::CoordinatorNotAvailable
+                | C::NotCoordinator
+        )
+    ) || is_unknown_partition(e)
+}
+
+/// Whether `e` says the broker does not know the partition. A broker that has just
+/// restarted says so for a moment; a deleted topic says so for good, which is why the
+/// source waits out only a limited stretch of it.
+pub fn is_unknown_partition(e: &rdkafka::error::KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(C::UnknownPartition | C::UnknownTopic | C::UnknownTopicOrPartition)
+    )
+}
+
 /// The context of Sluice's partition consumers: as librdkafka's default, except that
 /// an end-of-partition event is not an error. Bounded reads ask for those events
 /// (`enable.partition.eof`) and take them from `poll`; the ones still queued when a
 /// consumer closes reach the context instead, which by default logged each as
 /// `ERROR … Global error: PartitionEOF` at the end of every `--available-now` run.
+/// A broker out of reach is logged at debug level only: librdkafka repeats it for every
+/// connection attempt, and the engine says once that it is waiting (`exec::sources`).
 pub struct ReaderContext;
 
 impl rdkafka::ClientContext for ReaderContext {
@@ -182,8 +217,25 @@ impl rdkafka::ClientContext for ReaderContext {
             error,
             KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
         );
-        if !eof {
+        if is_outage(&error) {
+            tracing::debug!("librdkafka: {error}: {reason}");
+        } else if !eof {
             tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+
+    /// Connection failures (`FAIL`) are debug-level, as outages are above; the rest as
+    /// librdkafka's level says.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        match level {
+            _ if fac == "FAIL" => tracing::debug!("librdkafka: {fac} {message}"),
+            L::Emerg | L::Alert | L::Critical | L::Error => {
+                tracing::error!("librdkafka: {fac} {message}")
+            }
+            L::Warning => tracing::warn!("librdkafka: {fac} {message}"),
+            L::Notice | L::Info => tracing::info!("librdkafka: {fac} {message}"),
+            L::Debug => tracing::debug!("librdkafka: {fac} {message}"),
         }
     }
 }

@@ -91,6 +91,11 @@ pub struct RunOptions {
     /// offset and error.
     #[arg(long)]
     pub dead_letter: Option<PathBuf>,
+    /// When a source's broker cannot be reached at start, wait for it (saying so every
+    /// 30 s) instead of stopping with an error. Once running, Sluice always waits out a
+    /// broker that goes away.
+    #[arg(long)]
+    pub wait_for_source: bool,
     /// Decode every record, even those whose raw bytes prove they cannot pass the
     /// query's filter (slower; counts every malformed record exactly).
     #[arg(long)]

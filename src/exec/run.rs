@@ -53,7 +53,9 @@ pub async fn run_with(
     stop: &(dyn Fn() -> bool + Sync),
     mut analysis: Option<&mut Analysis>,
 ) -> anyhow::Result<()> {
-    let mut job = Job::open(opts, progress, analysis.is_some()).await?;
+    let Some(mut job) = Job::open(opts, progress, stop, analysis.is_some()).await? else {
+        return Ok(()); // stopped while waiting for a source (--wait-for-source)
+    };
     let mut closing_replay = false;
     loop {
         if stop() || analysis.as_ref().is_some_and(|a| a.done()) {
@@ -152,15 +154,20 @@ impl<'a> Job<'a> {
     async fn open(
         opts: &'a RunOptions,
         progress: &mut (dyn Write + Send),
+        stop: &(dyn Fn() -> bool + Sync),
         analyzing: bool,
-    ) -> anyhow::Result<Job<'a>> {
+    ) -> anyhow::Result<Option<Job<'a>>> {
         let file_name = opts.file.display().to_string();
         let text = std::fs::read_to_string(&opts.file)
             .map_err(|e| Error::io("cannot read the query file", &opts.file, e))?;
         let file = QueryFile::parse(&file_name, &text)?;
         let plan = plan_query(&file, &file_name, opts).await?;
         let state = StreamState::new(&plan)?;
-        let sources = Sources::open(&plan, opts)?;
+        let mut status = Status::new(opts.status);
+        let mut say = |m: &str| status.say(progress, m);
+        let Some(sources) = Sources::open(&plan, opts, stop, &mut say)? else {
+            return Ok(None);
+        };
         let plan_statics = plan.statics.len();
         let clocks = SourceClocks::new(&plan)?;
         let checkpoint = match &opts.checkpoint {
@@ -186,7 +193,7 @@ impl<'a> Job<'a> {
             },
             late: None,
             dead_letter: None,
-            status: Status::new(opts.status),
+            status,
             reports: Reports::open(opts)?,
         };
         if let Some(c) = &checkpoint {
@@ -212,7 +219,15 @@ impl<'a> Job<'a> {
             job.late = Some(LateOutput::open(path, &job.file, &job.plan)?);
         }
         job.announce(progress).await?;
-        Ok(job)
+        job.say_news(progress);
+        Ok(Some(job))
+    }
+
+    /// Says what the sources had to say (an outage, partitions gained).
+    fn say_news(&mut self, progress: &mut (dyn Write + Send)) {
+        for line in self.sources.take_news() {
+            self.status.say(progress, &line);
+        }
     }
 
     /// Checks the checkpoint was written by this query, restores the last committed
@@ -332,6 +347,7 @@ impl<'a> Job<'a> {
                 Some(log) => self.sources.request_replay(&log)?,
                 None => {
                     self.sources.refresh_ends()?;
+                    self.say_news(progress);
                     if !self.sources.request_next()? {
                         return Ok(match self.bounded {
                             true => Step::Exhausted,
@@ -347,6 +363,7 @@ impl<'a> Job<'a> {
         };
         let fetch_wait = fetch_started.elapsed();
         self.sources.refresh_ends()?;
+        self.say_news(progress);
         if let Some(c) = &self.outputs.checkpoint {
             c.log_offsets(&self.sources.log(self.batch_id, &data))
                 .await?;

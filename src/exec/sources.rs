@@ -8,6 +8,7 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use super::{plan_ranges, RunOptions, StreamPlan};
 use crate::checkpoint::{Commit, OffsetLog, Ranges};
@@ -31,6 +32,8 @@ pub struct SourceInput {
     targets: Option<Vec<i64>>,
     /// The literals its raw-byte prefilter requires, if it has one.
     pub screen: Option<Vec<String>>,
+    /// Since when its broker has been out of reach, and when that was last said.
+    outage: Option<(Instant, Instant)>,
 }
 
 impl SourceInput {
@@ -52,6 +55,21 @@ impl SourceInput {
     pub fn workers(&self) -> usize {
         self.fetcher.workers()
     }
+
+    /// Starts reading the partitions the source gained, from their start.
+    fn gain_partitions(&mut self, news: &mut Vec<String>) -> Result<()> {
+        for p in self.source.new_partitions()? {
+            self.fetcher.add(p.partition, p.reader)?;
+            self.next.push(p.earliest);
+            self.ends.push(p.earliest);
+            self.planned.push(p.earliest);
+            news.push(format!(
+                "[sluice] table {} gained partition {}: reading it from offset {}",
+                self.def.name, p.partition, p.earliest
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Every source table the query reads, in the plan's order.
@@ -60,11 +78,28 @@ pub struct Sources {
     pub list: Vec<SourceInput>,
     max_records: u64,
     max_bytes: u64,
+    /// What the sources have to say (an outage, partitions gained), for the engine's
+    /// progress output.
+    news: Vec<String>,
 }
+
+/// How long a broker may not know a source's partitions before the run stops (a
+/// restarted broker knows them again within seconds; a deleted topic never does).
+const TOPIC_GONE_AFTER: Duration = Duration::from_secs(60);
+
+/// How often a source that stays out of reach is said to be.
+const OUTAGE_REMINDER: Duration = Duration::from_secs(30);
 
 impl Sources {
     /// Opens the sources of every table `plan` reads and starts their reader threads.
-    pub fn open(plan: &StreamPlan, opts: &RunOptions) -> anyhow::Result<Self> {
+    /// With `--wait-for-source`, a broker out of reach is waited for (saying so through
+    /// `say` every 30 s) until it answers or `stop` turns true (then `Ok(None)`).
+    pub fn open(
+        plan: &StreamPlan,
+        opts: &RunOptions,
+        stop: &dyn Fn() -> bool,
+        say: &mut dyn FnMut(&str),
+    ) -> anyhow::Result<Option<Self>> {
         let settings = SourceSettings {
             bootstrap_servers: opts.bootstrap_servers.clone(),
             starting_offsets: opts.starting_offsets.clone(),
@@ -72,7 +107,35 @@ impl Sources {
         };
         let mut list = Vec::with_capacity(plan.inputs.len());
         for (i, input) in plan.inputs.iter().enumerate() {
-            let mut source = source::open(&input.def, &settings)?;
+            let waited = Instant::now();
+            let mut said: Option<Instant> = None;
+            let mut source = loop {
+                match source::open(&input.def, &settings) {
+                    Ok(s) => break s,
+                    Err(e) if opts.wait_for_source && e.is_outage() => {
+                        if stop() {
+                            return Ok(None);
+                        }
+                        if said.is_none_or(|t| t.elapsed() >= OUTAGE_REMINDER) {
+                            say(&format!(
+                                "[sluice] waiting for table {} (--wait-for-source, {} s so far): {e}",
+                                input.def.name,
+                                waited.elapsed().as_secs()
+                            ));
+                            said = Some(Instant::now());
+                        }
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            if said.is_some() {
+                say(&format!(
+                    "[sluice] table {} is reachable after {:.1} s",
+                    input.def.name,
+                    waited.elapsed().as_secs_f64()
+                ));
+            }
             let prefilter = match opts.no_prefilter {
                 true => None,
                 false => plan.prefilter(i),
@@ -94,15 +157,22 @@ impl Sources {
                 next,
                 targets: None,
                 screen,
+                outage: None,
             });
         }
-        Ok(Self {
+        Ok(Some(Self {
             list,
             max_records: opts
                 .max_records_per_batch
                 .unwrap_or(super::DEFAULT_MAX_RECORDS),
             max_bytes: opts.max_bytes_per_batch.unwrap_or(super::DEFAULT_MAX_BYTES),
-        })
+            news: Vec::new(),
+        }))
+    }
+
+    /// What the sources had to say since last asked.
+    pub fn take_news(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.news)
     }
 
     /// What the sources read, for messages: `kafka topic logs (2 partitions)`, or each
@@ -129,15 +199,27 @@ impl Sources {
                     s.def.name
                 )
             })?;
-            if offsets.len() != s.next.len() {
+            if offsets.len() > s.next.len() {
                 anyhow::bail!(
-                    "checkpoint {location}: it has offsets for {} partitions of table {} but the source has {}; use a new checkpoint location",
+                    "checkpoint {location}: it has offsets for {} partitions of table {} but the source has {} (was the topic deleted and made again?); use a new checkpoint location",
                     offsets.len(),
                     s.def.name,
                     s.next.len()
                 );
             }
-            s.next = offsets.clone();
+            // Partitions the topic gained since the checkpoint are read from their
+            // start: every record in them came after it.
+            let mut next = offsets.clone();
+            if next.len() < s.next.len() {
+                let earliest = s.source.earliest_offsets()?;
+                next.extend_from_slice(&earliest[next.len()..]);
+                self.news.push(format!(
+                    "[sluice] table {} has {} partition(s) more than the checkpoint: they are read from their start",
+                    s.def.name,
+                    s.next.len() - offsets.len()
+                ));
+            }
+            s.next = next;
         }
         Ok(())
     }
@@ -160,12 +242,53 @@ impl Sources {
 
     /// Asks every table how far its data goes now (the fixed ends with
     /// `--available-now`).
+    ///
+    /// A table whose broker is out of reach keeps the ends last seen (it has no new data
+    /// as far as the batch loop knows) and the engine says it waits; a table whose topic
+    /// gained partitions reads them from their start.
     pub fn refresh_ends(&mut self) -> Result<()> {
         for s in &mut self.list {
-            s.ends = match &s.targets {
-                Some(t) => t.clone(),
-                None => s.source.available_ends()?,
-            };
+            if let Some(t) = &s.targets {
+                s.ends = t.clone();
+                continue;
+            }
+            let ends = s
+                .gain_partitions(&mut self.news)
+                .and_then(|()| s.source.available_ends());
+            match ends {
+                Ok(ends) => {
+                    if let Some((since, _)) = s.outage.take() {
+                        self.news.push(format!(
+                            "[sluice] table {}: the source is back after {:.1} s; reading on from its own offsets",
+                            s.def.name,
+                            since.elapsed().as_secs_f64()
+                        ));
+                    }
+                    s.ends = ends;
+                }
+                Err(e) if e.is_outage() => {
+                    let now = Instant::now();
+                    let (since, said) = s.outage.get_or_insert((now, now));
+                    if e.is_unknown_partition() && since.elapsed() >= TOPIC_GONE_AFTER {
+                        return Err(Error::option(
+                            format!("table {}", s.def.name),
+                            format!(
+                                "its source answers but has not known its partitions for {} s (was the topic deleted?): {e}",
+                                TOPIC_GONE_AFTER.as_secs()
+                            ),
+                        ));
+                    }
+                    if *since == now || said.elapsed() >= OUTAGE_REMINDER {
+                        *said = now;
+                        self.news.push(format!(
+                            "[sluice] table {}: waiting for the source ({} s so far): {e}",
+                            s.def.name,
+                            since.elapsed().as_secs()
+                        ));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }

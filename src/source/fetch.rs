@@ -50,7 +50,13 @@ struct Job {
 /// Worker threads reading partitions on request.
 pub struct Fetcher {
     jobs: Vec<Sender<Job>>,
+    /// The worker of each partition (index: partition).
+    route: Vec<usize>,
     results: Receiver<Result<PartitionData>>,
+    /// Kept to hand to workers started later (partitions a topic gains).
+    results_tx: Sender<Result<PartitionData>>,
+    schema: SchemaRef,
+    prefilter: Option<Prefilter>,
     outstanding: usize,
     /// Set when the run stops mid-fetch: workers end their ranges at the next chunk.
     cancel: Arc<AtomicBool>,
@@ -66,45 +72,73 @@ impl Fetcher {
         prefilter: Option<Prefilter>,
     ) -> Result<Self> {
         let workers = workers.clamp(1, readers.len().max(1));
+        let (results_tx, results) = channel();
+        let mut fetcher = Self {
+            jobs: Vec::new(),
+            route: Vec::new(),
+            results,
+            results_tx,
+            schema,
+            prefilter,
+            outstanding: 0,
+            cancel: Arc::new(AtomicBool::new(false)),
+        };
         let mut per_worker: Vec<Vec<(usize, Box<dyn PartitionReader>)>> =
             (0..workers).map(|_| Vec::new()).collect();
         for (p, r) in readers.into_iter().enumerate() {
+            fetcher.route.push(p % workers);
             per_worker[p % workers].push((p, r));
         }
-        let (res_tx, results) = channel();
-        let cancel = Arc::new(AtomicBool::new(false));
-        let mut jobs = Vec::new();
-        for (w, readers) in per_worker.into_iter().enumerate() {
-            let (tx, rx) = channel::<Job>();
-            let res_tx = res_tx.clone();
-            let decoder = JsonDecoder::new(schema.clone());
-            let prefilter = prefilter.clone();
-            let cancel = Arc::clone(&cancel);
-            std::thread::Builder::new()
-                .name(format!("sluice-fetch-{w}"))
-                .spawn(move || worker(readers, decoder, prefilter, rx, res_tx, cancel))
-                .map_err(|e| Error::io("cannot start a fetch thread", "", e))?;
-            jobs.push(tx);
+        for readers in per_worker {
+            fetcher.spawn(readers)?;
         }
-        Ok(Self {
-            jobs,
-            results,
-            outstanding: 0,
-            cancel,
-        })
+        Ok(fetcher)
+    }
+
+    /// Adds the reader of partition `partition` (the next one: partitions a topic gains
+    /// are numbered on), on a thread of its own as Kafka partitions are.
+    pub fn add(&mut self, partition: usize, reader: Box<dyn PartitionReader>) -> Result<()> {
+        if partition != self.route.len() {
+            return Err(Error::option(
+                "source",
+                format!(
+                    "partition {partition} added out of order (next is {})",
+                    self.route.len()
+                ),
+            ));
+        }
+        self.route.push(self.jobs.len());
+        self.spawn(vec![(partition, reader)])
+    }
+
+    fn spawn(&mut self, mut readers: Vec<(usize, Box<dyn PartitionReader>)>) -> Result<()> {
+        for (_, r) in &mut readers {
+            r.set_cancel(Arc::clone(&self.cancel));
+        }
+        let (tx, rx) = channel::<Job>();
+        let res_tx = self.results_tx.clone();
+        let decoder = JsonDecoder::new(self.schema.clone());
+        let prefilter = self.prefilter.clone();
+        let cancel = Arc::clone(&self.cancel);
+        std::thread::Builder::new()
+            .name(format!("sluice-fetch-{}", self.jobs.len()))
+            .spawn(move || worker(readers, decoder, prefilter, rx, res_tx, cancel))
+            .map_err(|e| Error::io("cannot start a fetch thread", "", e))?;
+        self.jobs.push(tx);
+        Ok(())
     }
 
     /// Asks the workers to read `ranges`, at most `max_records[i]` records from range
     /// `i`, and about `max_bytes` payload bytes over all ranges (each range gets an
     /// equal share; `u64::MAX` reads the ranges whole, as a replay must).
     pub fn request(&mut self, ranges: &[(OffsetRange, u64)], max_bytes: u64) -> Result<()> {
-        let n = self.jobs.len();
         let share = match max_bytes {
             u64::MAX => u64::MAX,
             b => (b / ranges.len().max(1) as u64).max(1),
         };
         for &(range, max_records) in ranges {
-            self.jobs[range.partition % n]
+            let worker = self.route.get(range.partition).copied().unwrap_or(0);
+            self.jobs[worker]
                 .send(Job {
                     range,
                     max_records,
@@ -116,7 +150,8 @@ impl Fetcher {
         Ok(())
     }
 
-    /// Number of worker threads; partition `p` is read by worker `p % workers()`.
+    /// Number of worker threads (partition `p` is read by worker `p % workers()`, but
+    /// for partitions added later, which have threads of their own).
     pub fn workers(&self) -> usize {
         self.jobs.len()
     }

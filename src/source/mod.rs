@@ -47,6 +47,20 @@ pub trait PartitionReader: Send {
         max_records: u64,
         f: &mut dyn FnMut(i64, &[u8]),
     ) -> Result<i64>;
+
+    /// Gives the reader the flag the engine sets when the run stops mid-fetch: a reader
+    /// that can wait long (for a broker to come back) returns early when it is set.
+    fn set_cancel(&mut self, _cancel: std::sync::Arc<std::sync::atomic::AtomicBool>) {}
+}
+
+/// A partition a source gained while it ran.
+pub struct NewPartition {
+    /// Its number (the next after the ones before).
+    pub partition: usize,
+    /// Its oldest offset.
+    pub earliest: i64,
+    /// Its reader.
+    pub reader: Box<dyn PartitionReader>,
 }
 
 /// A partitioned source of JSON records.
@@ -61,6 +75,17 @@ pub trait Source: Send {
     fn available_ends(&mut self) -> Result<Vec<i64>>;
     /// One reader per partition, in partition order; each moves to a worker thread.
     fn readers(&mut self) -> Result<Vec<Box<dyn PartitionReader>>>;
+    /// Where each partition's oldest record is (what a partition the checkpoint does not
+    /// know is read from).
+    fn earliest_offsets(&mut self) -> Result<Vec<i64>> {
+        self.start_offsets()
+    }
+    /// Partitions the source gained since it opened or last said so (a Kafka topic's
+    /// partition count can grow): each one's number, reader and oldest offset, which is
+    /// where it is read from (as Spark does). Sources whose partitions are fixed have none.
+    fn new_partitions(&mut self) -> Result<Vec<NewPartition>> {
+        Ok(Vec::new())
+    }
     /// How many worker threads read the partitions (partition `p` goes to worker `p % n`).
     fn workers(&self) -> usize {
         self.partitions()
