@@ -21,6 +21,9 @@ use crate::sql::TableDef;
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a running source asks whether its topic gained partitions.
 const PARTITION_CHECK: Duration = Duration::from_secs(5);
+/// How long a read waits for a record it knows exists before it asks whether the
+/// broker is there.
+const QUIET_CHECK: Duration = Duration::from_secs(2);
 /// How long one wait for a record lasts, so a stop is seen while the broker is away.
 const POLL_SLICE: Duration = Duration::from_millis(500);
 /// How long a read waits after an end-of-partition event before it takes the offsets
@@ -352,10 +355,17 @@ impl PartitionReader for KafkaPartitionReader {
                 None if self.cancel.load(Ordering::Relaxed) => break,
                 None => {
                     let since = *quiet.get_or_insert_with(Instant::now);
-                    // A broker out of reach is waited for (librdkafka reconnects and
-                    // the fetch goes on at its position); a broker that answers but
-                    // does not deliver records it holds is an error.
-                    if since.elapsed() >= STALL_TIMEOUT && self.broker_reachable(next) {
+                    let quiet_for = since.elapsed();
+                    // A silence is looked into: a broker out of reach is waited for
+                    // (librdkafka reconnects, the fetch goes on at its position, and
+                    // the wait is said once); a broker that answers but does not
+                    // deliver records it holds is an error.
+                    if quiet_for < QUIET_CHECK {
+                        continue;
+                    }
+                    if !self.broker_reachable(next) {
+                        quiet = Some(Instant::now());
+                    } else if quiet_for >= STALL_TIMEOUT {
                         return Err(Error::kafka(
                             format!(
                                 "no record from {}/{} at offset {next} within {} s although the partition holds offsets up to {end}",
@@ -365,9 +375,6 @@ impl PartitionReader for KafkaPartitionReader {
                             ),
                             KafkaError::NoMessageReceived,
                         ));
-                    }
-                    if self.outage.is_some() {
-                        quiet = Some(Instant::now());
                     }
                 }
             }

@@ -3,6 +3,8 @@
 //! `sluice` binary, and a plain consumer that reads a topic back.
 #![allow(dead_code)]
 
+pub mod q2;
+
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -263,7 +265,7 @@ pub fn malformed_total(stderr: &str) -> u64 {
 
 /// A workload record checked independently of Sluice's decoder: the six fields with
 /// their JSON types, or `None` for anything else.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct LogRecord {
     pub timestamp: i64,
     pub status: String,

@@ -1,0 +1,384 @@
+//! Broker faults against real Kafka brokers: the source's broker restarted mid-run
+//! (gracefully and killed), a broker that is down when the run starts, a topic that
+//! gains partitions while it is read. Each result is checked against an independent
+//! computation over the topic's records; the restarts use brokers of the test's own
+//! (scripts/kafka-local.sh on other ports), so they disturb no other test.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::q2::*;
+use common::*;
+
+/// A broker of the test's own on `port` (its controller on `port + 1`, SASL on
+/// `port + 2`), stopped when dropped.
+struct OwnBroker {
+    port: u16,
+}
+
+impl OwnBroker {
+    fn start(port: u16) -> Self {
+        let b = Self { port };
+        b.script(&["start"]);
+        b
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn script(&self, args: &[&str]) {
+        let out = Command::new("bash")
+            .arg(repo().join("scripts/kafka-local.sh"))
+            .args(args)
+            .env("KAFKA_PORT", self.port.to_string())
+            .env("KAFKA_HEAP", "512m")
+            .output()
+            .expect("run scripts/kafka-local.sh");
+        assert!(
+            out.status.success(),
+            "kafka-local.sh {args:?} on port {}:\n{}",
+            self.port,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.script(&["stop"]);
+    }
+}
+
+/// A `sluice run` in the background whose stderr lines are collected as they come.
+struct Running {
+    child: Child,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Running {
+    fn spawn(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::clone(&stderr);
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                lines.lock().unwrap().push(line);
+            }
+        });
+        Self { child, stderr }
+    }
+
+    fn said(&self, text: &str) -> usize {
+        let lines = self.stderr.lock().unwrap();
+        lines.iter().filter(|l| l.contains(text)).count()
+    }
+
+    /// Waits until `cond` holds, polling; panics after `within` with `what` and what
+    /// the run said.
+    fn wait_for(&self, within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + within;
+        while !cond() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; the run said:\n{}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Waits for the run to end on its own; panics with its stderr unless it succeeded.
+    fn finish(mut self, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the run did not end:\n{}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let status = self.child.wait().unwrap();
+        // The reader thread ends with the pipe; give it the last lines.
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(status.success(), "the run failed:\n{}", self.text());
+        self.text()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The batches a `--progress-json` file has recorded so far.
+fn batches(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
+}
+
+/// Records read so far, by a `--progress-json` file.
+fn records_read(path: &Path) -> u64 {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|r| r["numInputRows"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// `sluice run` of `q` in batches of 400 records every 250 ms with a checkpoint, and
+/// `extra` arguments.
+fn run_args<'a>(q: &'a Path, ckpt: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "run",
+        q.to_str().unwrap(),
+        "--max-records-per-batch",
+        "400",
+        "--trigger",
+        "250ms",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn five_broker_restarts_mid_run_lose_and_duplicate_nothing() {
+    let b = OwnBroker::start(19292);
+    let broker = b.address();
+    let topic = "restarts";
+    sluice_ok(&[
+        "gen",
+        "--broker",
+        &broker,
+        "--topic",
+        topic,
+        "--partitions",
+        "2",
+        "--target-rps",
+        "0",
+        "--quiet",
+        "--max-records",
+        "40000",
+        "--seed",
+        "21",
+        "--start-time-ms",
+        "1768402330000",
+        "--event-rate",
+        "400",
+        "--additional-term",
+        "crash",
+        "--additional-term-rate",
+        "1",
+    ]);
+    let expected = q2_expected(&broker, topic);
+    assert!(expected.len() > 100);
+    let dir = temp_dir("restarts");
+    let out = dir.join("out");
+    let q = write_query(&dir, &broker, topic, "parquet", &out, Q2);
+    let ckpt = dir.join("ckpt");
+    // Two streaming runs (each SIGKILLed after its broker restarts, the second resuming
+    // from the checkpoint), five restarts in all, every other one a SIGKILL of the
+    // broker; then a bounded run reads the rest and closes the windows.
+    let mut restarts = 0;
+    let mut back = 0;
+    for (run, rounds) in [(0, 2), (1, 3)] {
+        let progress = dir.join(format!("progress-{run}.jsonl"));
+        let progress_arg = ["--progress-json", progress.to_str().unwrap()];
+        let sluice = Running::spawn(&run_args(&q, &ckpt, &progress_arg));
+        for _ in 0..rounds {
+            let seen = batches(&progress);
+            sluice.wait_for(Duration::from_secs(60), "batches before a restart", || {
+                batches(&progress) >= seen + 4
+            });
+            let noticed = sluice.said("back after");
+            b.script(match restarts % 2 {
+                0 => &["restart"],
+                _ => &["restart", "--kill"],
+            });
+            restarts += 1;
+            // The run noticed the outage, waited, and reads on.
+            sluice.wait_for(Duration::from_secs(90), "the run to read on", || {
+                sluice.said("back after") > noticed
+            });
+        }
+        let said = sluice.text();
+        drop(sluice); // SIGKILL mid-stream
+        back += said.matches("back after").count();
+        assert!(!said.contains("ERROR"), "{said}");
+    }
+    let progress = dir.join("progress-rest.jsonl");
+    let rest = [
+        "--available-now",
+        "--close-windows-at-end",
+        "--progress-json",
+        progress.to_str().unwrap(),
+    ];
+    Running::spawn(&run_args(&q, &ckpt, &rest)).finish(Duration::from_secs(120));
+    // The restarts all came mid-stream: records were left for this last run.
+    assert!(records_read(&progress) > 0);
+    assert_eq!(restarts, 5);
+    // Each restart was noticed and waited out (by the batch loop, a reader, or both).
+    assert!(back >= 5, "{back} 'back after' messages for 5 restarts");
+    assert_eq!(parquet_rows(&out), expected, "after 5 broker restarts");
+}
+
+/// The query file of a stateless copy of `topic` on `broker` into JSON-lines files.
+fn copy_query(dir: &Path, broker: &str, topic: &str) -> (PathBuf, PathBuf) {
+    let out = dir.join("out");
+    let q = query_file(
+        dir,
+        broker,
+        topic,
+        &format!(
+            "CREATE TABLE out WITH (connector = 'jsonl', path = '{}');\nINSERT INTO out SELECT * FROM logs;",
+            out.display()
+        ),
+    );
+    (q, out)
+}
+
+/// The log records of `topic`, read back with a plain consumer.
+fn topic_records(broker: &str, topic: &str) -> Vec<LogRecord> {
+    let records = consume_all(broker, topic);
+    sorted(
+        records
+            .iter()
+            .map(|c| parse_record(&c.payload).unwrap())
+            .collect(),
+    )
+}
+
+#[test]
+fn a_broker_down_at_start_is_an_error_or_with_wait_for_source_is_waited_for() {
+    let b = OwnBroker::start(19392);
+    let broker = b.address();
+    let topic = "waited";
+    sluice_ok(&[
+        "gen",
+        "--broker",
+        &broker,
+        "--topic",
+        topic,
+        "--partitions",
+        "2",
+        "--target-rps",
+        "0",
+        "--quiet",
+        "--max-records",
+        "3000",
+        "--seed",
+        "5",
+    ]);
+    let expected = topic_records(&broker, topic);
+    b.script(&["stop"]);
+    let dir = temp_dir("waited");
+    let (q, out) = copy_query(&dir, &broker, topic);
+
+    let started = Instant::now();
+    let failed = sluice(&["run", q.to_str().unwrap(), "--available-now"]);
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success());
+    assert!(
+        err.contains(&format!("cannot reach a Kafka broker at {broker}")),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let waiting = Running::spawn(&[
+        "run",
+        q.to_str().unwrap(),
+        "--available-now",
+        "--wait-for-source",
+    ]);
+    waiting.wait_for(Duration::from_secs(30), "the waiting message", || {
+        waiting.said("waiting for table logs (--wait-for-source") > 0
+    });
+    b.script(&["restart"]); // the same log dir: the topic and its records are there
+    let said = waiting.finish(Duration::from_secs(120));
+    assert!(said.contains("table logs is reachable after"), "{said}");
+    assert_eq!(sorted(records_in_files(&out)), expected);
+}
+
+#[test]
+fn partitions_a_topic_gains_are_read_from_their_start_mid_run_and_on_resume() {
+    let (broker, topic) = seeded_topic("grow", 2000, 2, "crash", 10);
+    let dir = temp_dir("grow");
+    let (q, out) = copy_query(&dir, &broker, &topic);
+    let ckpt = dir.join("ckpt");
+    let progress = dir.join("progress.jsonl");
+    let q = q.to_str().unwrap();
+    let ckpt = ckpt.to_str().unwrap();
+    let alter = |n: &str| {
+        let out = Command::new("bash")
+            .arg(repo().join("scripts/kafka-local.sh"))
+            .args(["tool", "org.apache.kafka.tools.TopicCommand"])
+            .args(["--bootstrap-server", &broker, "--alter", "--topic", &topic])
+            .args(["--partitions", n])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let running = Running::spawn(&[
+        "run",
+        q,
+        "--checkpoint",
+        ckpt,
+        "--trigger",
+        "100ms",
+        "--progress-json",
+        progress.to_str().unwrap(),
+    ]);
+    running.wait_for(Duration::from_secs(60), "the first 2000 records", || {
+        records_read(&progress) == 2000
+    });
+    alter("4");
+    append_records(&broker, &topic, 2000, 8); // round-robin over the 4 partitions
+    running.wait_for(
+        Duration::from_secs(60),
+        "the records of the new partitions",
+        || records_read(&progress) == 4000,
+    );
+    assert_eq!(running.said("gained partition"), 2, "{}", running.text());
+    drop(running); // SIGKILL
+
+    // Gained while no run was going: read from their start on resume.
+    alter("6");
+    append_records(&broker, &topic, 1200, 9);
+    let resumed = Running::spawn(&["run", q, "--checkpoint", ckpt, "--available-now"]);
+    let said = resumed.finish(Duration::from_secs(120));
+    assert!(
+        said.contains("2 partition(s) more than the checkpoint"),
+        "{said}"
+    );
+    let expected = topic_records(&broker, &topic);
+    assert_eq!(expected.len(), 5200);
+    assert_eq!(sorted(records_in_files(&out)), expected);
+}
