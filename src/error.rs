@@ -28,6 +28,13 @@ pub enum Error {
     #[error("Kafka topic '{topic}' does not exist on {brokers}; create it (e.g. `sluice gen --partitions 2`) or fix the topic name")]
     TopicMissing { topic: String, brokers: String },
 
+    /// The sink's topic vanished while the query ran (deleted).
+    #[error("Kafka topic '{topic}' of the sink is gone from {brokers} (deleted while the query ran?): batch {batch_id} was not written and not committed; create the topic again and restart with the same checkpoint to go on after the last committed batch")]
+    SinkTopicGone {
+        topic: String,
+        brokers: String,
+        batch_id: u64,
+    },
     /// Any other Kafka client failure, with what Sluice was doing.
     #[error("Kafka: {context}: {source}")]
     Kafka {

@@ -59,6 +59,8 @@ impl Drop for OwnBroker {
 struct Running {
     child: Child,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// The thread collecting stderr; it ends when the process does.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -72,13 +74,17 @@ impl Running {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let lines = Arc::clone(&stderr);
         let pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
                 lines.lock().unwrap().push(line);
             }
         });
-        Self { child, stderr }
+        Self {
+            child,
+            stderr,
+            reader: Some(reader),
+        }
     }
 
     fn said(&self, text: &str) -> usize {
@@ -106,6 +112,13 @@ impl Running {
 
     /// Waits for the run to end on its own; panics with its stderr unless it succeeded.
     fn finish(mut self, within: Duration) -> String {
+        let (ok, said) = self.end(within);
+        assert!(ok, "the run failed:\n{said}");
+        said
+    }
+
+    /// Waits for the run to end on its own: whether it succeeded, and what it said.
+    fn end(&mut self, within: Duration) -> (bool, String) {
         let deadline = Instant::now() + within;
         while self.child.try_wait().unwrap().is_none() {
             assert!(
@@ -116,10 +129,10 @@ impl Running {
             std::thread::sleep(Duration::from_millis(50));
         }
         let status = self.child.wait().unwrap();
-        // The reader thread ends with the pipe; give it the last lines.
-        std::thread::sleep(Duration::from_millis(100));
-        assert!(status.success(), "the run failed:\n{}", self.text());
-        self.text()
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap(); // every line is in
+        }
+        (status.success(), self.text())
     }
 }
 
@@ -381,4 +394,93 @@ fn partitions_a_topic_gains_are_read_from_their_start_mid_run_and_on_resume() {
     let expected = topic_records(&broker, &topic);
     assert_eq!(expected.len(), 5200);
     assert_eq!(sorted(records_in_files(&out)), expected);
+}
+
+/// Runs Kafka's TopicCommand against `broker` with `args`.
+fn topic_command(broker: &str, args: &[&str]) {
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/kafka-local.sh"))
+        .args(["tool", "org.apache.kafka.tools.TopicCommand"])
+        .args(["--bootstrap-server", broker])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The next offsets per partition of table `logs` in the last commit of `ckpt`, and
+/// that commit's batch id.
+fn last_commit(ckpt: &Path) -> (u64, Vec<i64>) {
+    let last = std::fs::read_dir(ckpt.join("commits"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    let c: serde_json::Value = serde_json::from_slice(&std::fs::read(last).unwrap()).unwrap();
+    let offsets = c["offsets"]["logs"].as_array().unwrap();
+    (
+        c["batch_id"].as_u64().unwrap(),
+        offsets.iter().map(|o| o.as_i64().unwrap()).collect(),
+    )
+}
+
+#[test]
+fn a_deleted_sink_topic_stops_the_run_with_nothing_committed_past_the_last_good_batch() {
+    let (broker, input) = seeded_topic("sinkgone-in", 40_000, 2, "crash", 10);
+    let output = unique_topic("sinkgone-out");
+    let create = ["--create", "--topic", &output, "--partitions", "1"];
+    topic_command(&broker, &create);
+    let dir = temp_dir("sinkgone");
+    let q = query_file(
+        &dir,
+        &broker,
+        &input,
+        &format!(
+            "CREATE TABLE out WITH (connector = 'kafka', topic = '{output}', bootstrap_servers = '{broker}');\n\
+             INSERT INTO out SELECT * FROM logs;"
+        ),
+    );
+    let ckpt = dir.join("ckpt");
+    let progress = dir.join("progress.jsonl");
+    let progress_arg = ["--progress-json", progress.to_str().unwrap()];
+    let mut running = Running::spawn(&run_args(&q, &ckpt, &progress_arg));
+    running.wait_for(Duration::from_secs(60), "a few batches", || {
+        batches(&progress) >= 5
+    });
+    topic_command(&broker, &["--delete", "--topic", &output]);
+    let (ok, said) = running.end(Duration::from_secs(120));
+    assert!(!ok, "{said}");
+    let (committed, next) = last_commit(&ckpt);
+    let gone = format!("Kafka topic '{output}' of the sink is gone");
+    let message = format!("batch {} was not written and not committed", committed + 1);
+    assert!(said.contains(&gone) && said.contains(&message), "{said}");
+
+    // Made again, the topic gets everything after the last committed batch, once.
+    topic_command(&broker, &create);
+    let rest = Running::spawn(&run_args(&q, &ckpt, &["--available-now"]));
+    let said = rest.finish(Duration::from_secs(120));
+    assert!(
+        said.contains(&format!("resuming after committed batch {committed}")),
+        "{said}"
+    );
+    let expected: Vec<LogRecord> = consume_all(&broker, &input)
+        .iter()
+        .filter(|c| c.offset >= next[c.partition as usize])
+        .map(|c| parse_record(&c.payload).unwrap())
+        .collect();
+    let written: Vec<LogRecord> = committed_messages(&broker, &output);
+    assert!(expected.len() < 40_000 && !expected.is_empty());
+    assert_eq!(sorted(written), sorted(expected));
+}
+
+/// The log records a sink committed to `topic`.
+fn committed_messages(broker: &str, topic: &str) -> Vec<LogRecord> {
+    committed(broker, topic)
+        .iter()
+        .map(|c| parse_record(c.payload.as_deref().unwrap()).unwrap())
+        .collect()
 }

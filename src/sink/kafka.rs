@@ -34,6 +34,9 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Writes each batch's rows to a Kafka topic in one transaction.
 pub struct KafkaSink {
     topic: String,
+    brokers: String,
+    /// librdkafka settings from `kafka.*` table options.
+    properties: Vec<(String, String)>,
     key: Option<usize>,
     /// Update mode over a result with deletes: the first column is the op; `-D` rows are
     /// tombstones, the others upserts of the row without its op.
@@ -119,6 +122,8 @@ impl KafkaSink {
                 .map_err(|e| Error::kafka("creating the sink's group client", e))?;
         Ok(Self {
             topic,
+            brokers,
+            properties,
             key,
             upsert: false,
             producer,
@@ -261,6 +266,15 @@ impl KafkaSink {
         });
         if let Err(e) = result {
             let _ = self.producer.abort_transaction(TXN_TIMEOUT);
+            let lookup =
+                crate::kafka::topic_partitions(&self.brokers, &self.properties, &self.topic);
+            if let Ok(None) = lookup {
+                return Err(Error::SinkTopicGone {
+                    topic: self.topic.clone(),
+                    brokers: self.brokers.clone(),
+                    batch_id,
+                });
+            }
             return Err(e);
         }
         self.written = Some(Some(batch_id));
