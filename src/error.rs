@@ -56,6 +56,9 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The checkpoint or a file sink cannot read or write its store.
+    #[error("{what}: {message}")]
+    Storage { what: String, message: String },
     /// A user-supplied option has a value Sluice cannot use.
     #[error("invalid option {name}: {reason}")]
     InvalidOption { name: String, reason: String },
@@ -93,6 +96,14 @@ impl Error {
     /// after a restart, or for good once the topic is deleted).
     pub fn is_unknown_partition(&self) -> bool {
         matches!(self, Error::Kafka { source, .. } if crate::kafka::is_unknown_partition(source))
+    }
+
+    /// A failure of the store of `what` (e.g. `checkpoint DIR`).
+    pub fn storage(what: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        Error::Storage {
+            what: what.into(),
+            message: message.to_string(),
+        }
     }
 
     /// An invalid option value.

@@ -5,11 +5,13 @@
 //! `ObjectStore` rooted at the location.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
+use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::ObjectStore;
+use object_store::{ClientConfigKey, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 
 use crate::error::{Error, Result};
 
@@ -22,10 +24,24 @@ pub fn open(location: &str, what: &str) -> Result<Arc<dyn ObjectStore>> {
         if bucket.is_empty() {
             return Err(err(&"an s3:// location needs a bucket: s3://bucket/prefix"));
         }
-        let s3 = AmazonS3Builder::from_env()
+        // Requests fail within seconds (object_store's defaults retry one for up to 3
+        // minutes with no word): `put_retrying` retries writes, and says so.
+        let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
-            .build()
-            .map_err(|e| err(&e))?;
+            .with_retry(RetryConfig {
+                max_retries: 2,
+                retry_timeout: Duration::from_secs(10),
+                ..RetryConfig::default()
+            });
+        for (var, key, value) in [
+            ("AWS_TIMEOUT", ClientConfigKey::Timeout, "10s"),
+            ("AWS_CONNECT_TIMEOUT", ClientConfigKey::ConnectTimeout, "5s"),
+        ] {
+            if std::env::var_os(var).is_none() {
+                builder = builder.with_config(AmazonS3ConfigKey::Client(key), value);
+            }
+        }
+        let s3 = builder.build().map_err(|e| err(&e))?;
         let prefix = prefix.trim_matches('/');
         return Ok(if prefix.is_empty() {
             Arc::new(s3)
@@ -42,4 +58,53 @@ pub fn open(location: &str, what: &str) -> Result<Arc<dyn ObjectStore>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create the directory", dir, e))?;
     let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| err(&e))?;
     Ok(Arc::new(store))
+}
+
+/// How long a failing write is retried before the run stops, in ms (`--write-retry`;
+/// one setting for the process, as a run is one query).
+static RETRY_FOR_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(60_000);
+
+/// Sets how long [`put_retrying`] retries a failing write.
+pub fn set_retry_for(d: Duration) {
+    RETRY_FOR_MS.store(d.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn retry_for() -> Duration {
+    Duration::from_millis(RETRY_FOR_MS.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// `store.put(path, payload)`, retried with backoff (0.5 s, doubling to 8 s) for up to
+/// `--write-retry` (60 s by default) while it fails: a full or read-only disk that is mended, an object
+/// store that times out or is restarted. Each retry is a warning that names the error.
+/// A put is atomic (a local file is written aside and renamed; an object appears only
+/// whole), so a failed try leaves nothing half-written under `path`. The last error,
+/// with how long it was retried, when it never succeeds.
+pub async fn put_retrying(
+    store: &dyn ObjectStore,
+    path: &Path,
+    payload: PutPayload,
+) -> std::result::Result<(), String> {
+    let started = Instant::now();
+    let mut wait = Duration::from_millis(500);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let e = match store.put(path, payload.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        if started.elapsed() + wait > retry_for() {
+            return Err(format!(
+                "writing {path} failed {tries} times in {:.0} s: {e}; mend the store (space, permissions, endpoint) and run again: it resumes after the last committed batch",
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        tracing::warn!(
+            "writing {path} failed ({e}); retrying in {:.1} s (for up to {:.0} s, then the run stops; the batch is not committed until it succeeds)",
+            wait.as_secs_f64(),
+            retry_for().as_secs_f64()
+        );
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(8));
+    }
 }

@@ -484,3 +484,132 @@ fn committed_messages(broker: &str, topic: &str) -> Vec<LogRecord> {
         .map(|c| parse_record(c.payload.as_deref().unwrap()).unwrap())
         .collect()
 }
+
+/// A small tmpfs of the test's own, unmounted when dropped: a disk that can be filled
+/// and made read-only without touching the machine's.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let t = Self(dir.to_path_buf());
+        t.mount_with(&format!("size={size}"), &["-t", "tmpfs", "tmpfs"]);
+        t
+    }
+
+    /// `mount -o OPTS EXTRA… DIR`; the tests run as root on this machine (as CI does).
+    fn mount_with(&self, opts: &str, extra: &[&str]) {
+        let out = Command::new("mount")
+            .args(["-o", opts])
+            .args(extra)
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount -o {opts} {}: {} (the storage-fault test mounts a small tmpfs: run it as root)",
+            self.0.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn read_only(&self, ro: bool) {
+        self.mount_with(if ro { "remount,ro" } else { "remount,rw" }, &[]);
+    }
+
+    /// Fills the disk (the write stops at "no space left").
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+    }
+
+    fn unfill(&self) {
+        std::fs::remove_file(self.0.join("filler")).unwrap();
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_or_read_only_checkpoint_disk_is_retried_or_stops_and_resumes_exactly() {
+    let (broker, topic) = event_time_topic("disk", 30_000, 23, 400, "crash", 1);
+    let expected = q2_expected(&broker, &topic);
+    assert!(expected.len() > 100);
+    let dir = temp_dir("disk");
+    let out = dir.join("out");
+    let q = write_query(&dir, &broker, &topic, "parquet", &out, Q2);
+    let disk = Tmpfs::mount(&dir.join("disk"), "8m");
+    let ckpt = disk.0.join("ckpt");
+
+    // A full disk, then a read-only one, each mended while the run retries.
+    let progress = dir.join("progress-0.jsonl");
+    let progress_arg = ["--progress-json", progress.to_str().unwrap()];
+    let run = Running::spawn(&run_args(&q, &ckpt, &progress_arg));
+    let mut retried = 0;
+    for fault in ["full", "read-only"] {
+        let seen = batches(&progress);
+        run.wait_for(Duration::from_secs(60), "batches before the fault", || {
+            batches(&progress) >= seen + 4
+        });
+        match fault {
+            "full" => disk.fill(),
+            _ => disk.read_only(true),
+        }
+        run.wait_for(Duration::from_secs(30), "a retried write", || {
+            run.said("retrying in") > retried
+        });
+        retried = run.said("retrying in");
+        let seen = batches(&progress);
+        match fault {
+            "full" => disk.unfill(),
+            _ => disk.read_only(false),
+        }
+        run.wait_for(Duration::from_secs(60), "batches after the mend", || {
+            batches(&progress) >= seen + 3
+        });
+    }
+    let said = run.text();
+    assert!(said.contains("No space left on device"), "{said}");
+    assert!(said.contains("Read-only file system"), "{said}");
+    drop(run); // SIGKILL
+
+    // Read-only for longer than the run retries: it stops with the error.
+    let progress = dir.join("progress-1.jsonl");
+    let args = [
+        "--write-retry",
+        "3s",
+        "--progress-json",
+        progress.to_str().unwrap(),
+    ];
+    let mut run = Running::spawn(&run_args(&q, &ckpt, &args));
+    run.wait_for(Duration::from_secs(60), "batches before the fault", || {
+        batches(&progress) >= 4
+    });
+    disk.read_only(true);
+    let (ok, said) = run.end(Duration::from_secs(60));
+    assert!(!ok);
+    let last = said.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: checkpoint ")
+            && last.contains("failed")
+            && last.contains("Read-only file system")
+            && last.contains("resumes after the last committed batch"),
+        "{said}"
+    );
+    disk.read_only(false);
+
+    // The rest, from the checkpoint: the exact result.
+    let rest = ["--available-now", "--close-windows-at-end"];
+    Running::spawn(&run_args(&q, &ckpt, &rest)).finish(Duration::from_secs(120));
+    assert_eq!(
+        parquet_rows(&out),
+        expected,
+        "after a full and a read-only disk"
+    );
+}

@@ -261,7 +261,7 @@ fn name(dir: &str, batch_id: u64, ext: &str) -> Path {
 }
 
 fn ckpt_err(location: &str, what: impl std::fmt::Display) -> Error {
-    Error::option(format!("checkpoint {location}"), what.to_string())
+    Error::storage(format!("checkpoint {location}"), what)
 }
 
 impl Checkpoint {
@@ -279,10 +279,8 @@ impl Checkpoint {
     async fn put(&self, path: &Path, bytes: Vec<u8>) -> Result<()> {
         // A put is atomic: local files are written aside and renamed; object stores
         // make an object visible only when it is complete.
-        self.store
-            .put(path, PutPayload::from(bytes))
+        crate::storage::put_retrying(self.store.as_ref(), path, PutPayload::from(bytes))
             .await
-            .map(|_| ())
             .map_err(|e| ckpt_err(&self.location, e))
     }
 

@@ -91,6 +91,12 @@ pub struct RunOptions {
     /// offset and error.
     #[arg(long)]
     pub dead_letter: Option<PathBuf>,
+    /// How long a failing write of the checkpoint or a file sink (full or read-only
+    /// disk, an object store that does not answer) is retried, with backoff and a
+    /// warning each time, before the run stops with the error (a restart then resumes
+    /// after the last committed batch).
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub write_retry: Duration,
     /// When a source's broker cannot be reached at start, wait for it (saying so every
     /// 30 s) instead of stopping with an error. Once running, Sluice always waits out a
     /// broker that goes away.

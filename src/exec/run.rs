@@ -158,6 +158,7 @@ impl<'a> Job<'a> {
         analyzing: bool,
     ) -> anyhow::Result<Option<Job<'a>>> {
         let file_name = opts.file.display().to_string();
+        crate::storage::set_retry_for(opts.write_retry);
         let text = std::fs::read_to_string(&opts.file)
             .map_err(|e| Error::io("cannot read the query file", &opts.file, e))?;
         let file = QueryFile::parse(&file_name, &text)?;

@@ -189,7 +189,7 @@ impl FileSink {
     }
 
     fn err(&self, e: impl std::fmt::Display) -> Error {
-        Error::option(format!("sink {}", self.location), e.to_string())
+        Error::storage(format!("sink {}", self.location), e)
     }
 
     async fn parts(&self) -> Result<Vec<Part>> {
@@ -271,8 +271,7 @@ impl FileSink {
             last.last,
             self.ext()
         ));
-        self.store
-            .put(&name, PutPayload::from(merged_bytes))
+        crate::storage::put_retrying(self.store.as_ref(), &name, PutPayload::from(merged_bytes))
             .await
             .map_err(|e| self.err(e))?;
         for p in &singles {
@@ -313,8 +312,7 @@ impl Sink for FileSink {
         if batches.iter().any(|b| b.num_rows() > 0) {
             let bytes = self.encode(batches)?;
             let path = Path::from(format!("part-{batch_id:08}.{}", self.ext()));
-            self.store
-                .put(&path, PutPayload::from(bytes))
+            crate::storage::put_retrying(self.store.as_ref(), &path, PutPayload::from(bytes))
                 .await
                 .map_err(|e| self.err(e))?;
         }
