@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::q2::*;
+use common::s3::*;
 use common::*;
 
 /// A broker of the test's own on `port` (its controller on `port + 1`, SASL on
@@ -65,7 +66,14 @@ struct Running {
 
 impl Running {
     fn spawn(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        Self::spawn_with(args, |_| {})
+    }
+
+    /// [`Running::spawn`] with `env` setting the process's environment.
+    fn spawn_with(args: &[&str], env: impl FnOnce(&mut Command)) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        env(&mut cmd);
+        let mut child = cmd
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -612,4 +620,70 @@ fn a_full_or_read_only_checkpoint_disk_is_retried_or_stops_and_resumes_exactly()
         expected,
         "after a full and a read-only disk"
     );
+}
+
+/// The local S3 endpoint frozen (SIGSTOP: it holds connections and answers nothing, as
+/// an overloaded or partitioned endpoint does) until dropped (SIGCONT).
+struct Frozen(String);
+
+impl Frozen {
+    fn freeze() -> Self {
+        let home = std::env::var("SLUICE_S3_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/sluice-s3")
+            });
+        let port = std::env::var("S3_PORT").unwrap_or_else(|_| "9787".into());
+        let pid = std::fs::read_to_string(home.join(format!("moto-{port}.pid"))).unwrap();
+        let f = Self(pid.trim().to_string());
+        f.signal("-STOP");
+        f
+    }
+
+    fn signal(&self, sig: &str) {
+        assert!(Command::new("kill")
+            .args([sig, &self.0])
+            .status()
+            .unwrap()
+            .success());
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+    }
+}
+
+#[test]
+fn an_s3_checkpoint_endpoint_that_stops_answering_is_retried_and_the_result_is_exact() {
+    let endpoint = endpoint();
+    let (broker, topic) = event_time_topic("s3frozen", 30_000, 29, 400, "crash", 1);
+    let expected = q2_expected(&broker, &topic);
+    let bucket = format!("frozen-{}", std::process::id());
+    create_bucket(&endpoint, &bucket);
+    let dir = temp_dir("s3frozen");
+    let out = dir.join("out");
+    let q = write_query(&dir, &broker, &topic, "parquet", &out, Q2);
+    let ckpt = PathBuf::from(format!("s3://{bucket}/ckpt"));
+    let progress = dir.join("progress.jsonl");
+    let progress_arg = ["--progress-json", progress.to_str().unwrap()];
+    let env = |c: &mut Command| s3_env(c, &endpoint);
+    let run = Running::spawn_with(&run_args(&q, &ckpt, &progress_arg), env);
+    run.wait_for(Duration::from_secs(60), "batches before the freeze", || {
+        batches(&progress) >= 4
+    });
+    let frozen = Frozen::freeze();
+    run.wait_for(Duration::from_secs(60), "a retried write", || {
+        run.said("retrying in") > 0
+    });
+    drop(frozen);
+    let seen = batches(&progress);
+    run.wait_for(Duration::from_secs(60), "batches after the thaw", || {
+        batches(&progress) >= seen + 3
+    });
+    drop(run); // SIGKILL
+    let rest = ["--available-now", "--close-windows-at-end"];
+    Running::spawn_with(&run_args(&q, &ckpt, &rest), env).finish(Duration::from_secs(120));
+    assert_eq!(parquet_rows(&out), expected, "after a frozen S3 endpoint");
 }

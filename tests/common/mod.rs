@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod q2;
+pub mod s3;
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
