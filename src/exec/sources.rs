@@ -87,6 +87,10 @@ pub struct Sources {
 /// restarted broker knows them again within seconds; a deleted topic never does).
 const TOPIC_GONE_AFTER: Duration = Duration::from_secs(60);
 
+/// How long a broker that answers but cannot serve a source's offsets yet (just
+/// started) is waited for at start without `--wait-for-source`.
+const SETTLING: Duration = Duration::from_secs(20);
+
 /// How often a source that stays out of reach is said to be.
 const OUTAGE_REMINDER: Duration = Duration::from_secs(30);
 
@@ -109,14 +113,28 @@ impl Sources {
         for (i, input) in plan.inputs.iter().enumerate() {
             let waited = Instant::now();
             let mut said: Option<Instant> = None;
-            let mut source = loop {
-                match source::open(&input.def, &settings) {
-                    Ok(s) => break s,
-                    Err(e) if opts.wait_for_source && e.is_outage() => {
+            let (mut source, next) = loop {
+                let opened = source::open(&input.def, &settings).and_then(|mut s| {
+                    let next = s.start_offsets()?;
+                    Ok((s, next))
+                });
+                match opened {
+                    Ok(opened) => break opened,
+                    // A broker that answers but is still settling (its partitions'
+                    // leaders not elected yet, just after it started) is waited for a
+                    // moment in any case; one out of reach only with --wait-for-source.
+                    Err(e)
+                        if e.is_outage()
+                            && (opts.wait_for_source
+                                || (!matches!(e, Error::KafkaUnreachable { .. })
+                                    && waited.elapsed() < SETTLING)) =>
+                    {
                         if stop() {
                             return Ok(None);
                         }
-                        if said.is_none_or(|t| t.elapsed() >= OUTAGE_REMINDER) {
+                        if opts.wait_for_source
+                            && said.is_none_or(|t| t.elapsed() >= OUTAGE_REMINDER)
+                        {
                             say(&format!(
                                 "[sluice] waiting for table {} (--wait-for-source, {} s so far): {e}",
                                 input.def.name,
@@ -141,7 +159,6 @@ impl Sources {
                 false => plan.prefilter(i),
             };
             let screen = prefilter.as_ref().map(|p| p.literals().to_vec());
-            let next = source.start_offsets()?;
             let fetcher = Fetcher::start(
                 source.readers()?,
                 source.workers(),
