@@ -33,6 +33,30 @@ impl OwnBroker {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Fills a new 2-partition `topic` with `n` records from `sluice gen --seed SEED`
+    /// and `extra` arguments.
+    fn fill(&self, topic: &str, n: &str, seed: &str, extra: &[&str]) {
+        let broker = self.address();
+        let mut args = vec![
+            "gen",
+            "--broker",
+            &broker,
+            "--topic",
+            topic,
+            "--partitions",
+            "2",
+            "--target-rps",
+            "0",
+            "--quiet",
+            "--max-records",
+            n,
+            "--seed",
+            seed,
+        ];
+        args.extend_from_slice(extra);
+        sluice_ok(&args);
+    }
+
     fn script(&self, args: &[&str]) {
         let out = Command::new("bash")
             .arg(repo().join("scripts/kafka-local.sh"))
@@ -187,30 +211,9 @@ fn five_broker_restarts_mid_run_lose_and_duplicate_nothing() {
     let b = OwnBroker::start(19292);
     let broker = b.address();
     let topic = "restarts";
-    sluice_ok(&[
-        "gen",
-        "--broker",
-        &broker,
-        "--topic",
-        topic,
-        "--partitions",
-        "2",
-        "--target-rps",
-        "0",
-        "--quiet",
-        "--max-records",
-        "40000",
-        "--seed",
-        "21",
-        "--start-time-ms",
-        "1768402330000",
-        "--event-rate",
-        "400",
-        "--additional-term",
-        "crash",
-        "--additional-term-rate",
-        "1",
-    ]);
+    let event_time = ["--start-time-ms", "1768402330000", "--event-rate", "400"];
+    let crashes = ["--additional-term", "crash", "--additional-term-rate", "1"];
+    b.fill(topic, "40000", "21", &[event_time, crashes].concat());
     let expected = q2_expected(&broker, topic);
     assert!(expected.len() > 100);
     let dir = temp_dir("restarts");
@@ -294,22 +297,7 @@ fn a_broker_down_at_start_is_an_error_or_with_wait_for_source_is_waited_for() {
     let b = OwnBroker::start(19392);
     let broker = b.address();
     let topic = "waited";
-    sluice_ok(&[
-        "gen",
-        "--broker",
-        &broker,
-        "--topic",
-        topic,
-        "--partitions",
-        "2",
-        "--target-rps",
-        "0",
-        "--quiet",
-        "--max-records",
-        "3000",
-        "--seed",
-        "5",
-    ]);
+    b.fill(topic, "3000", "5", &[]);
     let expected = topic_records(&broker, topic);
     b.script(&["stop"]);
     let dir = temp_dir("waited");
