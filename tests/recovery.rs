@@ -8,11 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use arrow::array::{AsArray, RecordBatch};
-use arrow::datatypes::{Int64Type, TimestampMillisecondType};
 use common::q2::*;
 use common::*;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 #[test]
 fn query2_into_parquet_is_exact_after_repeated_sigkill() {
