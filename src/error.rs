@@ -28,6 +28,14 @@ pub enum Error {
     #[error("Kafka topic '{topic}' does not exist on {brokers}; create it (e.g. `sluice gen --partitions 2`) or fix the topic name")]
     TopicMissing { topic: String, brokers: String },
 
+    /// A source's broker answers but has not known its partitions for a while (the
+    /// topic was deleted while the query ran).
+    #[error("table {table}: its source answers but has not known its partitions for {seconds} s (was the topic deleted?): {reason}")]
+    SourceGone {
+        table: String,
+        seconds: u64,
+        reason: String,
+    },
     /// The sink's topic vanished while the query ran (deleted).
     #[error("Kafka topic '{topic}' of the sink is gone from {brokers} (deleted while the query ran?): batch {batch_id} was not written and not committed; create the topic again and restart with the same checkpoint to go on after the last committed batch")]
     SinkTopicGone {

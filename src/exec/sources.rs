@@ -111,49 +111,10 @@ impl Sources {
         };
         let mut list = Vec::with_capacity(plan.inputs.len());
         for (i, input) in plan.inputs.iter().enumerate() {
-            let waited = Instant::now();
-            let mut said: Option<Instant> = None;
-            let (mut source, next) = loop {
-                let opened = source::open(&input.def, &settings).and_then(|mut s| {
-                    let next = s.start_offsets()?;
-                    Ok((s, next))
-                });
-                match opened {
-                    Ok(opened) => break opened,
-                    // A broker that answers but is still settling (its partitions'
-                    // leaders not elected yet, just after it started) is waited for a
-                    // moment in any case; one out of reach only with --wait-for-source.
-                    Err(e)
-                        if e.is_outage()
-                            && (opts.wait_for_source
-                                || (!matches!(e, Error::KafkaUnreachable { .. })
-                                    && waited.elapsed() < SETTLING)) =>
-                    {
-                        if stop() {
-                            return Ok(None);
-                        }
-                        if opts.wait_for_source
-                            && said.is_none_or(|t| t.elapsed() >= OUTAGE_REMINDER)
-                        {
-                            say(&format!(
-                                "[sluice] waiting for table {} (--wait-for-source, {} s so far): {e}",
-                                input.def.name,
-                                waited.elapsed().as_secs()
-                            ));
-                            said = Some(Instant::now());
-                        }
-                        std::thread::sleep(Duration::from_millis(500));
-                    }
-                    Err(e) => return Err(e.into()),
-                }
+            let Some((mut source, next)) = open_table(&input.def, &settings, opts, stop, say)?
+            else {
+                return Ok(None);
             };
-            if said.is_some() {
-                say(&format!(
-                    "[sluice] table {} is reachable after {:.1} s",
-                    input.def.name,
-                    waited.elapsed().as_secs_f64()
-                ));
-            }
             let prefilter = match opts.no_prefilter {
                 true => None,
                 false => plan.prefilter(i),
@@ -287,13 +248,11 @@ impl Sources {
                     let now = Instant::now();
                     let (since, said) = s.outage.get_or_insert((now, now));
                     if e.is_unknown_partition() && since.elapsed() >= TOPIC_GONE_AFTER {
-                        return Err(Error::option(
-                            format!("table {}", s.def.name),
-                            format!(
-                                "its source answers but has not known its partitions for {} s (was the topic deleted?): {e}",
-                                TOPIC_GONE_AFTER.as_secs()
-                            ),
-                        ));
+                        return Err(Error::SourceGone {
+                            table: s.def.name.clone(),
+                            seconds: TOPIC_GONE_AFTER.as_secs(),
+                            reason: e.to_string(),
+                        });
                     }
                     if *since == now || said.elapsed() >= OUTAGE_REMINDER {
                         *said = now;
@@ -409,4 +368,56 @@ impl Sources {
     pub fn lag(&self) -> u64 {
         self.list.iter().map(SourceInput::lag).sum()
     }
+}
+
+/// Opens table `def`'s source and its start offsets. A broker that answers but is
+/// still settling (its partitions' leaders not elected yet, just after it started) is
+/// waited for up to [`SETTLING`]; one out of reach only with `--wait-for-source`, saying
+/// so through `say` every 30 s. `None` when `stop` turned true meanwhile.
+fn open_table(
+    def: &TableDef,
+    settings: &SourceSettings,
+    opts: &RunOptions,
+    stop: &dyn Fn() -> bool,
+    say: &mut dyn FnMut(&str),
+) -> anyhow::Result<Option<(Box<dyn Source>, Vec<i64>)>> {
+    let waited = Instant::now();
+    let mut said: Option<Instant> = None;
+    let opened = loop {
+        let opened = source::open(def, settings).and_then(|mut s| {
+            let next = s.start_offsets()?;
+            Ok((s, next))
+        });
+        match opened {
+            Ok(opened) => break opened,
+            Err(e)
+                if e.is_outage()
+                    && (opts.wait_for_source
+                        || (!matches!(e, Error::KafkaUnreachable { .. })
+                            && waited.elapsed() < SETTLING)) =>
+            {
+                if stop() {
+                    return Ok(None);
+                }
+                if opts.wait_for_source && said.is_none_or(|t| t.elapsed() >= OUTAGE_REMINDER) {
+                    say(&format!(
+                        "[sluice] waiting for table {} (--wait-for-source, {} s so far): {e}",
+                        def.name,
+                        waited.elapsed().as_secs()
+                    ));
+                    said = Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if said.is_some() {
+        say(&format!(
+            "[sluice] table {} is reachable after {:.1} s",
+            def.name,
+            waited.elapsed().as_secs_f64()
+        ));
+    }
+    Ok(Some(opened))
 }
