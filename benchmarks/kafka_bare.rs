@@ -35,7 +35,8 @@ fn main() -> anyhow::Result<()> {
             let partitions: usize = arg(&args, "--partitions", "2").parse()?;
             let compression = arg(&args, "--compression", "none");
             let linger: u64 = arg(&args, "--linger-ms", "20").parse()?;
-            produce(&broker, &topic, n, partitions, &compression, linger)
+            let acks = arg(&args, "--acks", "1");
+            produce(&broker, &topic, n, partitions, &compression, linger, &acks)
         }
         "consume" => consume(&broker, &topic),
         _ => anyhow::bail!("usage: kafka_bare produce|consume [--broker B] [--topic T] [--records N] [--partitions P]"),
@@ -49,6 +50,7 @@ fn produce(
     partitions: usize,
     compression: &str,
     linger: u64,
+    acks: &str,
 ) -> anyhow::Result<()> {
     let parts = sluice::kafka::ensure_topic(broker, topic, partitions)? as u64;
     // Pre-make a ring of distinct records (cache-friendly) so the timed loop only sends.
@@ -67,7 +69,7 @@ fn produce(
         ends.push(data.len());
     }
     let producer: BaseProducer =
-        sluice::gen::output::producer_config(broker, compression, linger).create()?;
+        sluice::gen::output::producer_config(broker, compression, linger, acks).create()?;
     let start = Instant::now();
     for i in 0..n as usize {
         let k = i % premade as usize;

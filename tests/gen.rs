@@ -90,6 +90,7 @@ fn check_record(line: &[u8], n_max_ts: i64) -> bool {
 fn gen_writes_seeded_workload_records_to_kafka() {
     let broker = broker();
     let topic = unique_topic("gen");
+    let before = sluice::gen::wall_ms();
     sluice_ok(&gen_args(&[
         "--broker",
         &broker,
@@ -101,8 +102,20 @@ fn gen_writes_seeded_workload_records_to_kafka() {
         "200000",
     ]));
 
+    let after = sluice::gen::wall_ms();
     let records = consume_all(&broker, &topic);
     assert_eq!(records.len() as u64, N);
+    // The generator stamps each message with its cached wall clock (create time), so
+    // librdkafka does not read the clock per record: every stamp falls inside the run.
+    assert!(
+        records.iter().all(|r| r
+            .timestamp_ms
+            .is_some_and(|t| (before..=after).contains(&t))),
+        "a Kafka timestamp outside the run [{before}, {after}]"
+    );
+    let stamps: Vec<i64> = records.iter().filter_map(|r| r.timestamp_ms).collect();
+    let (first, last) = (stamps.iter().min(), stamps.iter().max());
+    assert!(first < last, "the stamps do not advance during the run");
     let mut per_partition = BTreeMap::new();
     for r in &records {
         *per_partition.entry(r.partition).or_insert(0u64) += 1;

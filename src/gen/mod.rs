@@ -77,6 +77,9 @@ pub struct GenOptions {
     /// Kafka producer linger.ms: how long a batch may wait to fill.
     #[arg(long, default_value_t = 20)]
     pub linger_ms: u64,
+    /// Kafka producer acks: 1 (the partition leader) or all (every in-sync replica).
+    #[arg(long, default_value = "1")]
+    pub acks: String,
     /// No progress lines, only the summary.
     #[arg(long)]
     pub quiet: bool,
@@ -218,6 +221,7 @@ pub fn run(
                 break;
             }
             wall = wall_ms();
+            out.tick(wall);
             pace(opts.target_rps, start, index);
             let now = Instant::now();
             if !opts.quiet && now.duration_since(last_report.0) >= Duration::from_secs(1) {

@@ -64,6 +64,10 @@ pub fn run(
             if stop() {
                 break;
             }
+            let wall = super::wall_ms();
+            for o in &mut outs {
+                o.tick(wall);
+            }
             pace(opts.target_rps, start, index);
             let now = Instant::now();
             if !opts.quiet && now.duration_since(last_report.0) >= Duration::from_secs(1) {

@@ -99,6 +99,8 @@ pub struct Consumed {
     pub partition: i32,
     pub offset: i64,
     pub payload: Vec<u8>,
+    /// The message's Kafka timestamp in epoch ms, when it has one.
+    pub timestamp_ms: Option<i64>,
 }
 
 /// Reads every record of every partition of `topic`, from the beginning up to the high
@@ -135,6 +137,7 @@ pub fn consume_all(broker: &str, topic: &str) -> Vec<Consumed> {
                         partition: m.partition(),
                         offset: m.offset(),
                         payload: m.payload().unwrap_or_default().to_vec(),
+                        timestamp_ms: m.timestamp().to_millis(),
                     });
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
