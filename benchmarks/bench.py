@@ -315,6 +315,20 @@ def plot(steadies, path):
     return True
 
 
+# Sections from this line on belong to other scripts (burst_soak.py): kept on a rewrite.
+KEPT = "<!-- sections below are written from other scripts' runs; bench.py keeps them -->"
+
+
+def kept_sections(path):
+    """The part of an existing RESULTS.md from the KEPT marker on, or nothing."""
+    try:
+        old = path.read_text()
+    except OSError:
+        return ""
+    at = old.find(KEPT)
+    return "\n" + old[at:] if at >= 0 else ""
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=10_000_000)
@@ -427,7 +441,7 @@ def main():
                     "(watermark + 30 s); it includes up to one trigger interval of waiting.\n")
     report = "".join(text)
     print(report)
-    Path(args.results).write_text(report)
+    Path(args.results).write_text(report + kept_sections(Path(args.results)))
     say(f"wrote {args.results}")
 
 
