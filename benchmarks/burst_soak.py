@@ -42,6 +42,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from join_steady import slope_mb_per_min  # noqa: E402  (least squares, MB per minute)
+
 REPO = Path(__file__).resolve().parent.parent
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/sluice-target"))
 SLUICE = TARGET / "release" / "sluice"
@@ -169,48 +172,47 @@ def series(started, progress):
     return rows
 
 
-def slope_mb_per_min(points):
-    """Least-squares slope of (seconds, bytes) in MB per minute."""
-    n = len(points)
-    if n < 2:
-        return float("nan")
-    mx = sum(t for t, _ in points) / n
-    my = sum(v for _, v in points) / n
-    sxx = sum((t - mx) ** 2 for t, _ in points)
-    sxy = sum((t - mx) * (v - my) for t, v in points)
-    return sxy / sxx * 60 / 1e6 if sxx else float("nan")
-
-
 def pct(values, p):
     s = sorted(values)
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] if s else float("nan")
 
 
-def run_burst(args, work):
-    topic = f"burst-{time.time_ns()}"
-    topic_command("--create", "--topic", topic, "--partitions", "2", "--replication-factor", "1")
+def measured(work, topic, drive):
+    """Sluice over `topic` with its lag sampled while `drive(proc, started)` writes;
+    returns the batches, the lag samples and what `drive` returned."""
     started = time.time()
     proc, progress = start_sluice(work, topic)
     lags, stop = [], threading.Event()
     sampler = threading.Thread(target=sample_lag, args=(started, lags, stop), daemon=True)
     sampler.start()
-    steady = Generator(topic, args.rate, started)
-    wait_alive(proc, args.before, work)
-    burst = Generator(topic, (args.factor - 1) * args.rate, started)
-    if args.pause_sluice:
-        proc.send_signal(signal.SIGSTOP)
-    time.sleep(args.burst_seconds)
-    if args.pause_sluice:
-        proc.send_signal(signal.SIGCONT)
-    burst.stop()
-    wait_alive(proc, args.after, work)
-    steady.stop()
+    gens = drive(proc, started)
     wait_alive(proc, 5, work)
     stop_sluice(proc)
     stop.set()
     sampler.join(timeout=5)
     rows = series(started, progress)
     topic_command("--delete", "--topic", topic)
+    return rows, lags, gens
+
+
+def run_burst(args, work):
+    topic = f"burst-{time.time_ns()}"
+    topic_command("--create", "--topic", topic, "--partitions", "2", "--replication-factor", "1")
+
+    def drive(proc, started):
+        steady = Generator(topic, args.rate, started)
+        wait_alive(proc, args.before, work)
+        burst = Generator(topic, (args.factor - 1) * args.rate, started)
+        if args.pause_sluice:
+            proc.send_signal(signal.SIGSTOP)
+        time.sleep(args.burst_seconds)
+        if args.pause_sluice:
+            proc.send_signal(signal.SIGCONT)
+        burst.stop()
+        wait_alive(proc, args.after, work)
+        return steady.stop(), burst
+
+    rows, lags, (steady, burst) = measured(work, topic, drive)
     return rows, lags, steady, burst
 
 
@@ -257,21 +259,13 @@ def run_soak(args, work):
     topic = f"soak-{time.time_ns()}"
     topic_command("--create", "--topic", topic, "--partitions", "2", "--replication-factor", "1",
                   "--config", "retention.bytes=2000000000", "--config", "segment.bytes=268435456")
-    started = time.time()
-    proc, progress = start_sluice(work, topic)
-    lags, stop = [], threading.Event()
-    sampler = threading.Thread(target=sample_lag, args=(started, lags, stop), daemon=True)
-    sampler.start()
-    steady = Generator(topic, args.rate, started)
-    wait_alive(proc, args.minutes * 60, work)
-    steady.stop()
-    wait_alive(proc, 5, work)
-    stop_sluice(proc)
-    stop.set()
-    sampler.join(timeout=5)
-    rows = series(started, progress)
-    topic_command("--delete", "--topic", topic)
-    return rows, lags, steady
+
+    def drive(proc, started):
+        steady = Generator(topic, args.rate, started)
+        wait_alive(proc, args.minutes * 60, work)
+        return steady.stop()
+
+    return measured(work, topic, drive)
 
 
 def soak_summary(rows, lags, steady, args):

@@ -100,6 +100,16 @@ impl Error {
         }
     }
 
+    /// Whether a failed sink transaction step may succeed on a new producer once the
+    /// broker is back ([`crate::kafka::is_transient_txn`]).
+    pub fn is_transient_txn(&self) -> bool {
+        match self {
+            Error::KafkaUnreachable { .. } => true,
+            Error::Kafka { source, .. } => crate::kafka::is_transient_txn(source),
+            _ => false,
+        }
+    }
+
     /// Whether this says the broker does not know the partition or topic (for a moment
     /// after a restart, or for good once the topic is deleted).
     pub fn is_unknown_partition(&self) -> bool {

@@ -190,6 +190,47 @@ pub fn is_outage(e: &rdkafka::error::KafkaError) -> bool {
     ) || is_unknown_partition(e)
 }
 
+/// Whether a failed step of a sink's transaction is worth trying again on a new
+/// producer: the broker was out of reach or restarting (an outage, a timed-out or
+/// purged delivery, a retriable, abortable or fatal transaction error after a broker
+/// crash). Not when another process fenced this one (the same checkpoint runs twice),
+/// access is denied, or a message is too large: trying again cannot mend those.
+pub fn is_transient_txn(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::KafkaError;
+    use RDKafkaErrorCode as C;
+    let code = e.rdkafka_error_code();
+    if matches!(
+        code,
+        Some(
+            C::Fenced
+                | C::ProducerFenced
+                | C::InvalidProducerEpoch
+                | C::TransactionalIdAuthorizationFailed
+                | C::TopicAuthorizationFailed
+                | C::GroupAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::MessageSizeTooLarge
+        )
+    ) {
+        return false;
+    }
+    is_outage(e)
+        || matches!(e, KafkaError::Transaction(_))
+        || matches!(
+            code,
+            Some(
+                C::MessageTimedOut
+                    | C::TimedOutQueue
+                    | C::PurgeQueue
+                    | C::PurgeInflight
+                    | C::CoordinatorLoadInProgress
+                    | C::ConcurrentTransactions
+                    | C::OutOfOrderSequenceNumber
+                    | C::UnknownProducerId
+            )
+        )
+}
+
 /// Whether `e` says the broker does not know the partition. A broker that has just
 /// restarted says so for a moment; a deleted topic says so for good, which is why the
 /// source waits out only a limited stretch of it.
@@ -207,7 +248,8 @@ pub fn is_unknown_partition(e: &rdkafka::error::KafkaError) -> bool {
 /// consumer closes reach the context instead, which by default logged each as
 /// `ERROR … Global error: PartitionEOF` at the end of every `--available-now` run.
 /// A broker out of reach is logged at debug level only: librdkafka repeats it for every
-/// connection attempt, and the engine says once that it is waiting (`exec::sources`).
+/// connection attempt, and the engine says once that it is waiting (`exec::sources`,
+/// and the Kafka sink's retries). The Kafka sink's clients use it too.
 pub struct ReaderContext;
 
 impl rdkafka::ClientContext for ReaderContext {
@@ -224,12 +266,16 @@ impl rdkafka::ClientContext for ReaderContext {
         }
     }
 
-    /// Connection failures (`FAIL`) are debug-level, as outages are above; the rest as
-    /// librdkafka's level says.
+    /// Connection failures (`FAIL`) are debug-level, as outages are above; a step that
+    /// timed out locally (a transaction step while the broker is away, which the sink
+    /// retries and reports itself) is a warning; the rest as librdkafka's level says.
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
         use rdkafka::config::RDKafkaLogLevel as L;
         match level {
             _ if fac == "FAIL" => tracing::debug!("librdkafka: {fac} {message}"),
+            L::Error if message.contains("Local: Timed out") => {
+                tracing::warn!("librdkafka: {fac} {message}")
+            }
             L::Emerg | L::Alert | L::Critical | L::Error => {
                 tracing::error!("librdkafka: {fac} {message}")
             }
@@ -241,6 +287,12 @@ impl rdkafka::ClientContext for ReaderContext {
 }
 
 impl rdkafka::consumer::ConsumerContext for ReaderContext {}
+
+/// The sink's deliveries need no report: a failed one fails the transaction's commit.
+impl rdkafka::producer::ProducerContext for ReaderContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
+}
 
 /// Consumer settings for reading assigned partitions fast with little memory: a shallow
 /// local queue that is refilled at once (`fetch.queue.backoff.ms` = 1; librdkafka's

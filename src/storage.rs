@@ -69,7 +69,8 @@ pub fn set_retry_for(d: Duration) {
     RETRY_FOR_MS.store(d.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
 }
 
-fn retry_for() -> Duration {
+/// How long a failing write is retried: `--write-retry`, 60 s unless set.
+pub fn retry_for() -> Duration {
     Duration::from_millis(RETRY_FOR_MS.load(std::sync::atomic::Ordering::Relaxed))
 }
 

@@ -2,7 +2,8 @@
 //! (gracefully and killed), a broker that is down when the run starts, a topic that
 //! gains partitions while it is read. Each result is checked against an independent
 //! computation over the topic's records; the restarts use brokers of the test's own
-//! (scripts/kafka-local.sh on other ports), so they disturb no other test.
+//! (scripts/kafka-local.sh on other ports), so they disturb no other test. A Kafka
+//! sink's broker restarted under a running query, and storage faults, are here too.
 
 mod common;
 
@@ -431,15 +432,7 @@ fn a_deleted_sink_topic_stops_the_run_with_nothing_committed_past_the_last_good_
     let create = ["--create", "--topic", &output, "--partitions", "1"];
     topic_command(&broker, &create);
     let dir = temp_dir("sinkgone");
-    let q = query_file(
-        &dir,
-        &broker,
-        &input,
-        &format!(
-            "CREATE TABLE out WITH (connector = 'kafka', topic = '{output}', bootstrap_servers = '{broker}');\n\
-             INSERT INTO out SELECT * FROM logs;"
-        ),
-    );
+    let q = kafka_copy_query(&dir, &broker, &input, &broker, &output);
     let ckpt = dir.join("ckpt");
     let progress = dir.join("progress.jsonl");
     let progress_arg = ["--progress-json", progress.to_str().unwrap()];
@@ -471,6 +464,71 @@ fn a_deleted_sink_topic_stops_the_run_with_nothing_committed_past_the_last_good_
     let written: Vec<LogRecord> = committed_messages(&broker, &output);
     assert!(expected.len() < 40_000 && !expected.is_empty());
     assert_eq!(sorted(written), sorted(expected));
+}
+
+#[test]
+fn a_kafka_sink_waits_out_its_broker_restarting_and_writes_each_record_once() {
+    // The source is on the shared broker, the sink on one of the test's own: a restart
+    // of the sink's broker comes while batches keep coming, so it hits transactions.
+    let (source, input) = seeded_topic("sinkrestart-in", 16_000, 2, "crash", 10);
+    // Three faults: a restart, a SIGKILL restart, and a stop outlasting a transaction.
+    let b = OwnBroker::start(19492);
+    let sink = b.address();
+    topic_command(&sink, &["--create", "--topic", "out", "--partitions", "1"]);
+    let dir = temp_dir("sinkrestart");
+    let q = kafka_copy_query(&dir, &source, &input, &sink, "out");
+    let progress = dir.join("progress.jsonl");
+    let extra = ["--progress-json", progress.to_str().unwrap()];
+    let ckpt = dir.join("ckpt");
+    let sluice = Running::spawn(&run_args(&q, &ckpt, &extra));
+    for restart in [&["restart"][..], &["restart", "--kill"]] {
+        let seen = batches(&progress);
+        sluice.wait_for(Duration::from_secs(60), "batches before a restart", || {
+            batches(&progress) >= seen + 3
+        });
+        b.script(restart);
+        // Back on the same log dir: batches go on (sink commits come before progress).
+        let back = batches(&progress);
+        sluice.wait_for(Duration::from_secs(120), "the sink to write on", || {
+            batches(&progress) >= back + 3
+        });
+    }
+    // librdkafka itself waits out a quick restart (above). A broker gone for longer
+    // than the transaction timeout fails the batch: it is tried again on a new
+    // producer once the broker is back.
+    let seen = batches(&progress);
+    sluice.wait_for(Duration::from_secs(60), "batches before a stop", || {
+        batches(&progress) >= seen + 3
+    });
+    b.script(&["stop"]);
+    sluice.wait_for(Duration::from_secs(120), "the sink's retry warning", || {
+        sluice.said("retrying in") > 0
+    });
+    b.script(&["restart"]);
+    sluice.wait_for(Duration::from_secs(120), "the batch written again", || {
+        sluice.said("written on try") > 0
+    });
+    sluice.wait_for(Duration::from_secs(120), "every record", || {
+        records_read(&progress) == 16_000
+    });
+    let said = sluice.text();
+    drop(sluice);
+    assert!(!said.contains("ERROR"), "{said}");
+    let written = committed_messages(&sink, "out");
+    assert_eq!(sorted(written), topic_records(&source, &input));
+}
+
+/// The query file of a copy of `input` on `broker` into Kafka topic `output` on `sink`.
+fn kafka_copy_query(dir: &Path, broker: &str, input: &str, sink: &str, output: &str) -> PathBuf {
+    query_file(
+        dir,
+        broker,
+        input,
+        &format!(
+            "CREATE TABLE out WITH (connector = 'kafka', topic = '{output}', bootstrap_servers = '{sink}');\n\
+             INSERT INTO out SELECT * FROM logs;"
+        ),
+    )
 }
 
 /// The log records a sink committed to `topic`.

@@ -139,9 +139,15 @@ pub struct LateOutput {
 }
 
 impl LateOutput {
-    /// The finder and the file for `file`'s query.
-    pub fn open(path: &PathBuf, file: &QueryFile, plan: &StreamPlan) -> anyhow::Result<Self> {
-        let sink = LateSink::open(path)?;
+    /// The finder and the file for `file`'s query; `replay` is the batch a restart
+    /// replays, whose lines are cut first.
+    pub fn open(
+        path: &PathBuf,
+        file: &QueryFile,
+        plan: &StreamPlan,
+        replay: Option<u64>,
+    ) -> anyhow::Result<Self> {
+        let sink = LateSink::open(path, replay)?;
         if plan.flow.stages.iter().any(|s| s.operator.name() == "join") {
             return Ok(Self {
                 finder: None,

@@ -91,10 +91,10 @@ pub struct RunOptions {
     /// offset and error.
     #[arg(long)]
     pub dead_letter: Option<PathBuf>,
-    /// How long a failing write of the checkpoint or a file sink (full or read-only
-    /// disk, an object store that does not answer) is retried, with backoff and a
-    /// warning each time, before the run stops with the error (a restart then resumes
-    /// after the last committed batch).
+    /// How long a failing write of the checkpoint, a file sink (full or read-only disk,
+    /// an object store that does not answer) or a Kafka sink (its broker restarting or
+    /// out of reach) is retried, with backoff and a warning each time, before the run
+    /// stops with the error (a restart then resumes after the last committed batch).
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
     pub write_retry: Duration,
     /// When a source's broker cannot be reached at start, wait for it (saying so every

@@ -204,8 +204,10 @@ impl<'a> Job<'a> {
         if opts.available_now {
             job.sources.bound_to_now()?;
         }
+        // The batch a restart replays: the sinks and the files of records kept aside must
+        // not write it twice.
+        let replay = job.pending.as_ref().map(|l| l.batch_id);
         if !analyzing {
-            let replay = job.pending.as_ref().map(|l| l.batch_id);
             let schema = job.plan.output_schema.clone();
             let changes = crate::operator::has_change(&job.plan.flow.top.schema());
             let mode = (job.plan.mode, changes);
@@ -214,10 +216,10 @@ impl<'a> Job<'a> {
         job.dead_letter = opts
             .dead_letter
             .as_ref()
-            .map(DeadLetter::open)
+            .map(|p| DeadLetter::open(p, replay))
             .transpose()?;
         if let Some(path) = &opts.late_data {
-            job.late = Some(LateOutput::open(path, &job.file, &job.plan)?);
+            job.late = Some(LateOutput::open(path, &job.file, &job.plan, replay)?);
         }
         job.announce(progress).await?;
         job.say_news(progress);
@@ -515,7 +517,12 @@ impl<'a> Job<'a> {
                 self.status.say(progress, &msg);
             }
             if let Some(dl) = self.dead_letter.as_mut() {
-                dl.write(&src.def.name, src.def.kafka_topic(), &malformed)?;
+                dl.write(
+                    self.batch_id,
+                    &src.def.name,
+                    src.def.kafka_topic(),
+                    &malformed,
+                )?;
             }
             p.sources.push(sp);
             inputs.push(input);

@@ -1,8 +1,12 @@
 //! Records kept aside instead of lost: malformed records (dead letters) and late rows,
-//! appended as JSON lines with where they came from.
+//! appended as JSON lines with where they came from, each led by the batch id that
+//! found it (`{"batch_id":N,…`). A restart that replays a batch logged but not
+//! committed first drops the lines that batch wrote before the crash (they are the
+//! file's last: batch N + 1 starts only once N commits), so a replay does not write
+//! them twice.
 
-use std::io::Write;
-use std::path::PathBuf;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Int32Type, Int64Type};
@@ -22,13 +26,10 @@ pub struct LateSink {
 }
 
 impl LateSink {
-    /// Appends to `path` (created if missing).
-    pub fn open(path: &PathBuf) -> Result<Self> {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| Error::io("cannot open the late-data file", path, e))?;
+    /// Appends to `path` (created if missing), after dropping the lines of the batch
+    /// `replay` that a restart replays.
+    pub fn open(path: &PathBuf, replay: Option<u64>) -> Result<Self> {
+        let f = open_for_append(path, replay, "cannot open the late-data file")?;
         Ok(Self {
             path: path.clone(),
             out: std::io::BufWriter::new(f),
@@ -99,7 +100,8 @@ fn bad(e: arrow::error::ArrowError) -> Error {
 }
 
 /// Records that did not decode, appended as JSON lines with where they came from:
-/// `{"table", "topic" (Kafka tables), "partition", "offset", "error", "payload"}`. A
+/// `{"batch_id", "table", "topic" (Kafka tables), "partition", "offset", "error",
+/// "payload"}`. A
 /// payload that is not valid UTF-8 is written as `"payload_base64"` instead, so the
 /// exact bytes can be replayed.
 pub struct DeadLetter {
@@ -108,23 +110,28 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    /// Appends to `path` (created if missing).
-    pub fn open(path: &PathBuf) -> Result<Self> {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| Error::io("cannot open the dead-letter file", path, e))?;
+    /// Appends to `path` (created if missing), after dropping the lines of the batch
+    /// `replay` that a restart replays.
+    pub fn open(path: &PathBuf, replay: Option<u64>) -> Result<Self> {
+        let f = open_for_append(path, replay, "cannot open the dead-letter file")?;
         Ok(Self {
             path: path.clone(),
             out: std::io::BufWriter::new(f),
         })
     }
 
-    /// Writes the malformed `records` of `table` (read from Kafka `topic`, if any).
-    pub fn write(&mut self, table: &str, topic: Option<&str>, records: &[Malformed]) -> Result<()> {
+    /// Writes the malformed `records` of `table` (read from Kafka `topic`, if any) that
+    /// batch `batch_id` read.
+    pub fn write(
+        &mut self,
+        batch_id: u64,
+        table: &str,
+        topic: Option<&str>,
+        records: &[Malformed],
+    ) -> Result<()> {
         for m in records {
             let mut line = serde_json::Map::new();
+            line.insert("batch_id".into(), batch_id.into()); // first: see the module doc
             line.insert("table".into(), table.into());
             if let Some(t) = topic {
                 line.insert("topic".into(), t.into());
@@ -144,5 +151,85 @@ impl DeadLetter {
         self.out
             .flush()
             .map_err(|e| Error::io("cannot write", &self.path, e))
+    }
+}
+
+/// `path` opened for appending (created if missing). With `replay`, the file's last
+/// lines of that batch, and a torn last line, are cut off first.
+fn open_for_append(
+    path: &PathBuf,
+    replay: Option<u64>,
+    what: &'static str,
+) -> Result<std::fs::File> {
+    if let Some(batch_id) = replay {
+        drop_batch_tail(path, batch_id).map_err(|e| Error::io(what, path, e))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(what, path, e))
+}
+
+/// Cuts the trailing lines of `path` that batch `batch_id` wrote (led by
+/// `{"batch_id":<batch_id>,`), and a last line without its newline (a crash mid-write).
+/// A missing file is fine: nothing was written.
+fn drop_batch_tail(path: &Path, batch_id: u64) -> std::io::Result<()> {
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let lead = format!("{{\"batch_id\":{batch_id},");
+    let mut reader = std::io::BufReader::new(f);
+    let (mut at, mut cut) = (0u64, None);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 {
+            break;
+        }
+        let torn = line.last() != Some(&b'\n');
+        if torn || line.starts_with(lead.as_bytes()) {
+            cut.get_or_insert(at);
+        } else {
+            cut = None;
+        }
+        at += n as u64;
+    }
+    if let Some(len) = cut {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)?
+            .set_len(len)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replayed_batch_s_lines_and_a_torn_line_are_cut_and_nothing_else() {
+        let dir = std::env::temp_dir().join(format!("sluice-aside-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("dead.jsonl");
+        let kept = "{\"batch_id\":3,\"offset\":1}\n{\"batch_id\":4,\"offset\":2}\n";
+        // Batch 4's own line earlier in the file is kept: only the tail is the replay's.
+        let text = format!("{kept}{{\"batch_id\":5,\"offset\":3}}\n{{\"batch_id\":5,\"offset\":4}}\n{{\"batch_id\":5,\"off");
+        std::fs::write(&path, &text).unwrap();
+        drop_batch_tail(&path, 4).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            &text[..text.rfind('\n').unwrap() + 1]
+        );
+        drop_batch_tail(&path, 5).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), kept);
+        drop_batch_tail(&path, 50).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), kept);
+        drop_batch_tail(&dir.join("missing.jsonl"), 1).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -12,20 +12,27 @@
 //! crash came between this commit and the checkpoint's), it is skipped, not written
 //! twice. Only that replayed batch is ever skipped: a run that starts again from batch
 //! 0 (no or a new checkpoint) writes everything.
+//!
+//! A broker that restarts or is out of reach mid-batch is waited out: the batch is tried
+//! again on a new producer (whose `init_transactions` aborts the old one's open
+//! transaction) with backoff, for up to `--write-retry`. A try whose commit reached the
+//! broker although its answer was lost is found by reading the group offset again, and
+//! not written twice.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow::array::{Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::Sink;
 use crate::error::{Error, Result};
+use crate::kafka::ReaderContext;
 use crate::sql::TableDef;
 
 /// How long a transaction step may take.
@@ -41,9 +48,11 @@ pub struct KafkaSink {
     /// Update mode over a result with deletes: the first column is the op; `-D` rows are
     /// tombstones, the others upserts of the row without its op.
     upsert: bool,
-    producer: ThreadedProducer<DefaultProducerContext>,
+    /// The transactional id, and the group id of the "last batch written" offset.
+    id: String,
+    producer: ThreadedProducer<ReaderContext>,
     /// Reads and writes the "last batch written" offset of the sink's group.
-    group: BaseConsumer,
+    group: BaseConsumer<ReaderContext>,
     /// The last batch id written, once the transactions are initialised.
     written: Option<Option<u64>>,
     /// The batch this run replays from the checkpoint's log, if any.
@@ -107,25 +116,14 @@ impl KafkaSink {
         let mut parts = identity.to_vec();
         parts.push(&topic);
         let id = format!("sluice-{topic}-{}", crate::checkpoint::fingerprint(&parts));
-        let producer =
-            crate::kafka::with_properties(crate::kafka::client_config(&brokers), &properties)
-                .set("transactional.id", &id)
-                .set("linger.ms", "5")
-                .create()
-                .map_err(|e| Error::kafka("creating the sink's producer", e))?;
-        let group =
-            crate::kafka::with_properties(crate::kafka::client_config(&brokers), &properties)
-                .set("group.id", &id)
-                .set("enable.auto.commit", "false")
-                .set("isolation.level", "read_committed")
-                .create()
-                .map_err(|e| Error::kafka("creating the sink's group client", e))?;
+        let (producer, group) = connect(&brokers, &properties, &id)?;
         Ok(Self {
             topic,
             brokers,
             properties,
             key,
             upsert: false,
+            id,
             producer,
             group,
             written: None,
@@ -247,10 +245,75 @@ impl KafkaSink {
         Ok(())
     }
 
+    /// Writes batch `batch_id` in one transaction, trying again on a new producer while
+    /// the broker is out of reach or restarting (for up to `--write-retry`).
     fn write_blocking(&mut self, batch_id: u64, batches: &[RecordBatch]) -> Result<()> {
+        let started = Instant::now();
+        // The retry window starts at the first failure (which may itself have taken
+        // the transaction timeout).
+        let mut failed_at: Option<Instant> = None;
+        let mut wait = Duration::from_millis(500);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let e = match self.try_write(batch_id, batches, tries > 1) {
+                Ok(()) if tries > 1 => {
+                    tracing::warn!(
+                        "Kafka sink topic '{}': batch {batch_id} written on try {tries}, after {:.1} s",
+                        self.topic,
+                        started.elapsed().as_secs_f64()
+                    );
+                    return Ok(());
+                }
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            let lookup =
+                crate::kafka::topic_partitions(&self.brokers, &self.properties, &self.topic);
+            if let Ok(None) = lookup {
+                return Err(Error::SinkTopicGone {
+                    topic: self.topic.clone(),
+                    brokers: self.brokers.clone(),
+                    batch_id,
+                });
+            }
+            let retry_for = crate::storage::retry_for();
+            let failing = failed_at.get_or_insert_with(Instant::now).elapsed();
+            if !e.is_transient_txn() || failing + wait > retry_for {
+                if tries > 1 {
+                    tracing::warn!(
+                        "Kafka sink topic '{}': batch {batch_id} failed {tries} times in {:.0} s",
+                        self.topic,
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                return Err(e);
+            }
+            tracing::warn!(
+                "Kafka sink topic '{}': batch {batch_id} failed ({e}); retrying in {:.1} s on a new producer (for up to {:.0} s, then the run stops; the batch is not committed until it succeeds)",
+                self.topic,
+                wait.as_secs_f64(),
+                retry_for.as_secs_f64()
+            );
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(Duration::from_secs(8));
+            // A new producer fences the old one and aborts its open transaction; the
+            // group offset is read again, in case the failed try's commit went through.
+            let (producer, group) = connect(&self.brokers, &self.properties, &self.id)?;
+            self.producer = producer;
+            self.group = group;
+            self.written = None;
+        }
+    }
+
+    /// One try at batch `batch_id`. Skipped when the group offset says it is written
+    /// already: the batch a restart replays, or a batch tried again (`retry`) after a
+    /// try whose commit went through.
+    fn try_write(&mut self, batch_id: u64, batches: &[RecordBatch], retry: bool) -> Result<()> {
         let written = self.start()?;
-        if self.replay == Some(batch_id) && written.is_some_and(|w| batch_id <= w) {
-            return Ok(()); // committed before a crash: the replay must not write it again
+        let again = retry || self.replay == Some(batch_id);
+        if again && written.is_some_and(|w| batch_id <= w) {
+            return Ok(()); // committed before: must not be written twice
         }
         let txn = |e| Error::kafka(format!("a transaction on {}", self.topic), e);
         self.producer.begin_transaction().map_err(txn)?;
@@ -265,21 +328,34 @@ impl KafkaSink {
             self.producer.commit_transaction(TXN_TIMEOUT).map_err(txn)
         });
         if let Err(e) = result {
-            let _ = self.producer.abort_transaction(TXN_TIMEOUT);
-            let lookup =
-                crate::kafka::topic_partitions(&self.brokers, &self.properties, &self.topic);
-            if let Ok(None) = lookup {
-                return Err(Error::SinkTopicGone {
-                    topic: self.topic.clone(),
-                    brokers: self.brokers.clone(),
-                    batch_id,
-                });
+            if !e.is_transient_txn() {
+                let _ = self.producer.abort_transaction(TXN_TIMEOUT);
             }
             return Err(e);
         }
         self.written = Some(Some(batch_id));
         Ok(())
     }
+}
+
+/// The sink's transactional producer and the client of its group offset.
+fn connect(
+    brokers: &str,
+    properties: &[(String, String)],
+    id: &str,
+) -> Result<(ThreadedProducer<ReaderContext>, BaseConsumer<ReaderContext>)> {
+    let producer = crate::kafka::with_properties(crate::kafka::client_config(brokers), properties)
+        .set("transactional.id", id)
+        .set("linger.ms", "5")
+        .create_with_context(ReaderContext)
+        .map_err(|e| Error::kafka("creating the sink's producer", e))?;
+    let group = crate::kafka::with_properties(crate::kafka::client_config(brokers), properties)
+        .set("group.id", id)
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create_with_context(ReaderContext)
+        .map_err(|e| Error::kafka("creating the sink's group client", e))?;
+    Ok((producer, group))
 }
 
 #[async_trait]
