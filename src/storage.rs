@@ -74,19 +74,52 @@ pub fn retry_for() -> Duration {
     Duration::from_millis(RETRY_FOR_MS.load(std::sync::atomic::Ordering::Relaxed))
 }
 
-/// `store.put(path, payload)`, retried with backoff (0.5 s, doubling to 8 s) for up to
-/// `--write-retry` (60 s by default) while it fails: a full or read-only disk that is mended, an object
-/// store that times out or is restarted. Each retry is a warning that names the error.
-/// A put is atomic (a local file is written aside and renamed; an object appears only
-/// whole), so a failed try leaves nothing half-written under `path`. The last error,
-/// with how long it was retried, when it never succeeds.
+/// The retry schedule of a failing write: waits of 0.5 s doubling to 8 s, for up to
+/// `--write-retry` from when it was made. Checkpoint and file-sink puts and the Kafka
+/// sink's transactions follow it.
+pub struct Backoff {
+    since: Instant,
+    wait: Duration,
+}
+
+impl Backoff {
+    /// A schedule whose `--write-retry` window starts now.
+    pub fn start() -> Self {
+        Self {
+            since: Instant::now(),
+            wait: Duration::from_millis(500),
+        }
+    }
+
+    /// The wait before the next try, or `None` once that try would come after the
+    /// window.
+    pub fn next_wait(&mut self) -> Option<Duration> {
+        if self.since.elapsed() + self.wait > retry_for() {
+            return None;
+        }
+        let wait = self.wait;
+        self.wait = (wait * 2).min(Duration::from_secs(8));
+        Some(wait)
+    }
+
+    /// Time since the window started.
+    pub fn elapsed(&self) -> Duration {
+        self.since.elapsed()
+    }
+}
+
+/// `store.put(path, payload)`, retried on the [`Backoff`] schedule (0.5 s, doubling to
+/// 8 s, for up to `--write-retry`, 60 s by default) while it fails: a full or read-only
+/// disk that is mended, an object store that times out or is restarted. Each retry is a
+/// warning that names the error. A put is atomic (a local file is written aside and
+/// renamed; an object appears only whole), so a failed try leaves nothing half-written
+/// under `path`. The last error, with how long it was retried, when it never succeeds.
 pub async fn put_retrying(
     store: &dyn ObjectStore,
     path: &Path,
     payload: PutPayload,
 ) -> std::result::Result<(), String> {
-    let started = Instant::now();
-    let mut wait = Duration::from_millis(500);
+    let mut backoff = Backoff::start();
     let mut tries = 0;
     loop {
         tries += 1;
@@ -94,18 +127,17 @@ pub async fn put_retrying(
             Ok(_) => return Ok(()),
             Err(e) => e,
         };
-        if started.elapsed() + wait > retry_for() {
+        let Some(wait) = backoff.next_wait() else {
             return Err(format!(
                 "writing {path} failed {tries} times in {:.0} s: {e}; mend the store (space, permissions, endpoint) and run again: it resumes after the last committed batch",
-                started.elapsed().as_secs_f64()
+                backoff.elapsed().as_secs_f64()
             ));
-        }
+        };
         tracing::warn!(
             "writing {path} failed ({e}); retrying in {:.1} s (for up to {:.0} s, then the run stops; the batch is not committed until it succeeds)",
             wait.as_secs_f64(),
             retry_for().as_secs_f64()
         );
         tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_secs(8));
     }
 }

@@ -37,25 +37,8 @@ impl OwnBroker {
     /// Fills a new 2-partition `topic` with `n` records from `sluice gen --seed SEED`
     /// and `extra` arguments.
     fn fill(&self, topic: &str, n: &str, seed: &str, extra: &[&str]) {
-        let broker = self.address();
-        let mut args = vec![
-            "gen",
-            "--broker",
-            &broker,
-            "--topic",
-            topic,
-            "--partitions",
-            "2",
-            "--target-rps",
-            "0",
-            "--quiet",
-            "--max-records",
-            n,
-            "--seed",
-            seed,
-        ];
-        args.extend_from_slice(extra);
-        sluice_ok(&args);
+        let args = [&["--max-records", n, "--seed", seed][..], extra].concat();
+        gen_into(&self.address(), topic, 2, &args);
     }
 
     fn script(&self, args: &[&str]) {

@@ -101,9 +101,8 @@ fn bad(e: arrow::error::ArrowError) -> Error {
 
 /// Records that did not decode, appended as JSON lines with where they came from:
 /// `{"batch_id", "table", "topic" (Kafka tables), "partition", "offset", "error",
-/// "payload"}`. A
-/// payload that is not valid UTF-8 is written as `"payload_base64"` instead, so the
-/// exact bytes can be replayed.
+/// "payload"}`. A payload that is not valid UTF-8 is written as `"payload_base64"`
+/// instead, so the exact bytes can be replayed.
 pub struct DeadLetter {
     path: PathBuf,
     out: std::io::BufWriter<std::fs::File>,

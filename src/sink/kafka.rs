@@ -34,6 +34,7 @@ use super::Sink;
 use crate::error::{Error, Result};
 use crate::kafka::ReaderContext;
 use crate::sql::TableDef;
+use crate::storage::Backoff;
 
 /// How long a transaction step may take.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -251,8 +252,7 @@ impl KafkaSink {
         let started = Instant::now();
         // The retry window starts at the first failure (which may itself have taken
         // the transaction timeout).
-        let mut failed_at: Option<Instant> = None;
-        let mut wait = Duration::from_millis(500);
+        let mut backoff: Option<Backoff> = None;
         let mut tries = 0;
         loop {
             tries += 1;
@@ -277,9 +277,11 @@ impl KafkaSink {
                     batch_id,
                 });
             }
-            let retry_for = crate::storage::retry_for();
-            let failing = failed_at.get_or_insert_with(Instant::now).elapsed();
-            if !e.is_transient_txn() || failing + wait > retry_for {
+            let wait = match e.is_transient_txn() {
+                true => backoff.get_or_insert_with(Backoff::start).next_wait(),
+                false => None,
+            };
+            let Some(wait) = wait else {
                 if tries > 1 {
                     tracing::warn!(
                         "Kafka sink topic '{}': batch {batch_id} failed {tries} times in {:.0} s",
@@ -288,15 +290,14 @@ impl KafkaSink {
                     );
                 }
                 return Err(e);
-            }
+            };
             tracing::warn!(
                 "Kafka sink topic '{}': batch {batch_id} failed ({e}); retrying in {:.1} s on a new producer (for up to {:.0} s, then the run stops; the batch is not committed until it succeeds)",
                 self.topic,
                 wait.as_secs_f64(),
-                retry_for.as_secs_f64()
+                crate::storage::retry_for().as_secs_f64()
             );
             std::thread::sleep(wait);
-            wait = (wait * 2).min(Duration::from_secs(8));
             // A new producer fences the old one and aborts its open transaction; the
             // group offset is read again, in case the failed try's commit went through.
             let (producer, group) = connect(&self.brokers, &self.properties, &self.id)?;

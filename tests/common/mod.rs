@@ -338,13 +338,20 @@ pub fn temp_dir(prefix: &str) -> PathBuf {
 fn gen_topic(prefix: &str, partitions: usize, args: &[&str]) -> (String, String) {
     let broker = broker();
     let topic = unique_topic(prefix);
+    gen_into(&broker, &topic, partitions, args);
+    (broker, topic)
+}
+
+/// Writes `sluice gen --target-rps 0 --quiet ARGS` into `topic` on `broker` (created
+/// with `partitions` when missing).
+pub fn gen_into(broker: &str, topic: &str, partitions: usize, args: &[&str]) {
     let parts = partitions.to_string();
     let mut all = vec![
         "gen",
         "--broker",
-        &broker,
+        broker,
         "--topic",
-        &topic,
+        topic,
         "--partitions",
         &parts,
         "--target-rps",
@@ -353,7 +360,6 @@ fn gen_topic(prefix: &str, partitions: usize, args: &[&str]) -> (String, String)
     ];
     all.extend_from_slice(args);
     sluice_ok(&all);
-    (broker, topic)
 }
 
 /// Fills a new topic with `n` seeded records (`partitions` partitions) using `sluice gen`.
