@@ -43,6 +43,16 @@ pub enum Error {
         brokers: String,
         batch_id: u64,
     },
+    /// A sink transaction that neither finished nor failed in time: librdkafka can keep
+    /// a call waiting past its own timeout when the broker went away mid-request. The
+    /// sink gives that producer up and tries again on a new one.
+    #[error("Kafka sink topic '{topic}' on {brokers}: batch {batch_id}'s transaction neither finished nor failed within {seconds} s (is the broker up?)")]
+    SinkStalled {
+        topic: String,
+        brokers: String,
+        batch_id: u64,
+        seconds: u64,
+    },
     /// Any other Kafka client failure, with what Sluice was doing.
     #[error("Kafka: {context}: {source}")]
     Kafka {
@@ -104,10 +114,15 @@ impl Error {
     /// broker is back ([`crate::kafka::is_transient_txn`]).
     pub fn is_transient_txn(&self) -> bool {
         match self {
-            Error::KafkaUnreachable { .. } => true,
+            Error::KafkaUnreachable { .. } | Error::SinkStalled { .. } => true,
             Error::Kafka { source, .. } => crate::kafka::is_transient_txn(source),
             _ => false,
         }
+    }
+
+    /// Whether another producer with the sink's transactional id fenced this one.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Error::Kafka { source, .. } if crate::kafka::is_fenced(source))
     }
 
     /// Whether this says the broker does not know the partition or topic (for a moment

@@ -190,6 +190,15 @@ pub fn is_outage(e: &rdkafka::error::KafkaError) -> bool {
     ) || is_unknown_partition(e)
 }
 
+/// Whether `e` says another producer with the same transactional id fenced this one.
+pub fn is_fenced(e: &rdkafka::error::KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(C::Fenced | C::ProducerFenced | C::InvalidProducerEpoch)
+    )
+}
+
 /// Whether a failed step of a sink's transaction is worth trying again on a new
 /// producer: the broker was out of reach or restarting (an outage, a timed-out or
 /// purged delivery, a retriable, abortable or fatal transaction error after a broker
@@ -199,19 +208,18 @@ pub fn is_transient_txn(e: &rdkafka::error::KafkaError) -> bool {
     use rdkafka::error::KafkaError;
     use RDKafkaErrorCode as C;
     let code = e.rdkafka_error_code();
-    if matches!(
-        code,
-        Some(
-            C::Fenced
-                | C::ProducerFenced
-                | C::InvalidProducerEpoch
-                | C::TransactionalIdAuthorizationFailed
-                | C::TopicAuthorizationFailed
-                | C::GroupAuthorizationFailed
-                | C::ClusterAuthorizationFailed
-                | C::MessageSizeTooLarge
+    if is_fenced(e)
+        || matches!(
+            code,
+            Some(
+                C::TransactionalIdAuthorizationFailed
+                    | C::TopicAuthorizationFailed
+                    | C::GroupAuthorizationFailed
+                    | C::ClusterAuthorizationFailed
+                    | C::MessageSizeTooLarge
+            )
         )
-    ) {
+    {
         return false;
     }
     is_outage(e)
@@ -249,7 +257,7 @@ pub fn is_unknown_partition(e: &rdkafka::error::KafkaError) -> bool {
 /// `ERROR … Global error: PartitionEOF` at the end of every `--available-now` run.
 /// A broker out of reach is logged at debug level only: librdkafka repeats it for every
 /// connection attempt, and the engine says once that it is waiting (`exec::sources`,
-/// and the Kafka sink's retries). The Kafka sink's clients use it too.
+/// and the Kafka sink's retries). The Kafka sink's clients use [`SinkContext`].
 pub struct ReaderContext;
 
 impl rdkafka::ClientContext for ReaderContext {
@@ -266,16 +274,12 @@ impl rdkafka::ClientContext for ReaderContext {
         }
     }
 
-    /// Connection failures (`FAIL`) are debug-level, as outages are above; a step that
-    /// timed out locally (a transaction step while the broker is away, which the sink
-    /// retries and reports itself) is a warning; the rest as librdkafka's level says.
+    /// Connection failures (`FAIL`) are debug-level, as outages are above; the rest as
+    /// librdkafka's level says.
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
         use rdkafka::config::RDKafkaLogLevel as L;
         match level {
             _ if fac == "FAIL" => tracing::debug!("librdkafka: {fac} {message}"),
-            L::Error if message.contains("Local: Timed out") => {
-                tracing::warn!("librdkafka: {fac} {message}")
-            }
             L::Emerg | L::Alert | L::Critical | L::Error => {
                 tracing::error!("librdkafka: {fac} {message}")
             }
@@ -288,8 +292,37 @@ impl rdkafka::ClientContext for ReaderContext {
 
 impl rdkafka::consumer::ConsumerContext for ReaderContext {}
 
+/// The context of the Kafka sink's clients: as [`ReaderContext`], except that
+/// librdkafka's error lines are warnings. Every failed transaction step comes back to
+/// the sink as an error, which it reports itself: a warning while it retries, or the
+/// run's one error when it gives up. librdkafka's own lines about the same failure
+/// (`ADDOFFSETS … Broker transport failure` while the broker is away, `Fenced` from a
+/// producer the sink gave up on) are the detail.
+pub struct SinkContext;
+
+impl rdkafka::ClientContext for SinkContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        match is_outage(&error) {
+            true => tracing::debug!("librdkafka: {error}: {reason}"),
+            false => tracing::warn!("librdkafka: {error}: {reason}"),
+        }
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => {
+                ReaderContext.log(L::Warning, fac, message)
+            }
+            _ => ReaderContext.log(level, fac, message),
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for SinkContext {}
+
 /// The sink's deliveries need no report: a failed one fails the transaction's commit.
-impl rdkafka::producer::ProducerContext for ReaderContext {
+impl rdkafka::producer::ProducerContext for SinkContext {
     type DeliveryOpaque = ();
     fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
 }

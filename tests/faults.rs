@@ -41,6 +41,17 @@ impl OwnBroker {
         gen_into(&self.address(), topic, 2, &args);
     }
 
+    /// SIGSTOPs the broker until the guard is dropped.
+    fn freeze(&self) -> Frozen {
+        let home = std::env::var("SLUICE_KAFKA_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/sluice-kafka")
+            });
+        let pidfile = home.join(format!("run-{}/broker.pid", self.port));
+        Frozen::pid(std::fs::read_to_string(pidfile).unwrap())
+    }
+
     fn script(&self, args: &[&str]) {
         let out = Command::new("bash")
             .arg(repo().join("scripts/kafka-local.sh"))
@@ -453,8 +464,10 @@ fn a_deleted_sink_topic_stops_the_run_with_nothing_committed_past_the_last_good_
 fn a_kafka_sink_waits_out_its_broker_restarting_and_writes_each_record_once() {
     // The source is on the shared broker, the sink on one of the test's own: a restart
     // of the sink's broker comes while batches keep coming, so it hits transactions.
-    let (source, input) = seeded_topic("sinkrestart-in", 16_000, 2, "crash", 10);
-    // Three faults: a restart, a SIGKILL restart, and a stop outlasting a transaction.
+    let (source, input) = seeded_topic("sinkrestart-in", 24_000, 2, "crash", 10);
+    // Four faults: a restart, a SIGKILL restart, a stop outlasting a transaction, and a
+    // freeze (SIGSTOP) that leaves a try waiting past the sink's deadline, which the
+    // test shortens to 20 s (75 s by default).
     let b = OwnBroker::start(19492);
     let sink = b.address();
     topic_command(&sink, &["--create", "--topic", "out", "--partitions", "1"]);
@@ -463,7 +476,10 @@ fn a_kafka_sink_waits_out_its_broker_restarting_and_writes_each_record_once() {
     let progress = dir.join("progress.jsonl");
     let extra = ["--progress-json", progress.to_str().unwrap()];
     let ckpt = dir.join("ckpt");
-    let sluice = Running::spawn(&run_args(&q, &ckpt, &extra));
+    let deadline = |c: &mut Command| {
+        c.env("SLUICE_SINK_TRY_DEADLINE_MS", "20000");
+    };
+    let sluice = Running::spawn_with(&run_args(&q, &ckpt, &extra), deadline);
     for restart in [&["restart"][..], &["restart", "--kill"]] {
         let seen = batches(&progress);
         sluice.wait_for(Duration::from_secs(60), "batches before a restart", || {
@@ -483,19 +499,43 @@ fn a_kafka_sink_waits_out_its_broker_restarting_and_writes_each_record_once() {
     sluice.wait_for(Duration::from_secs(60), "batches before a stop", || {
         batches(&progress) >= seen + 3
     });
+    // (A warning counts only when it comes after its fault: the quick restarts above
+    // may or may not have outlasted the 20 s deadline on a loaded machine.)
+    let (retried, rewritten) = (sluice.said("retrying in"), sluice.said("written on try"));
     b.script(&["stop"]);
     sluice.wait_for(Duration::from_secs(120), "the sink's retry warning", || {
-        sluice.said("retrying in") > 0
+        sluice.said("retrying in") > retried
     });
     b.script(&["restart"]);
     sluice.wait_for(Duration::from_secs(120), "the batch written again", || {
-        sluice.said("written on try") > 0
+        sluice.said("written on try") > rewritten
     });
+    // A frozen broker holds its connections and answers nothing: the try under way is
+    // given up at the deadline and the batch goes on to a new producer after the thaw.
+    let seen = batches(&progress);
+    sluice.wait_for(Duration::from_secs(60), "batches before a freeze", || {
+        batches(&progress) >= seen + 3
+    });
+    let given_up = "neither finished nor failed within 20 s";
+    let (stalled, rewritten) = (sluice.said(given_up), sluice.said("written on try"));
+    let frozen = b.freeze();
+    sluice.wait_for(Duration::from_secs(60), "a try given up on", || {
+        sluice.said(given_up) > stalled
+    });
+    drop(frozen);
+    sluice.wait_for(
+        Duration::from_secs(120),
+        "the batch written after the thaw",
+        || sluice.said("written on try") > rewritten,
+    );
     sluice.wait_for(Duration::from_secs(120), "every record", || {
-        records_read(&progress) == 16_000
+        records_read(&progress) == 24_000
     });
     let said = sluice.text();
     drop(sluice);
+    for line in said.lines().filter(|l| l.contains("Kafka sink topic")) {
+        eprintln!("{line}"); // the faults' timings, shown with --nocapture
+    }
     assert!(!said.contains("ERROR"), "{said}");
     let written = committed_messages(&sink, "out");
     assert_eq!(sorted(written), topic_records(&source, &input));
@@ -651,22 +691,26 @@ fn a_full_or_read_only_checkpoint_disk_is_retried_or_stops_and_resumes_exactly()
     );
 }
 
-/// The local S3 endpoint frozen (SIGSTOP: it holds connections and answers nothing, as
-/// an overloaded or partitioned endpoint does) until dropped (SIGCONT).
+/// A process frozen (SIGSTOP: it holds connections and answers nothing, as an
+/// overloaded or partitioned endpoint does) until dropped (SIGCONT).
 struct Frozen(String);
 
 impl Frozen {
-    fn freeze() -> Self {
+    fn pid(pid: String) -> Self {
+        let f = Self(pid.trim().to_string());
+        f.signal("-STOP");
+        f
+    }
+
+    /// The local S3 endpoint, frozen.
+    fn s3() -> Self {
         let home = std::env::var("SLUICE_S3_HOME")
             .map(PathBuf::from)
             .unwrap_or_else(|_| {
                 PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/sluice-s3")
             });
         let port = std::env::var("S3_PORT").unwrap_or_else(|_| "9787".into());
-        let pid = std::fs::read_to_string(home.join(format!("moto-{port}.pid"))).unwrap();
-        let f = Self(pid.trim().to_string());
-        f.signal("-STOP");
-        f
+        Self::pid(std::fs::read_to_string(home.join(format!("moto-{port}.pid"))).unwrap())
     }
 
     fn signal(&self, sig: &str) {
@@ -702,7 +746,7 @@ fn an_s3_checkpoint_endpoint_that_stops_answering_is_retried_and_the_result_is_e
     run.wait_for(Duration::from_secs(60), "batches before the freeze", || {
         batches(&progress) >= 4
     });
-    let frozen = Frozen::freeze();
+    let frozen = Frozen::s3();
     run.wait_for(Duration::from_secs(60), "a retried write", || {
         run.said("retrying in") > 0
     });
