@@ -72,6 +72,8 @@ pub struct KafkaSink {
     written: Option<Option<u64>>,
     /// The batch this run replays from the checkpoint's log, if any.
     replay: Option<u64>,
+    /// [`try_deadline`], read once.
+    deadline: Duration,
 }
 
 /// The sink's transactional producer and the client of its group offset.
@@ -164,6 +166,7 @@ impl KafkaSink {
             conn,
             written: None,
             replay,
+            deadline: try_deadline(),
         })
     }
 
@@ -261,9 +264,7 @@ impl KafkaSink {
                 let _ = tx.send(conn.try_write(&rows, known, again, batch_id, &batches));
             })
             .map_err(|e| Error::option("Kafka sink", format!("starting its thread: {e}")))?;
-        let deadline = try_deadline();
-        let answer = rx.recv_timeout(deadline);
-        match answer {
+        match rx.recv_timeout(self.deadline) {
             Ok(written) => {
                 self.written = Some(written?);
                 Ok(())
@@ -274,7 +275,7 @@ impl KafkaSink {
                     topic: self.rows.topic.clone(),
                     brokers: self.brokers.clone(),
                     batch_id,
-                    seconds: deadline.as_secs_f64().ceil() as u64,
+                    seconds: self.deadline.as_secs_f64().ceil() as u64,
                 })
             }
             Err(RecvTimeoutError::Disconnected) => Err(Error::option(
