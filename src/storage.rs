@@ -119,25 +119,76 @@ pub async fn put_retrying(
     path: &Path,
     payload: PutPayload,
 ) -> std::result::Result<(), String> {
+    retrying(&format!("writing {path}"), || {
+        store.put(path, payload.clone())
+    })
+    .await
+    .map(|_| ())
+}
+
+/// `store.delete(path)`, retried as [`put_retrying`] is. A file already gone counts as
+/// deleted (a try whose answer was lost, or a replay after a crash).
+pub async fn delete_retrying(
+    store: &dyn ObjectStore,
+    path: &Path,
+) -> std::result::Result<(), String> {
+    retrying(&format!("deleting {path}"), || async {
+        match store.delete(path).await {
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
+            r => r,
+        }
+    })
+    .await
+}
+
+/// `op` (the store call `what` names) retried on the [`Backoff`] schedule while it
+/// fails, with a warning each time; the last error, with how long it was retried.
+async fn retrying<T, F, Fut>(what: &str, mut op: F) -> std::result::Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = object_store::Result<T>>,
+{
     let mut backoff = Backoff::start();
     let mut tries = 0;
     loop {
         tries += 1;
-        let e = match store.put(path, payload.clone()).await {
-            Ok(_) => return Ok(()),
+        let e = match op().await {
+            Ok(v) => return Ok(v),
             Err(e) => e,
         };
         let Some(wait) = backoff.next_wait() else {
             return Err(format!(
-                "writing {path} failed {tries} times in {:.0} s: {e}; mend the store (space, permissions, endpoint) and run again: it resumes after the last committed batch",
+                "{what} failed {tries} times in {:.0} s: {e}; mend the store (space, permissions, endpoint) and run again: it resumes after the last committed batch",
                 backoff.elapsed().as_secs_f64()
             ));
         };
         tracing::warn!(
-            "writing {path} failed ({e}); retrying in {:.1} s (for up to {:.0} s, then the run stops; the batch is not committed until it succeeds)",
+            "{what} failed ({e}); retrying in {:.1} s (for up to {:.0} s, then the run stops; the batch is not committed until it succeeds)",
             wait.as_secs_f64(),
             retry_for().as_secs_f64()
         );
         tokio::time::sleep(wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_delete_removes_the_file_and_a_file_already_gone_counts_as_deleted() {
+        let dir = std::env::temp_dir().join(format!("sluice-delete-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = LocalFileSystem::new_with_prefix(&dir).unwrap();
+        let path = Path::from("part-1.jsonl");
+        put_retrying(&store, &path, PutPayload::from_static(b"{}\n"))
+            .await
+            .unwrap();
+        assert!(dir.join("part-1.jsonl").exists());
+        delete_retrying(&store, &path).await.unwrap();
+        assert!(!dir.join("part-1.jsonl").exists());
+        // Again: the try whose answer was lost, or a replay, finds it gone.
+        delete_retrying(&store, &path).await.unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -175,7 +175,7 @@ impl FileSink {
     async fn delete_before(&self, batch_id: u64) -> Result<()> {
         for p in self.parts().await? {
             if p.last < batch_id {
-                self.store.delete(&p.path).await.map_err(|e| self.err(e))?;
+                self.delete(&p.path).await?;
             }
         }
         Ok(())
@@ -186,6 +186,13 @@ impl FileSink {
             FileFormat::Parquet => "parquet",
             FileFormat::JsonLines => "jsonl",
         }
+    }
+
+    /// Deletes `path`, retried while the store fails ([`crate::storage::delete_retrying`]).
+    async fn delete(&self, path: &Path) -> Result<()> {
+        crate::storage::delete_retrying(self.store.as_ref(), path)
+            .await
+            .map_err(|e| self.err(e))
     }
 
     fn err(&self, e: impl std::fmt::Display) -> Error {
@@ -219,7 +226,7 @@ impl FileSink {
                 .iter()
                 .any(|m| m.first <= p.first && p.first <= m.last)
             {
-                self.store.delete(&p.path).await.map_err(|e| self.err(e))?;
+                self.delete(&p.path).await?;
             } else if p.first < before {
                 singles.push(p);
             }
@@ -275,7 +282,7 @@ impl FileSink {
             .await
             .map_err(|e| self.err(e))?;
         for p in &singles {
-            self.store.delete(&p.path).await.map_err(|e| self.err(e))?;
+            self.delete(&p.path).await?;
         }
         Ok(())
     }
