@@ -154,19 +154,30 @@ start() {
   launch
 }
 
-# Starts the JVM on the configured, formatted log dir and waits until it serves.
+# Starts the JVM on the configured, formatted log dir and waits until it serves. A JVM
+# that dies during start-up is started once more (a CI run once saw one exit with
+# nothing in its log); a second death is the error, with its exit status.
 launch() {
+  local tries="${1:-2}"
   say "starting broker on 127.0.0.1:$port (log: $logfile)"
   nohup java -Xmx"$heap" -Xms"$heap" -XX:+UseG1GC \
     -Dlog4j2.configurationFile="$run/log4j2.yaml" \
     -cp "$jars/*" kafka.Kafka "$run/server.properties" >"$run/stdout.log" 2>&1 </dev/null &
-  echo $! >"$pidfile"
+  local pid=$!
+  echo "$pid" >"$pidfile"
   local waited=0
   # Ready means: the JVM logged that the server started and the listener accepts connections.
   until grep -q 'Kafka Server started' "$logfile" 2>/dev/null && port_open "$port"; do
-    if ! running_pid >/dev/null; then
+    if ! kill -0 "$pid" 2>/dev/null; then
+      local status=0
+      wait "$pid" || status=$?
       tail -n 30 "$run/stdout.log" "$logfile" >&2 || true
-      die "the broker exited during start-up (see $logfile)"
+      if [ "$tries" -gt 1 ]; then
+        say "the broker exited during start-up (status $status); starting it once more"
+        launch $((tries - 1))
+        return
+      fi
+      die "the broker exited during start-up (status $status; see $logfile)"
     fi
     if [ "$waited" -ge 120 ]; then
       stop
