@@ -43,11 +43,7 @@ impl OwnBroker {
 
     /// SIGSTOPs the broker until the guard is dropped.
     fn freeze(&self) -> Frozen {
-        let home = std::env::var("SLUICE_KAFKA_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| {
-                PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/sluice-kafka")
-            });
+        let home = service_home("SLUICE_KAFKA_HOME", "sluice-kafka");
         let pidfile = home.join(format!("run-{}/broker.pid", self.port));
         Frozen::pid(std::fs::read_to_string(pidfile).unwrap())
     }
@@ -704,11 +700,7 @@ impl Frozen {
 
     /// The local S3 endpoint, frozen.
     fn s3() -> Self {
-        let home = std::env::var("SLUICE_S3_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| {
-                PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/sluice-s3")
-            });
+        let home = service_home("SLUICE_S3_HOME", "sluice-s3");
         let port = std::env::var("S3_PORT").unwrap_or_else(|_| "9787".into());
         Self::pid(std::fs::read_to_string(home.join(format!("moto-{port}.pid"))).unwrap())
     }

@@ -141,11 +141,7 @@ fn secured_listener() -> (String, String, String) {
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(9092);
-    let home = std::env::var("SLUICE_KAFKA_HOME")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| {
-            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/sluice-kafka")
-        });
+    let home = common::service_home("SLUICE_KAFKA_HOME", "sluice-kafka");
     let tls = home.join(format!("run-{port}/tls"));
     let password = std::fs::read_to_string(tls.join("scram-password"))
         .expect("the local broker's SCRAM password (scripts/kafka-local.sh start makes it)");

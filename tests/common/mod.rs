@@ -658,3 +658,13 @@ pub fn fold_changelog_files(
     }
     (table, kinds)
 }
+
+/// Where a service script keeps its files: `$ENV` if set, else `~/.cache/DIR`
+/// (`scripts/kafka-local.sh` and `scripts/s3-local.sh` use the same rule).
+pub fn service_home(env: &str, dir: &str) -> PathBuf {
+    std::env::var(env).map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(std::env::var("HOME").unwrap())
+            .join(".cache")
+            .join(dir)
+    })
+}
